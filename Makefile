@@ -1,0 +1,55 @@
+# diga — common tasks. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+ARCH := $(shell uname -m)
+# torch/torchvision pair that imports together on this kind of machine (see README "Install").
+ifeq ($(ARCH),aarch64)
+TORCH_PAIR := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+endif
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+export WANDB_SILENT := true
+PYTEST_ARGS ?=
+
+.PHONY: help install test test-slow test-full lint format demo train bench clean clean-logs
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## install the torch pair and diga (editable, with dev extras)
+	$(PYTHON) -m pip install -q $(TORCH_PAIR)
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+test: ## default test suite (everything but GPU tests)
+	$(PYTHON) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+test-fast: ## unit tests only (no multi-step training)
+	$(PYTHON) -m pytest -q -m "not slow and not gpu and not ddp" $(PYTEST_ARGS)
+
+test-gpu: ## GPU tests (on a machine with CUDA)
+	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+lint: ## ruff lint + format check
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks
+
+format: ## auto-fix lint and format
+	$(PYTHON) -m ruff check --fix src tests benchmarks
+	$(PYTHON) -m ruff format src tests benchmarks
+
+demo: ## the main job: full DiGA pipeline on the embedded toy domain pair
+	$(PYTHON) -m diga.train experiment=toy stage=pipeline
+
+train: ## python -m diga.train experiment=$(EXP) stage=$(STAGE)
+	$(PYTHON) -m diga.train experiment=$(EXP) stage=$(STAGE)
+
+bench: ## performance benchmarks (see benchmarks/README.md)
+	$(PYTHON) -m benchmarks.run
+
+clean-logs: ## remove run directories
+	rm -rf logs/ outputs/ multirun/ wandb/
+
+clean: clean-logs ## remove caches and run directories
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

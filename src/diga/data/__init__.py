@@ -1,0 +1,1 @@
+"""Data: label tables, file I/O, datasets, transforms and the source/target LightningDataModule."""

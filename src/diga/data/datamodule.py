@@ -1,0 +1,196 @@
+"""One LightningDataModule for every stage: source and target training streams, one or more val sets.
+
+Each domain may have several *streams* over the same file list (the reference's low-/high-scale `ls`/`hs`
+loaders, METHOD.md §2.2): every stream resizes whole images to its own size, then crops to the common
+crop size. Lightning iterates all streams together (`CombinedLoader`, max_size_cycle) and
+`on_before_batch_transfer` concatenates the streams of a domain, `ls` first, so a training step sees
+`batch["source"]` and `batch["target"]`, each a dict of `image` (uint8 B×3×H×W), `label`, … .
+
+Dataset configs (conf/data/*.yaml) carry a `loader:` block (splits, streams, eval resize, class retry) that
+is consumed here; the rest is passed to the dataset class.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset
+
+from diga.data.datasets.base import SegmentationDataset
+from diga.data.transforms import ClassContentRetry, eval_transform, seed_transform, train_transform, worker_init_fn
+
+DOMAINS = ("source", "target")
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return copy.deepcopy(dict(cfg))
+
+
+class DomainAdaptationDataModule(pl.LightningDataModule):
+    """Source (labelled) + target (unlabelled) training streams and named validation sets.
+
+    Args:
+        source / target: dataset configs (`_target_` + kwargs + `loader:` block); target may be None
+            (source-only and domain-generalisation stages).
+        val: name → dataset config of each validation set (evaluated with labels, no augmentation).
+        crop_size: training crop (H, W) shared by all streams.
+        random_scale: (lo, hi) of the reference's anisotropic rescale, or None for a plain crop.
+        use_target: whether the training loader includes the target streams (stages that need them).
+        target_pseudo_label_dir: pseudo-labels to read with the target images (self-training).
+    """
+
+    def __init__(
+        self,
+        source: Mapping[str, Any],
+        target: Mapping[str, Any] | None = None,
+        val: Mapping[str, Mapping[str, Any]] | None = None,
+        crop_size: tuple[int, int] = (512, 896),
+        random_scale: tuple[float, float] | None = (0.7, 1.0),
+        target_random_scale: tuple[float, float] | None = (0.7, 1.0),
+        use_target: bool = True,
+        target_pseudo_label_dir: str | None = None,
+        num_workers: int = 2,
+        val_batch_size: int = 1,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.cfg = {"source": _plain(source), "target": _plain(target) if target else None}
+        self.val_cfg = {k: _plain(v) for k, v in (val or {}).items()}
+        self.crop_size = tuple(crop_size)
+        self.random_scale = {"source": random_scale, "target": target_random_scale}
+        self.use_target = use_target and target is not None
+        self.target_pseudo_label_dir = target_pseudo_label_dir
+        self.num_workers = num_workers
+        self.val_batch_size = val_batch_size
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.seed = seed
+        self.train_sets: dict[str, SegmentationDataset] = {}
+        self.val_sets: dict[str, SegmentationDataset] = {}
+        self.stream_batch: dict[str, int] = {}
+
+    # --- building datasets --------------------------------------------------------------------------
+    @staticmethod
+    def split_cfg(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(dataset kwargs incl. `_target_`, loader settings)."""
+        cfg = copy.deepcopy(dict(cfg))
+        loader = cfg.pop("loader", {}) or {}
+        return cfg, loader
+
+    def build_train_dataset(self, domain: str, stream: Mapping[str, Any], **overrides: Any) -> SegmentationDataset:
+        ds_cfg, loader = self.split_cfg(self.cfg[domain] or {})
+        tf = train_transform(self.crop_size, stream.get("resize"), self.random_scale[domain])
+        transform: Any = ClassContentRetry(tf) if domain == "source" and loader.get("class_retry", False) else tf
+        kwargs: dict[str, Any] = {
+            "split": loader.get("splits", {}).get("train", "train"),
+            "transform": transform,
+            "with_labels": domain == "source",
+        }
+        if domain == "target" and self.target_pseudo_label_dir:
+            kwargs["pseudo_label_dir"] = self.target_pseudo_label_dir
+        kwargs.update(overrides)
+        return instantiate(ds_cfg, **kwargs, _convert_="all")
+
+    def build_eval_dataset(self, cfg: Mapping[str, Any], split_key: str = "val", **overrides: Any) -> SegmentationDataset:
+        """Un-augmented dataset (validation, evaluation, pseudo-labelling, centroids)."""
+        ds_cfg, loader = self.split_cfg(cfg)
+        kwargs: dict[str, Any] = {
+            "split": loader.get("splits", {}).get(split_key, split_key),
+            "transform": eval_transform(loader.get("eval_resize"), loader.get("eval_resize_label", False)),
+            "with_labels": True,
+        }
+        kwargs.update(overrides)
+        return instantiate(ds_cfg, **kwargs, _convert_="all")
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and not self.train_sets:
+            for domain in DOMAINS:
+                if self.cfg[domain] is None or (domain == "target" and not self.use_target):
+                    continue
+                _, loader = self.split_cfg(self.cfg[domain])
+                for i, stream in enumerate(loader.get("streams") or [{"resize": None, "batch_size": 2}]):
+                    key = f"{domain}_{i}"
+                    self.train_sets[key] = self.build_train_dataset(domain, stream)
+                    self.stream_batch[key] = int(stream.get("batch_size", 1))
+                    seed_transform(self.train_sets[key].transform, self.seed + 1000 * i + (0 if domain == "source" else 1))
+        if stage in (None, "fit", "validate", "test") and not self.val_sets:
+            self.val_sets = {name: self.build_eval_dataset(cfg) for name, cfg in self.val_cfg.items()}
+
+    @property
+    def val_names(self) -> list[str]:
+        return list(self.val_cfg)
+
+    # --- loaders ------------------------------------------------------------------------------------
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            worker_init_fn=worker_init_fn if self.num_workers > 0 else None,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {k: self._loader(ds, self.stream_batch[k], True, True) for k, ds in self.train_sets.items()}
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(ds, self.val_batch_size, False, False) for ds in self.val_sets.values()]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training and isinstance(batch, dict):
+            return merge_streams(batch)
+        return batch
+
+
+def merge_streams(batch: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{"source_0": b0, "source_1": b1, "target_0": …} → {"source": cat(b0, b1), "target": …} (stream order kept)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for key in sorted(batch, key=lambda k: (k.rsplit("_", 1)[0], int(k.rsplit("_", 1)[1]))):
+        if batch[key] is not None:
+            out.setdefault(key.rsplit("_", 1)[0], []).append(batch[key])
+    return {domain: _cat(parts) for domain, parts in out.items()}
+
+
+def _cat(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    if len(parts) == 1:
+        return dict(parts[0])
+    merged: dict[str, Any] = {}
+    for k in parts[0]:
+        vals = [p[k] for p in parts]
+        merged[k] = torch.cat(vals) if isinstance(vals[0], torch.Tensor) else [x for v in vals for x in v]
+    return merged
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep strings as lists. Images of different sizes (val at native size) need batch size 1."""
+    out: dict[str, Any] = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        if isinstance(vals[0], torch.Tensor):
+            out[k] = torch.stack(vals)
+        elif isinstance(vals[0], int):
+            out[k] = torch.tensor(vals)
+        else:
+            out[k] = vals
+    return out

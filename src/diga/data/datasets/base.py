@@ -1,0 +1,179 @@
+"""The one dataset class every benchmark specialises: a list of (image, label) files in a real layout.
+
+Subclasses only say *where* the files are (`find_samples`) and *how* raw label ids become train-ids
+(`raw_to_trainid` / `read_label`). Everything else — transforms, pseudo-labels, size checks, the errors
+that name the file — lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from diga.data.io import DatasetError, check_ids, map_label, read_label, read_rgb
+from diga.data.labels import IGNORE_INDEX, LabelSet, get_label_set, lookup_table
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and, where the split has them, its ground-truth label file."""
+
+    image: Path
+    label: Path | None
+    name: str  # unique stem, used for pseudo-label file names and logging
+
+
+class SegmentationDataset(Dataset):
+    """Base class: returns dicts with `image` (uint8 3×H×W RGB), `label` (int64 H×W train-ids), `name`.
+
+    Args:
+        root: dataset root in the dataset's official on-disk layout.
+        split: which split to read (dataset-specific names, e.g. "train", "val").
+        label_set: the train-id space (e.g. "cityscapes19", "synthia16").
+        transform: an albumentations Compose taking `image`, `mask` (and `pseudo`) — or None.
+        with_labels: read ground truth. UDA target training sets are read without it.
+        pseudo_label_dir: flat folder of `<name>.png` pseudo-labels written by the pseudo-label stage.
+        list_file: optional text file restricting the samples (one name per line, matched against `name`).
+        limit: keep only the first `limit` samples (quick runs).
+    """
+
+    label_map: dict[int, int] | None = None  # raw id → train-id; None = labels are train-ids already
+    label_lut_size = 256
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        label_set: str = "cityscapes19",
+        transform: Callable[..., dict[str, Any]] | None = None,
+        with_labels: bool = True,
+        pseudo_label_dir: str | Path | None = None,
+        list_file: str | Path | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.labels: LabelSet = get_label_set(label_set)
+        self.transform = transform
+        self.with_labels = with_labels
+        self.pseudo_label_dir = Path(pseudo_label_dir) if pseudo_label_dir else None
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root of {type(self).__name__} does not exist")
+        samples = self.find_samples()
+        if list_file:
+            samples = _restrict_to_list(samples, Path(list_file))
+        if limit:
+            samples = samples[:limit]
+        if not samples:
+            raise DatasetError(f"{self.root}: no {split!r} samples found for {type(self).__name__}")
+        self.samples: list[Sample] = samples
+        if with_labels:
+            missing = [s for s in samples if s.label is None]
+            if missing:
+                raise DatasetError(f"{missing[0].image}: no label file for this image")
+        self._lut = lookup_table(self.label_mapping(), self.label_lut_size) if self.label_mapping() is not None else None
+        if self.pseudo_label_dir is not None and not self.pseudo_label_dir.is_dir():
+            raise DatasetError(f"{self.pseudo_label_dir}: pseudo-label directory does not exist")
+
+    # --- what subclasses provide -------------------------------------------------------------------
+    def find_samples(self) -> list[Sample]:
+        raise NotImplementedError
+
+    def label_mapping(self) -> dict[int, int] | None:
+        """raw id → train-id for `self.labels`; None when files already hold train-ids."""
+        return None
+
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        return read_label(path)
+
+    # --- shared machinery ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.labels.num_classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_label(self, sample: Sample) -> np.ndarray:
+        """Ground-truth train-ids of one sample (uint8, 255 = ignore), with all checks."""
+        assert sample.label is not None
+        raw = self.read_raw_label(sample.label)
+        if self._lut is not None:
+            lab = map_label(raw, self._lut, sample.label)
+        else:
+            lab = check_ids(raw, self.num_classes, sample.label).astype(np.uint8)
+        return lab
+
+    def load_pseudo_label(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        assert self.pseudo_label_dir is not None
+        path = self.pseudo_label_dir / f"{sample.name}.png"
+        pl = read_label(path).astype(np.int64)
+        if pl.shape != shape:
+            # pseudo-labels may be stored at another resolution; nearest resize keeps ids exact
+            import cv2
+
+            pl = cv2.resize(pl.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        pl = np.where((pl >= 0) & (pl < self.num_classes), pl, IGNORE_INDEX)
+        return pl.astype(np.uint8)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = read_rgb(sample.image)
+        data: dict[str, Any] = {"image": image}
+        if self.with_labels:
+            label = self.load_label(sample)
+            if label.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"{sample.label}: label size {label.shape[1]}×{label.shape[0]} does not match image "
+                    f"{sample.image} size {image.shape[1]}×{image.shape[0]}"
+                )
+            data["mask"] = label
+        if self.pseudo_label_dir is not None:
+            data["pseudo"] = self.load_pseudo_label(sample, image.shape[:2])
+        if self.transform is not None:
+            data = self.transform(**data)
+        out: dict[str, Any] = {
+            "image": torch.from_numpy(np.ascontiguousarray(data["image"])).permute(2, 0, 1).contiguous(),
+            "name": sample.name,
+            "index": index,
+        }
+        h, w = out["image"].shape[-2:]
+        out["label"] = (
+            torch.from_numpy(np.ascontiguousarray(data["mask"])).long()
+            if "mask" in data
+            else torch.full((h, w), IGNORE_INDEX, dtype=torch.long)
+        )
+        if "pseudo" in data:
+            out["pseudo_label"] = torch.from_numpy(np.ascontiguousarray(data["pseudo"])).long()
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
+
+
+def _restrict_to_list(samples: list[Sample], list_file: Path) -> list[Sample]:
+    if not list_file.is_file():
+        raise DatasetError(f"{list_file}: list file not found")
+    wanted = [Path(line.strip()).stem for line in list_file.read_text().splitlines() if line.strip()]
+    by_name = {s.name: s for s in samples}
+    # list entries may carry dataset suffixes (e.g. "_leftImg8bit"); match on stems either way
+    by_stem = {Path(s.image).stem: s for s in samples}
+    out: list[Sample] = []
+    for w in wanted:
+        s = by_name.get(w) or by_stem.get(w)
+        if s is None:
+            raise DatasetError(f"{list_file}: entry {w!r} has no matching image in the dataset")
+        out.append(s)
+    return out
+
+
+def sorted_files(folder: Path, pattern: str) -> list[Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: expected directory is missing")
+    return sorted(folder.glob(pattern))

@@ -1,0 +1,17 @@
+"""BDD100K semantic segmentation: `images/<split>/<name>.jpg`, `gtFine/<split>/<name>_train_id.png` (train-ids)."""
+
+from __future__ import annotations
+
+from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.labels import trainid19_to_trainid
+
+
+class BDD100K(SegmentationDataset):
+    def find_samples(self) -> list[Sample]:
+        images = sorted_files(self.root / "images" / self.split, "*.jpg")
+        lbl_dir = self.root / "gtFine" / self.split
+        return [Sample(p, lbl_dir / f"{p.stem}_train_id.png", p.stem) for p in images]
+
+    def label_mapping(self) -> dict[int, int]:
+        # Values 0..18 are train-ids, everything else (incl. 255) is ignore (REF BDDLoader).
+        return trainid19_to_trainid(self.labels.name)

@@ -1,0 +1,18 @@
+"""GTA5 (Richter et al. 2016): `images/00001.png`, `labels/00001.png` (Cityscapes labelIds)."""
+
+from __future__ import annotations
+
+from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.labels import cityscapes_labelid_to_trainid
+
+
+class GTA5(SegmentationDataset):
+    """All frames by default (one split); `list_file` selects e.g. the authors' `train_modified.txt`."""
+
+    def find_samples(self) -> list[Sample]:
+        images = sorted_files(self.root / "images", "*.png")
+        label_dir = self.root / "labels"
+        return [Sample(p, label_dir / p.name, p.stem) for p in images]
+
+    def label_mapping(self) -> dict[int, int]:
+        return cityscapes_labelid_to_trainid(self.labels.name)

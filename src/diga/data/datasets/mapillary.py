@@ -1,0 +1,16 @@
+"""Mapillary Vistas v1.2: `<split>/images/<id>.jpg`, `<split>/labels/<id>.png` (66 classes, palettised)."""
+
+from __future__ import annotations
+
+from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.labels import mapillary_to_trainid
+
+
+class Mapillary(SegmentationDataset):
+    def find_samples(self) -> list[Sample]:
+        images = sorted_files(self.root / self.split / "images", "*.jpg")
+        lbl_dir = self.root / self.split / "labels"
+        return [Sample(p, lbl_dir / f"{p.stem}.png", p.stem) for p in images]
+
+    def label_mapping(self) -> dict[int, int]:
+        return mapillary_to_trainid(self.labels.name)

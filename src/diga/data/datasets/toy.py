@@ -1,0 +1,28 @@
+"""The embedded toy domain pair (`<root>/<domain>/<split>/{images,labels}/NNNNN.png`, train-ids).
+
+Rendered on first use (no download); see `diga.data.toy`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.toy.generator import ToySpec, ensure_toy_dataset
+
+
+class ToyDataset(SegmentationDataset):
+    def __init__(self, root: str | Path, domain: str = "target", generate: bool = True,
+                 spec: dict[str, Any] | None = None, label_set: str = "toy", **kwargs: Any) -> None:  # fmt: skip
+        if domain not in ("source", "target"):
+            raise ValueError(f"toy domain must be 'source' or 'target', got {domain!r}")
+        self.domain = domain
+        if generate:
+            ensure_toy_dataset(root, ToySpec(**(spec or {})))
+        super().__init__(root, label_set=label_set, **kwargs)
+
+    def find_samples(self) -> list[Sample]:
+        base = self.root / self.domain / self.split
+        images = sorted_files(base / "images", "*.png")
+        return [Sample(p, base / "labels" / p.name, f"{self.domain}_{p.stem}") for p in images]

@@ -1,0 +1,6 @@
+"""Encoders built from timm, with local-file weight loading."""
+
+from diga.models.backbones.mit import MiTBackbone
+from diga.models.backbones.resnet import ResNetBackbone
+
+__all__ = ["MiTBackbone", "ResNetBackbone"]

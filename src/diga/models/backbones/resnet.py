@@ -1,0 +1,42 @@
+"""DeepLabV2's dilated ResNet-101 (output stride 8) from timm, with the reference's frozen BN affine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from diga.models.weights import load_into, read_state_dict, resnet_to_timm
+
+
+class ResNetBackbone(nn.Module):
+    """Last-stage features of a dilated ResNet (layer3 dilation 2, layer4 dilation 4 at output stride 8).
+
+    Note: timm's ResNet puts the stride on the 3×3 conv (torchvision style); the reference's Caffe ResNet puts it
+    on the first 1×1 conv. Weights have identical shapes, so both the torchvision and the DeepLab/AdaptSegNet
+    ImageNet files load, but Caffe weights are then used in a torchvision-style block.
+    """
+
+    def __init__(self, variant: str = "resnet101", pretrained: str | Path | None = None, output_stride: int = 8,
+                 freeze_bn_affine: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        self.variant = variant
+        self.body = timm.create_model(variant, pretrained=False, features_only=True, output_stride=output_stride,
+                                      out_indices=(4,))  # fmt: skip
+        self.channels: list[int] = list(self.body.feature_info.channels())
+        self.strides: list[int] = list(self.body.feature_info.reduction())
+        if pretrained:
+            self.load_pretrained(pretrained)
+        if freeze_bn_affine:  # REF: BN γ/β frozen, statistics still follow train/eval mode (METHOD.md §11.1)
+            for m in self.body.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.requires_grad_(False)
+                    m.bias.requires_grad_(False)
+
+    def load_pretrained(self, path: str | Path) -> int:
+        return load_into(self.body, resnet_to_timm(read_state_dict(path)), path, f"{self.variant} encoder")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(x)

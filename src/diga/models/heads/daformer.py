@@ -1,0 +1,35 @@
+"""DAFormer's context-aware feature fusion head (Hoyer et al. 2022)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from diga.models.heads.common import MLPEmbed, conv_bn_relu, resize_to, sep_conv_bn_relu
+
+
+class DAFormerHead(nn.Module):
+    """MLP-embed every level to `embed_dim`, up-sample to 1/4, concat, fuse with a depthwise-separable ASPP
+    (dilations 1/6/12/18, no image pooling) and a separable 3×3 bottleneck, dropout, 1×1 classifier.
+
+    `feat` is the fused `embed_dim` map (DAFormer's setting; 256-d like the reference's centroids, METHOD.md §11.3).
+    """
+
+    def __init__(self, in_channels: list[int], num_classes: int, embed_dim: int = 256,
+                 dilations: tuple[int, ...] = (1, 6, 12, 18), dropout: float = 0.1) -> None:  # fmt: skip
+        super().__init__()
+        self.embed = nn.ModuleList(MLPEmbed(c, embed_dim) for c in in_channels)
+        cat = embed_dim * len(in_channels)
+        self.aspp = nn.ModuleList(
+            conv_bn_relu(cat, embed_dim, 1) if d == 1 else sep_conv_bn_relu(cat, embed_dim, 3, d) for d in dilations
+        )
+        self.bottleneck = sep_conv_bn_relu(embed_dim * len(dilations), embed_dim, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(embed_dim, num_classes, 1)
+        self.feat_dim = embed_dim
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        size = feats[0].shape[-2:]
+        x = torch.cat([resize_to(m(f), size) for m, f in zip(self.embed, feats)], dim=1)
+        feat = self.bottleneck(torch.cat([b(x) for b in self.aspp], dim=1))
+        return self.conv_seg(self.dropout(feat)), feat
