@@ -22,7 +22,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """H×W×3 uint8 RGB."""
     img = _open(path)
     try:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: cannot decode image ({e})") from e
 

@@ -1,0 +1,1 @@
+"""mIoU metrics, multi-scale / sliding-window inference and result tables."""

@@ -1,0 +1,91 @@
+"""Test-time inference: whole image or sliding window, at one or more scales, fused by max or mean.
+
+REF protocol (METHOD.md §14): whole image at scales (1.0, 0.5), bilinear resizes with align_corners=True,
+element-wise *max* of the logits. Sliding window (crop/stride) serves models trained on crops that should
+not see full 1024×2048 frames at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    scales: tuple[float, ...] = (1.0,)
+    fusion: str = "max"  # max | mean (of logits)
+    mode: str = "whole"  # whole | slide
+    crop_size: tuple[int, int] | None = None  # slide window (H, W)
+    stride: tuple[int, int] | None = None
+    align_corners: bool = True
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("max", "mean"):
+            raise ValueError(f"fusion must be 'max' or 'mean', got {self.fusion!r}")
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if self.mode == "slide" and (self.crop_size is None or self.stride is None):
+            raise ValueError("slide inference needs crop_size and stride")
+
+
+def _resize(x: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+def forward_logits(model: nn.Module, x: torch.Tensor, out_size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    """Logits of one forward, up-sampled to `out_size`."""
+    return _resize(model(x)[0], out_size, align_corners)
+
+
+def slide_logits(model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int], num_classes: int,
+                 align_corners: bool) -> torch.Tensor:  # fmt: skip
+    """Average overlapping window logits (mmseg `slide_inference`); windows are clipped to the image."""
+    b, _, h, w = x.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    sh, sw = stride
+    rows = max(h - ch + sh - 1, 0) // sh + 1
+    cols = max(w - cw + sw - 1, 0) // sw + 1
+    out = x.new_zeros((b, num_classes, h, w))
+    count = x.new_zeros((b, 1, h, w))
+    for r in range(rows):
+        for c in range(cols):
+            y1, x1 = min(r * sh, h - ch), min(c * sw, w - cw)
+            win = x[:, :, y1 : y1 + ch, x1 : x1 + cw]
+            out[:, :, y1 : y1 + ch, x1 : x1 + cw] += forward_logits(model, win, (ch, cw), align_corners)
+            count[:, :, y1 : y1 + ch, x1 : x1 + cw] += 1
+    return out / count
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, cfg: InferenceConfig, num_classes: int,
+                   out_size: Sequence[int] | None = None) -> torch.Tensor:  # fmt: skip
+    """Fused logits at `out_size` (default: input size) for images `x` in [0, 1]."""
+    out_size = tuple(out_size or x.shape[-2:])
+    fused: torch.Tensor | None = None
+    n = 0
+    for s in cfg.scales:
+        xs = x if s == 1.0 else _resize(x, (round(x.shape[-2] * s), round(x.shape[-1] * s)), cfg.align_corners)
+        for flip in (False, True) if cfg.flip else (False,):
+            xi = xs.flip(-1) if flip else xs
+            if cfg.mode == "slide":
+                logits = slide_logits(model, xi, cfg.crop_size, cfg.stride, num_classes, cfg.align_corners)
+            else:
+                logits = forward_logits(model, xi, xi.shape[-2:], cfg.align_corners)
+            logits = _resize(logits.flip(-1) if flip else logits, out_size, cfg.align_corners)
+            if fused is None:
+                fused = logits
+            elif cfg.fusion == "max":
+                fused = torch.maximum(fused, logits)
+            else:
+                fused = fused + logits
+            n += 1
+    assert fused is not None
+    return fused / n if cfg.fusion == "mean" else fused

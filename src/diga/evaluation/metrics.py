@@ -1,0 +1,82 @@
+"""Segmentation metrics from a dataset-level confusion matrix (torchmetrics accumulates it, DDP-summed).
+
+`iou_from_confmat` and friends are pure functions so they can be checked against hand-computed matrices.
+Classes absent from both prediction and ground truth get IoU = NaN and are left out of the mean
+(mmseg/REF `nanmean`, METHOD.md §14).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from diga.data.labels import IGNORE_INDEX, LabelSet
+
+
+def iou_from_confmat(confmat: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU = TP / (TP + FP + FN); rows = ground truth, columns = prediction. NaN where union is 0."""
+    cm = confmat.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def accuracy_from_confmat(confmat: torch.Tensor) -> dict[str, float]:
+    cm = confmat.double()
+    total = cm.sum()
+    per_class = torch.where(cm.sum(1) > 0, cm.diag() / cm.sum(1).clamp(min=1), torch.full_like(cm.diag(), float("nan")))
+    freq = cm.sum(1) / total.clamp(min=1)
+    iou = iou_from_confmat(confmat)
+    return {
+        "aAcc": float(cm.diag().sum() / total.clamp(min=1)),
+        "mAcc": float(per_class.nanmean()),
+        "fwIoU": float((freq[~iou.isnan()] * iou[~iou.isnan()]).sum()),
+    }
+
+
+def summarize(confmat: torch.Tensor, label_set: LabelSet) -> dict[str, float]:
+    """mIoU, subset mIoUs (e.g. SYNTHIA's 13-class mIoU13), per-class IoUs (`iou/<class>`), accuracies — in %."""
+    iou = iou_from_confmat(confmat)
+    out = {"mIoU": 100 * float(iou.nanmean())}
+    for name, idx in label_set.subsets:
+        out[name] = 100 * float(iou[list(idx)].nanmean())
+    out.update({k: 100 * v for k, v in accuracy_from_confmat(confmat).items()})
+    for c, name in enumerate(label_set.classes):
+        out[f"iou/{name}"] = 100 * float(iou[c])
+    return out
+
+
+class SegMetric(MulticlassConfusionMatrix):
+    """Confusion matrix over `num_classes`, ignoring 255; `summary()` gives the table of `summarize`."""
+
+    def __init__(self, label_set: LabelSet, **kwargs: object) -> None:
+        super().__init__(num_classes=label_set.num_classes, ignore_index=IGNORE_INDEX, validate_args=False, **kwargs)
+        self.label_set = label_set
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        # validate_args=False skips checks; keep the one that matters: ids outside 0..C-1 other than 255
+        if preds.is_floating_point():
+            preds = preds.argmax(1)
+        super().update(preds, target)
+
+    def summary(self) -> dict[str, float]:
+        return summarize(self.compute(), self.label_set)
+
+
+def format_table(results: dict[str, dict[str, float]], label_set: LabelSet) -> str:
+    """Per-class IoU table, one column per evaluated set."""
+    names = list(results)
+    rows = [("class", *names)]
+    for cls in label_set.classes:
+        rows.append((cls, *(f"{results[n][f'iou/{cls}']:.2f}" for n in names)))
+    summary_keys = ["mIoU", *(s for s, _ in label_set.subsets), "aAcc", "mAcc"]
+    rows.append(("-" * 8, *("-" * 6 for _ in names)))
+    rows += [(k, *(f"{results[n][k]:.2f}" for n in names)) for k in summary_keys]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)  # fmt: skip
+
+

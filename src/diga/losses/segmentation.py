@@ -1,0 +1,49 @@
+"""Supervised segmentation losses (METHOD.md §4.5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from diga.data.labels import IGNORE_INDEX
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, normalization: str = "valid",
+                  weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Pixel-wise CE with 255 ignored.
+
+    normalization:
+        "valid": mean over labelled pixels (`F.cross_entropy(ignore_index=255)`);
+        "all_pixels": sum over labelled pixels / number of *all* pixels — the reference's `CE_ref`, where the
+            labelled fraction acts as an implicit weight (e.g. on pseudo-labels with many rejected pixels).
+    `weight` (B×H×W) optionally weights every pixel.
+    """
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    if weight is not None:
+        per_pixel = per_pixel * weight
+    if normalization == "all_pixels":
+        return per_pixel.sum() / per_pixel.numel()
+    if normalization == "valid":
+        return per_pixel.sum() / (target != IGNORE_INDEX).sum().clamp(min=1)
+    raise ValueError(f"unknown CE normalization {normalization!r} (valid | all_pixels)")
+
+
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7,
+                       min_kept: int = 100_000) -> torch.Tensor:  # fmt: skip
+    """Online hard example mining CE (REF SYNTHIA, METHOD.md §4.5).
+
+    Among labelled pixels, the threshold is τ = max(p_sorted[min(min_kept, n_valid − 1)], thresh) on the
+    ascending GT-class probabilities; the loss is the mean CE over labelled pixels with p < τ.
+    """
+    valid = target != IGNORE_INDEX
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return logits.sum() * 0.0
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    with torch.no_grad():
+        prob = torch.exp(-per_pixel[valid])
+        sorted_p = prob.sort().values
+        tau = max(float(sorted_p[min(min_kept, n_valid - 1)]), thresh)
+        keep = prob < tau
+    hard = per_pixel[valid][keep]
+    return hard.mean() if hard.numel() else logits.sum() * 0.0

@@ -1,0 +1,141 @@
+"""Shared machinery of every training stage: the student, validation on named sets, optimisation, logging.
+
+Stages subclass `SegmentationModule` and implement `training_step`. Validation runs the configured test-time
+inference on each validation set, accumulates one confusion matrix per set (DDP-summed by torchmetrics) and
+logs `val/<set>/mIoU`, per-class IoUs and `val/mIoU` (the first set, for checkpoint monitors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diga.data.labels import get_label_set
+from diga.evaluation.inference import InferenceConfig, predict_logits
+from diga.evaluation.metrics import SegMetric
+from diga.models.segmentor import Segmentor
+from diga.modules.optim import build_optimizer, poly_lambda
+from diga.utils.visualize import log_segmentation_images
+
+
+def build_model(model_cfg: Mapping[str, Any]) -> Segmentor:
+    from hydra.utils import instantiate
+
+    return instantiate(dict(model_cfg), _convert_="all")
+
+
+def to_float_image(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (what loaders ship, 4× less host→device traffic) → float RGB in [0, 1]."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+def upsample(logits: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+class SegmentationModule(pl.LightningModule):
+    """Base LightningModule.
+
+    Args:
+        model_cfg: config of the student segmentor (`_target_` + kwargs). Kept as plain data in the hparams so a
+            checkpoint rebuilds its own network (`python -m diga.evaluate ckpt=…`).
+        init_from: whole-segmentor weights to start from (a previous stage's checkpoint).
+        label_set: name of the train-id space (for metric tables and image palettes).
+        optimizer: `{_target_: torch.optim.SGD, lr, …}` as a plain dict.
+        scheduler: `{power, warmup_steps, warmup_ratio}` for the per-iteration poly schedule.
+        head_lr_mult: learning-rate multiplier of the decode head (10 in SegFormer/DeepLab recipes).
+        val_names: names of the datamodule's validation sets, in loader order.
+        inference: test-time inference settings used in validation.
+        log_images_every_n_val: log a few prediction images every N validations (0 = never).
+    """
+
+    def __init__(
+        self,
+        model_cfg: Mapping[str, Any],
+        label_set: str,
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        head_lr_mult: float = 10.0,
+        val_names: Sequence[str] = ("val",),
+        inference: Mapping[str, Any] | None = None,
+        log_images_every_n_val: int = 1,
+        num_log_images: int = 4,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: Segmentor = build_model(model_cfg)
+        if init_from:
+            self.model.load_weights(init_from)
+        self.labels = get_label_set(label_set)
+        self.val_names = list(val_names)
+        self.inference = InferenceConfig(**_tupled(inference or {}))
+        self.val_metrics = nn.ModuleList(SegMetric(self.labels) for _ in self.val_names)
+        self._val_count = 0
+        self._val_images: list[dict[str, Any]] = []
+
+    # --- hooks ----------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        for m in self.val_metrics:  # ddp_spawn shares metric state until the first reset (ECOSYSTEM §2.0/2)
+            m.reset()
+
+    def on_train_start(self) -> None:
+        for m in self.val_metrics:  # sanity-check batches must not pollute the first validation
+            m.reset()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at input resolution for float images in [0, 1]."""
+        return upsample(self.model(x).logits, x.shape[-2:], self.model.align_corners)
+
+    # --- validation -----------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        x = to_float_image(batch["image"])
+        y = batch["label"]
+        logits = predict_logits(self.model, x, self.inference, self.model.num_classes, out_size=y.shape[-2:])
+        pred = logits.argmax(1)
+        self.val_metrics[dataloader_idx].update(pred, y)
+        if batch_idx == 0 and len(self._val_images) < self.hparams.num_log_images:
+            k = min(self.hparams.num_log_images, x.shape[0])
+            self._val_images.append({"set": self.val_names[dataloader_idx], "image": x[:k].cpu(),
+                                     "pred": pred[:k].cpu(), "label": y[:k].cpu()})  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        results = {}
+        for name, metric in zip(self.val_names, self.val_metrics):
+            summary = metric.summary()  # all ranks: compute() all-reduces the confusion matrix
+            metric.reset()
+            results[name] = summary
+            self.log_dict({f"val/{name}/{k}": v for k, v in summary.items()}, sync_dist=False)
+        if results:
+            self.log("val/mIoU", results[self.val_names[0]]["mIoU"], prog_bar=True)
+        self.last_val_results = results
+        every = self.hparams.log_images_every_n_val
+        if every and self._val_count % every == 0 and not self.trainer.sanity_checking:
+            log_segmentation_images(self.logger, "val/predictions", self._val_images, self.labels, self.global_step)
+        self._val_images = []
+        self._val_count += 0 if self.trainer.sanity_checking else 1
+
+    # --- optimisation ---------------------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return self.model.param_groups()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = build_optimizer(self.hparams.optimizer, self.param_groups(),
+                              {"backbone": 1.0, "head": self.hparams.head_lr_mult})  # fmt: skip
+        sched_cfg = dict(self.hparams.scheduler or {})
+        max_steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_lambda(max_steps, **sched_cfg))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def log_losses(self, losses: Mapping[str, torch.Tensor], batch_size: int) -> None:
+        for k, v in losses.items():
+            self.log(f"train/{k}", v.detach(), prog_bar=k == "loss", batch_size=batch_size, on_step=True, on_epoch=False)
+
+
+def _tupled(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(cfg).items()}

@@ -1,0 +1,39 @@
+"""Optimizer and learning-rate schedule from plain config dicts (kept out of hparams as objects, ECOSYSTEM §2.0/1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+
+def build_optimizer(cfg: Mapping[str, Any], groups: Mapping[str, list[torch.nn.Parameter]],
+                    lr_mults: Mapping[str, float]) -> torch.optim.Optimizer:  # fmt: skip
+    """`cfg` = {`_target_`: torch.optim.X, lr: …, …}; each named group gets `lr · lr_mults[name]`.
+
+    Parameters are de-duplicated across groups (the reference lists backbone weights up to 4×, METHOD.md §11.1).
+    """
+    cfg = dict(cfg)
+    base_lr = float(cfg["lr"])
+    seen: set[int] = set()
+    param_groups = []
+    for name, params in groups.items():
+        unique = [p for p in params if id(p) not in seen and not seen.add(id(p))]  # type: ignore[func-returns-value]
+        if unique:
+            param_groups.append({"params": unique, "lr": base_lr * float(lr_mults.get(name, 1.0)), "name": name})
+    return instantiate(cfg, params=param_groups, _convert_="all")
+
+
+def poly_lambda(max_steps: int, power: float = 0.9, warmup_steps: int = 0, warmup_ratio: float = 1e-6):  # noqa: ANN201
+    """LR factor at step i: linear warm-up from `warmup_ratio`, then `(1 − i/N)^power` (mmseg poly, by iteration)."""
+
+    def factor(step: int) -> float:
+        poly = max(1.0 - step / max(max_steps, 1), 0.0) ** power
+        if step < warmup_steps:
+            k = warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
+            return poly * k
+        return poly
+
+    return factor

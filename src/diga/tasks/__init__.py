@@ -1,0 +1,14 @@
+"""Stage runners: what `python -m diga.train stage=…` does for each kind of stage (`stage.task`)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def run_task(cfg: DictConfig) -> dict[str, float]:
+    task = cfg.stage.get("task", "fit")
+    if task == "fit":
+        from diga.tasks.fit import run_fit
+
+        return run_fit(cfg)
+    raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}")

@@ -1,0 +1,92 @@
+"""Train one stage with Lightning, export the final segmentor, evaluate it on every validation set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from diga.evaluation.metrics import format_table
+from diga.modules.base import SegmentationModule
+from diga.tasks.results import write_results
+from diga.utils.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from diga.utils.hydra import to_plain
+
+log = logging.getLogger(__name__)
+
+FINAL_MODEL = "final_model.pt"
+
+
+def build_module(cfg: DictConfig, **extra: Any) -> SegmentationModule:
+    return instantiate(
+        cfg.stage.module,
+        model_cfg=to_plain(cfg.model),
+        label_set=cfg.label_set,
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.scheduler),
+        head_lr_mult=cfg.head_lr_mult,
+        val_names=list(cfg.datamodule.val or {}),
+        inference=to_plain(cfg.inference),
+        init_from=cfg.stage.get("init_from"),
+        _recursive_=False,
+        **extra,
+    )
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+
+
+def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
+    """`last` → the run directory's `last.ckpt` if present (a fresh start otherwise); a path must exist."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        last = Path(ckpt_dir) / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        log.info("ckpt_path=last but %s does not exist yet: starting from scratch", last)
+        return None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"{ckpt_path}: checkpoint to resume from does not exist")
+    return str(ckpt_path)
+
+
+def export_model(module: SegmentationModule, path: str | Path) -> None:
+    """A self-describing segmentor file: config + weights (what `diga.evaluate` / `diga.predict` / later stages load)."""
+    model_cfg = dict(module.hparams.model_cfg)
+    model_cfg.update(pretrained=None, weights=None)
+    atomic_torch_save(
+        {"model_cfg": model_cfg, "label_set": module.hparams.label_set, "state_dict": module.model.state_dict()},
+        path,
+    )
+
+
+def run_fit(cfg: DictConfig) -> dict[str, float]:
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.datamodule, _recursive_=False)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    if trainer.is_global_zero:
+        export_model(module, out_dir / FINAL_MODEL)
+    results: dict[str, dict[str, float]] = {}
+    if module.val_names:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        results = module.last_val_results
+        if trainer.is_global_zero:
+            write_results(results, module.labels, out_dir)
+            print(f"\n[{cfg.experiment_name} / {cfg.stage.name}] target evaluation after {trainer.global_step} steps")
+            print(format_table(results, module.labels))
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    first = next(iter(results.values()), {})
+    return {"mIoU": first.get("mIoU", float("nan")), **{f"{k}/mIoU": v["mIoU"] for k, v in results.items()}}

@@ -1,0 +1,27 @@
+"""Writing evaluation results: JSON (all numbers) and CSV (per-class table), atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from diga.data.io import atomic_write_bytes
+from diga.data.labels import LabelSet
+
+
+def write_results(results: dict[str, dict[str, float]], labels: LabelSet, out_dir: str | Path,
+                  stem: str = "results") -> tuple[Path, Path]:  # fmt: skip
+    out_dir = Path(out_dir)
+    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+    atomic_write_bytes(json_path, json.dumps(results, indent=2, sort_keys=True).encode())
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    names = list(results)
+    writer.writerow(["metric", *names])
+    keys = ["mIoU", *(s for s, _ in labels.subsets), "aAcc", "mAcc", "fwIoU", *(f"iou/{c}" for c in labels.classes)]
+    for k in keys:
+        writer.writerow([k, *(f"{results[n][k]:.4f}" for n in names)])
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
+    return json_path, csv_path

@@ -1,0 +1,29 @@
+"""`python -m diga.train experiment=… stage=…` — compose the config and run one stage.
+
+The function `train(cfg)` does the work (tests call it directly); `main` is the thin Hydra entry point.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations queries PyPI at import otherwise
+
+import hydra
+from omegaconf import DictConfig
+
+from diga.utils.hydra import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from diga.tasks import run_task
+
+    metrics = run_task(cfg)
+    return metrics.get("mIoU") if metrics else None
+
+
+if __name__ == "__main__":
+    main()

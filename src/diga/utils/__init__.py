@@ -1,0 +1,1 @@
+"""Infrastructure helpers: atomic checkpoint I/O, logging helpers."""
