@@ -104,7 +104,9 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         kwargs.update(overrides)
         return instantiate(ds_cfg, **kwargs, _convert_="all")
 
-    def build_eval_dataset(self, cfg: Mapping[str, Any], split_key: str = "val", **overrides: Any) -> SegmentationDataset:
+    def build_eval_dataset(
+        self, cfg: Mapping[str, Any], split_key: str = "val", **overrides: Any
+    ) -> SegmentationDataset:
         """Un-augmented dataset (validation, evaluation, pseudo-labelling, centroids)."""
         ds_cfg, loader = self.split_cfg(cfg)
         kwargs: dict[str, Any] = {
@@ -125,7 +127,9 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                     key = f"{domain}_{i}"
                     self.train_sets[key] = self.build_train_dataset(domain, stream)
                     self.stream_batch[key] = int(stream.get("batch_size", 1))
-                    seed_transform(self.train_sets[key].transform, self.seed + 1000 * i + (0 if domain == "source" else 1))
+                    seed_transform(
+                        self.train_sets[key].transform, self.seed + 1000 * i + (0 if domain == "source" else 1)
+                    )
         if stage in (None, "fit", "validate", "test") and not self.val_sets:
             self.val_sets = {name: self.build_eval_dataset(cfg) for name, cfg in self.val_cfg.items()}
 

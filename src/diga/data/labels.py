@@ -14,14 +14,47 @@ import numpy as np
 IGNORE_INDEX = 255
 
 CITYSCAPES_19 = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)  # fmt: skip
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 CITYSCAPES_19_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)  # fmt: skip
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
+)
 
 # Cityscapes labelId of every train-id (also the id space of GTA5 labels).
 CITYSCAPES_LABELID_OF_TRAINID_19 = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
@@ -32,12 +65,56 @@ SYNTHIA_16_FROM_19 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 SYNTHIA_13_OF_16 = (0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 # SYNTHIA RAND_CITYSCAPES raw class id → 19-class train-id (the usual DAFormer/ProDA table).
-SYNTHIA_RAW_TO_19 = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10, 10: 11, 17: 12, 8: 13,
-                     18: 14, 19: 15, 20: 16, 12: 17, 11: 18}  # fmt: skip
+SYNTHIA_RAW_TO_19 = {
+    3: 0,
+    4: 1,
+    2: 2,
+    21: 3,
+    5: 4,
+    7: 5,
+    15: 6,
+    9: 7,
+    6: 8,
+    16: 9,
+    1: 10,
+    10: 11,
+    17: 12,
+    8: 13,
+    18: 14,
+    19: 15,
+    20: 16,
+    12: 17,
+    11: 18,
+}
 
 # Mapillary Vistas v1.2 (66 classes) → 19 Cityscapes train-ids (METHOD.md §13.2, DG/MapillaryLoader).
-MAPILLARY_66_TO_19 = {13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7, 30: 8, 29: 9,
-                      27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17, 52: 18}  # fmt: skip
+MAPILLARY_66_TO_19 = {
+    13: 0,
+    24: 0,
+    41: 0,
+    2: 1,
+    15: 1,
+    17: 2,
+    6: 3,
+    3: 4,
+    45: 5,
+    47: 5,
+    48: 6,
+    50: 7,
+    30: 8,
+    29: 9,
+    27: 10,
+    19: 11,
+    20: 12,
+    21: 12,
+    22: 12,
+    55: 13,
+    61: 14,
+    54: 15,
+    58: 16,
+    57: 17,
+    52: 18,
+}
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,11 @@ def train_transform(
     """Joint geometric augmentation for image, `mask` (GT) and `pseudo` (pseudo-label)."""
     ops: list[A.BasicTransform] = []
     if resize is not None:
-        ops.append(A.Resize(int(resize[0]), int(resize[1]), interpolation=cv2.INTER_CUBIC,
-                            mask_interpolation=cv2.INTER_NEAREST))  # fmt: skip
+        ops.append(
+            A.Resize(
+                int(resize[0]), int(resize[1]), interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST
+            )
+        )
     if hflip:
         ops.append(A.HorizontalFlip(p=hflip))
     ops.append(RandomScaleCrop(crop_size, random_scale) if random_scale else ResizeOrCrop(crop_size))
@@ -111,8 +114,11 @@ def eval_transform(resize: Sequence[int] | None = None, resize_label: bool = Fal
         return None
     h, w = int(resize[0]), int(resize[1])
     if resize_label:
-        return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST)],
-                         additional_targets={"pseudo": "mask"}, strict=True)  # fmt: skip
+        return A.Compose(
+            [A.Resize(h, w, interpolation=cv2.INTER_CUBIC, mask_interpolation=cv2.INTER_NEAREST)],
+            additional_targets={"pseudo": "mask"},
+            strict=True,
+        )
     return _ImageOnlyResize(h, w)
 
 

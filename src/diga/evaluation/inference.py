@@ -45,8 +45,9 @@ def forward_logits(model: nn.Module, x: torch.Tensor, out_size: Sequence[int], a
     return _resize(model(x)[0], out_size, align_corners)
 
 
-def slide_logits(model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int], num_classes: int,
-                 align_corners: bool) -> torch.Tensor:  # fmt: skip
+def slide_logits(
+    model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int], num_classes: int, align_corners: bool
+) -> torch.Tensor:
     """Average overlapping window logits (mmseg `slide_inference`); windows are clipped to the image."""
     b, _, h, w = x.shape
     ch, cw = min(crop[0], h), min(crop[1], w)
@@ -65,8 +66,9 @@ def slide_logits(model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, cfg: InferenceConfig, num_classes: int,
-                   out_size: Sequence[int] | None = None) -> torch.Tensor:  # fmt: skip
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, cfg: InferenceConfig, num_classes: int, out_size: Sequence[int] | None = None
+) -> torch.Tensor:
     """Fused logits at `out_size` (default: input size) for images `x` in [0, 1]."""
     out_size = tuple(out_size or x.shape[-2:])
     fused: torch.Tensor | None = None

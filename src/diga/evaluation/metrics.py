@@ -7,10 +7,7 @@ Classes absent from both prediction and ground truth get IoU = NaN and are left 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from diga.data.labels import IGNORE_INDEX, LabelSet
@@ -76,7 +73,6 @@ def format_table(results: dict[str, dict[str, float]], label_set: LabelSet) -> s
     rows.append(("-" * 8, *("-" * 6 for _ in names)))
     rows += [(k, *(f"{results[n][k]:.2f}" for n in names)) for k in summary_keys]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)  # fmt: skip
-
-
+    return "\n".join(
+        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    )

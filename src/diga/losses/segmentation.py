@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from diga.data.labels import IGNORE_INDEX
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, normalization: str = "valid",
-                  weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, normalization: str = "valid", weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pixel-wise CE with 255 ignored.
 
     normalization:
@@ -28,8 +29,9 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, normalization: str
     raise ValueError(f"unknown CE normalization {normalization!r} (valid | all_pixels)")
 
 
-def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7,
-                       min_kept: int = 100_000) -> torch.Tensor:  # fmt: skip
+def ohem_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100_000
+) -> torch.Tensor:
     """Online hard example mining CE (REF SYNTHIA, METHOD.md §4.5).
 
     Among labelled pixels, the threshold is τ = max(p_sorted[min(min_kept, n_valid − 1)], thresh) on the

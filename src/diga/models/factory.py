@@ -46,7 +46,9 @@ def build_segmentor(
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {sorted(HEADS)}")
     if backbone.startswith("mit_"):
-        enc: nn.Module = MiTBackbone(backbone, pretrained=None if weights else pretrained, drop_path_rate=drop_path_rate)
+        enc: nn.Module = MiTBackbone(
+            backbone, pretrained=None if weights else pretrained, drop_path_rate=drop_path_rate
+        )
         default_dim = 768 if head == "segformer" and backbone not in ("mit_b0", "mit_b1") else 256
         normalization = normalization or "imagenet"
         align_corners = bool(align_corners)

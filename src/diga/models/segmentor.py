@@ -45,8 +45,14 @@ class Segmentor(nn.Module):
         num_classes, feat_dim, output_stride: what downstream stages need to know (e.g. centroid size).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int, normalization: str = "imagenet",
-                 align_corners: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        normalization: str = "imagenet",
+        align_corners: bool = False,
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(normalization)
         self.backbone = backbone

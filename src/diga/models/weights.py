@@ -36,7 +36,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj: object = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 — any decode failure is a bad file
+    except Exception as e:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
@@ -55,8 +55,13 @@ def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Path, what: str,
-              allow_missing: tuple[str, ...] = ("num_batches_tracked",)) -> int:  # fmt: skip
+def load_into(
+    module: nn.Module,
+    sd: Mapping[str, torch.Tensor],
+    path: str | Path,
+    what: str,
+    allow_missing: tuple[str, ...] = ("num_batches_tracked",),
+) -> int:
     """Strict-by-default load: every parameter/buffer of `module` must come from the file with the right shape.
 
     Keys in the file that the module does not have (classifier heads, decode heads) are ignored.
@@ -67,8 +72,11 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor], path: str | Pat
     if not matched:
         sample = ", ".join(list(sd)[:3])
         raise CheckpointError(f"{path}: no tensor matches the {what} (file keys look like: {sample})")
-    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in matched.items()
-           if v.shape != own[k].shape]  # fmt: skip
+    bad = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in matched.items()
+        if v.shape != own[k].shape
+    ]
     if bad:
         raise CheckpointError(f"{path}: {len(bad)} tensors have the wrong shape for the {what}, e.g. {bad[0]}")
     missing = [k for k in own if k not in matched and not any(a in k for a in allow_missing)]

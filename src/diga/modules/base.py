@@ -101,8 +101,14 @@ class SegmentationModule(pl.LightningModule):
         self.val_metrics[dataloader_idx].update(pred, y)
         if batch_idx == 0 and len(self._val_images) < self.hparams.num_log_images:
             k = min(self.hparams.num_log_images, x.shape[0])
-            self._val_images.append({"set": self.val_names[dataloader_idx], "image": x[:k].cpu(),
-                                     "pred": pred[:k].cpu(), "label": y[:k].cpu()})  # fmt: skip
+            self._val_images.append(
+                {
+                    "set": self.val_names[dataloader_idx],
+                    "image": x[:k].cpu(),
+                    "pred": pred[:k].cpu(),
+                    "label": y[:k].cpu(),
+                }
+            )
 
     def on_validation_epoch_end(self) -> None:
         results = {}
@@ -125,8 +131,9 @@ class SegmentationModule(pl.LightningModule):
         return self.model.param_groups()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = build_optimizer(self.hparams.optimizer, self.param_groups(),
-                              {"backbone": 1.0, "head": self.hparams.head_lr_mult})  # fmt: skip
+        opt = build_optimizer(
+            self.hparams.optimizer, self.param_groups(), {"backbone": 1.0, "head": self.hparams.head_lr_mult}
+        )
         sched_cfg = dict(self.hparams.scheduler or {})
         max_steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
         sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_lambda(max_steps, **sched_cfg))
@@ -134,7 +141,9 @@ class SegmentationModule(pl.LightningModule):
 
     def log_losses(self, losses: Mapping[str, torch.Tensor], batch_size: int) -> None:
         for k, v in losses.items():
-            self.log(f"train/{k}", v.detach(), prog_bar=k == "loss", batch_size=batch_size, on_step=True, on_epoch=False)
+            self.log(
+                f"train/{k}", v.detach(), prog_bar=k == "loss", batch_size=batch_size, on_step=True, on_epoch=False
+            )
 
 
 def _tupled(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import torch
 from hydra.utils import instantiate
 
 
-def build_optimizer(cfg: Mapping[str, Any], groups: Mapping[str, list[torch.nn.Parameter]],
-                    lr_mults: Mapping[str, float]) -> torch.optim.Optimizer:  # fmt: skip
+def build_optimizer(
+    cfg: Mapping[str, Any], groups: Mapping[str, list[torch.nn.Parameter]], lr_mults: Mapping[str, float]
+) -> torch.optim.Optimizer:
     """`cfg` = {`_target_`: torch.optim.X, lr: …, …}; each named group gets `lr · lr_mults[name]`.
 
     Parameters are de-duplicated across groups (the reference lists backbone weights up to 4×, METHOD.md §11.1).
@@ -26,7 +27,7 @@ def build_optimizer(cfg: Mapping[str, Any], groups: Mapping[str, list[torch.nn.P
     return instantiate(cfg, params=param_groups, _convert_="all")
 
 
-def poly_lambda(max_steps: int, power: float = 0.9, warmup_steps: int = 0, warmup_ratio: float = 1e-6):  # noqa: ANN201
+def poly_lambda(max_steps: int, power: float = 0.9, warmup_steps: int = 0, warmup_ratio: float = 1e-6):
     """LR factor at step i: linear warm-up from `warmup_ratio`, then `(1 − i/N)^power` (mmseg poly, by iteration)."""
 
     def factor(step: int) -> float:

@@ -60,7 +60,7 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
 
 
 def export_model(module: SegmentationModule, path: str | Path) -> None:
-    """A self-describing segmentor file: config + weights (what `diga.evaluate` / `diga.predict` / later stages load)."""
+    """A self-describing segmentor file (config + weights) for `diga.evaluate`, `diga.predict` and later stages."""
     model_cfg = dict(module.hparams.model_cfg)
     model_cfg.update(pretrained=None, weights=None)
     atomic_torch_save(

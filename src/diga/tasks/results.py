@@ -11,8 +11,9 @@ from diga.data.io import atomic_write_bytes
 from diga.data.labels import LabelSet
 
 
-def write_results(results: dict[str, dict[str, float]], labels: LabelSet, out_dir: str | Path,
-                  stem: str = "results") -> tuple[Path, Path]:  # fmt: skip
+def write_results(
+    results: dict[str, dict[str, float]], labels: LabelSet, out_dir: str | Path, stem: str = "results"
+) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
     atomic_write_bytes(json_path, json.dumps(results, indent=2, sort_keys=True).encode())

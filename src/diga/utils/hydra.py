@@ -15,9 +15,9 @@ def wandb_mode() -> str:
     """`online` only when the user asked for it or has credentials; otherwise `offline` (never a login prompt)."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (
-        Path.home() / ".netrc"
-    ).read_text(errors="ignore"):
+    if os.environ.get("WANDB_API_KEY") or (
+        (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (Path.home() / ".netrc").read_text(errors="ignore")
+    ):
         return "online"
     return "offline"
 

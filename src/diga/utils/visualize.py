@@ -29,14 +29,16 @@ def log_segmentation_images(logger: Any, key: str, entries: list[dict[str, Any]]
 
     if not isinstance(logger, WandbLogger) or not entries:
         return
-    class_labels = {i: n for i, n in enumerate(labels.classes)} | {IGNORE_INDEX: "ignore"}
+    class_labels = dict(enumerate(labels.classes)) | {IGNORE_INDEX: "ignore"}
     images, masks, captions = [], [], []
     for e in entries:
         for i in range(e["image"].shape[0]):
             images.append(to_uint8_hwc(e["image"][i]))
-            masks.append({
-                "prediction": {"mask_data": e["pred"][i].numpy().astype(np.uint8), "class_labels": class_labels},
-                "ground_truth": {"mask_data": e["label"][i].numpy().astype(np.uint8), "class_labels": class_labels},
-            })
+            masks.append(
+                {
+                    "prediction": {"mask_data": e["pred"][i].numpy().astype(np.uint8), "class_labels": class_labels},
+                    "ground_truth": {"mask_data": e["label"][i].numpy().astype(np.uint8), "class_labels": class_labels},
+                }
+            )
             captions.append(f"{e['set']} #{i}")
     logger.log_image(key=key, images=images, masks=masks, caption=captions, step=step)

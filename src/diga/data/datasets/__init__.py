@@ -8,5 +8,14 @@ from diga.data.datasets.mapillary import Mapillary
 from diga.data.datasets.synthia import Synthia
 from diga.data.datasets.toy import ToyDataset
 
-__all__ = ["BDD100K", "GTA5", "Cityscapes", "CityscapesSemi", "Mapillary", "Sample", "SegmentationDataset",
-           "Synthia", "ToyDataset"]  # fmt: skip
+__all__ = [
+    "BDD100K",
+    "GTA5",
+    "Cityscapes",
+    "CityscapesSemi",
+    "Mapillary",
+    "Sample",
+    "SegmentationDataset",
+    "Synthia",
+    "ToyDataset",
+]

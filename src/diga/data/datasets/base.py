@@ -45,6 +45,7 @@ class SegmentationDataset(Dataset):
 
     label_map: dict[int, int] | None = None  # raw id → train-id; None = labels are train-ids already
     label_lut_size = 256
+    max_raw_id: int | None = None  # largest id the raw annotation format defines; larger ids are an error
 
     def __init__(
         self,
@@ -77,7 +78,9 @@ class SegmentationDataset(Dataset):
             missing = [s for s in samples if s.label is None]
             if missing:
                 raise DatasetError(f"{missing[0].image}: no label file for this image")
-        self._lut = lookup_table(self.label_mapping(), self.label_lut_size) if self.label_mapping() is not None else None
+        self._lut = (
+            lookup_table(self.label_mapping(), self.label_lut_size) if self.label_mapping() is not None else None
+        )
         if self.pseudo_label_dir is not None and not self.pseudo_label_dir.is_dir():
             raise DatasetError(f"{self.pseudo_label_dir}: pseudo-label directory does not exist")
 
@@ -104,6 +107,13 @@ class SegmentationDataset(Dataset):
         """Ground-truth train-ids of one sample (uint8, 255 = ignore), with all checks."""
         assert sample.label is not None
         raw = self.read_raw_label(sample.label)
+        if self.max_raw_id is not None and raw.size and int(raw.max()) > self.max_raw_id:
+            bad = raw[(raw > self.max_raw_id) & (raw != IGNORE_INDEX)]  # 255 is void in every 8-bit format
+            if bad.size:
+                raise DatasetError(
+                    f"{sample.label}: label id {int(bad.max())} is outside the id range 0..{self.max_raw_id} of "
+                    f"{type(self).__name__} annotations (wrong label file or format?)"
+                )
         if self._lut is not None:
             lab = map_label(raw, self._lut, sample.label)
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import trainid19_to_trainid
 
 

@@ -1,8 +1,10 @@
-"""Cityscapes: `leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`, `gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`."""
+"""Cityscapes: `leftImg8bit/<split>/<city>/*_leftImg8bit.png`, `gtFine/<split>/<city>/*_gtFine_labelIds.png`."""
 
 from __future__ import annotations
 
-from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from pathlib import Path
+
+from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import cityscapes_labelid_to_trainid
 
 IMG_SUFFIX = "_leftImg8bit.png"
@@ -10,6 +12,8 @@ LBL_SUFFIX = "_gtFine_labelIds.png"
 
 
 class Cityscapes(SegmentationDataset):
+    max_raw_id = 33
+
     def find_samples(self) -> list[Sample]:
         img_root = self.root / "leftImg8bit" / self.split
         images = sorted_files(img_root, f"*/*{IMG_SUFFIX}")
@@ -33,8 +37,15 @@ class CityscapesSemi(Cityscapes):
     Pass `split_list` (one image stem per line) to use an official list instead.
     """
 
-    def __init__(self, *args, part: str = "labeled", ratio: int = 16, split_seed: int = 0,
-                 split_list: str | None = None, **kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *args,
+        part: str = "labeled",
+        ratio: int = 16,
+        split_seed: int = 0,
+        split_list: str | None = None,
+        **kwargs,
+    ) -> None:
         if part not in ("labeled", "unlabeled"):
             raise ValueError(f"part must be 'labeled' or 'unlabeled', got {part!r}")
         self.part, self.ratio, self.split_seed, self.split_list = part, ratio, split_seed, split_list
@@ -49,10 +60,13 @@ class CityscapesSemi(Cityscapes):
 
         samples = super().find_samples()
         if self.split_list:
-            names = {ln.strip().split("/")[-1].removesuffix(".png") for ln in open(self.split_list) if ln.strip()}
+            lines = Path(self.split_list).read_text().splitlines()
+            names = {ln.strip().split("/")[-1].removesuffix(".png") for ln in lines if ln.strip()}
             unknown = names - {s.name for s in samples}
             if unknown:
-                raise DatasetError(f"{self.split_list}: {len(unknown)} entries not in the dataset, e.g. {min(unknown)!r}")
+                raise DatasetError(
+                    f"{self.split_list}: {len(unknown)} entries not in the dataset, e.g. {min(unknown)!r}"
+                )
             labeled = names
         else:
             n = math.ceil(len(samples) / self.ratio)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import cityscapes_labelid_to_trainid
 
 
 class GTA5(SegmentationDataset):
     """All frames by default (one split); `list_file` selects e.g. the authors' `train_modified.txt`."""
+
+    max_raw_id = 33
 
     def find_samples(self) -> list[Sample]:
         images = sorted_files(self.root / "images", "*.png")

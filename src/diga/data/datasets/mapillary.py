@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import mapillary_to_trainid
 
 
 class Mapillary(SegmentationDataset):
+    max_raw_id = 65
+
     def find_samples(self) -> list[Sample]:
         images = sorted_files(self.root / self.split / "images", "*.jpg")
         lbl_dir = self.root / self.split / "labels"

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.io import read_label
 from diga.data.labels import synthia_raw_to_trainid
 
 
 class Synthia(SegmentationDataset):
+    max_raw_id = 22
     label_lut_size = 65536  # raw ids are read from a 16-bit channel
 
     def find_samples(self) -> list[Sample]:

@@ -8,13 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diga.data.datasets.base import SegmentationDataset, Sample, sorted_files
+from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.toy.generator import ToySpec, ensure_toy_dataset
 
 
 class ToyDataset(SegmentationDataset):
-    def __init__(self, root: str | Path, domain: str = "target", generate: bool = True,
-                 spec: dict[str, Any] | None = None, label_set: str = "toy", **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | Path,
+        domain: str = "target",
+        generate: bool = True,
+        spec: dict[str, Any] | None = None,
+        label_set: str = "toy",
+        **kwargs: Any,
+    ) -> None:
         if domain not in ("source", "target"):
             raise ValueError(f"toy domain must be 'source' or 'target', got {domain!r}")
         self.domain = domain

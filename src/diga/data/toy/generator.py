@@ -50,7 +50,9 @@ class ToySpec:
         return hashlib.sha1(blob).hexdigest()[:10]
 
 
-def render_scene(style: DomainStyle, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(
+    style: DomainStyle, height: int, width: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """One scene → (H×W×3 uint8 image, H×W uint8 label with 255 for unlabeled clutter)."""
     h, w = height, width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -124,8 +126,9 @@ def render_scene(style: DomainStyle, height: int, width: int, rng: np.random.Gen
     return img, label
 
 
-def _paint(style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarray, yy: np.ndarray,
-           rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _paint(
+    style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Per-class base colour + per-instance jitter + per-class oriented texture."""
     colors = np.asarray(style.colors, dtype=np.float32)
     img = colors[np.minimum(label, len(colors) - 1)].copy()
@@ -141,8 +144,9 @@ def _paint(style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarr
     return img
 
 
-def _global_photometric(style: DomainStyle, img: np.ndarray, yy: np.ndarray, xx: np.ndarray, h: int, w: int,
-                        rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _global_photometric(
+    style: DomainStyle, img: np.ndarray, yy: np.ndarray, xx: np.ndarray, h: int, w: int, rng: np.random.Generator
+) -> np.ndarray:
     img = img @ np.asarray(style.channel_mix, dtype=np.float32).T
     if style.blur_sigma > 0:
         img = _gaussian_blur(img, style.blur_sigma)

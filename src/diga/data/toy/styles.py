@@ -37,8 +37,15 @@ class DomainStyle:
 
 SOURCE = DomainStyle(
     name="source",  # "synthetic": saturated flat colours, crisp edges, clean
-    colors=((90, 90, 100), (200, 170, 140), (170, 90, 70), (40, 160, 40), (110, 170, 250), (220, 30, 30),
-            (250, 200, 40)),  # fmt: skip
+    colors=(
+        (90, 90, 100),
+        (200, 170, 140),
+        (170, 90, 70),
+        (40, 160, 40),
+        (110, 170, 250),
+        (220, 30, 30),
+        (250, 200, 40),
+    ),
     color_jitter=18.0,
     texture=(6, 8, 14, 20, 3, 4, 4),
     texture_scale=(3, 4, 6, 3, 40, 8, 4),
@@ -51,8 +58,15 @@ SOURCE = DomainStyle(
 
 TARGET = DomainStyle(
     name="target",  # "real": colour cast, low contrast, blur, noise, different textures and layout
-    colors=((110, 105, 95), (150, 150, 150), (120, 110, 120), (70, 120, 60), (190, 200, 210), (60, 70, 150),
-            (200, 90, 160)),  # fmt: skip
+    colors=(
+        (110, 105, 95),
+        (150, 150, 150),
+        (120, 110, 120),
+        (70, 120, 60),
+        (190, 200, 210),
+        (60, 70, 150),
+        (200, 90, 160),
+    ),
     color_jitter=22.0,
     texture=(14, 6, 24, 30, 6, 10, 8),
     texture_scale=(2, 6, 4, 2, 30, 5, 3),

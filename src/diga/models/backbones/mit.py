@@ -22,7 +22,9 @@ class MiTBackbone(nn.Module):
         drop_path_rate: stochastic depth (SegFormer/DAFormer use 0.1).
     """
 
-    def __init__(self, variant: str = "mit_b5", pretrained: str | Path | None = None, drop_path_rate: float = 0.1) -> None:
+    def __init__(
+        self, variant: str = "mit_b5", pretrained: str | Path | None = None, drop_path_rate: float = 0.1
+    ) -> None:
         super().__init__()
         if variant not in MIT_VARIANTS:
             raise ValueError(f"unknown MiT variant {variant!r}; choose one of {MIT_VARIANTS}")

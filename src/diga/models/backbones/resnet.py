@@ -19,12 +19,18 @@ class ResNetBackbone(nn.Module):
     ImageNet files load, but Caffe weights are then used in a torchvision-style block.
     """
 
-    def __init__(self, variant: str = "resnet101", pretrained: str | Path | None = None, output_stride: int = 8,
-                 freeze_bn_affine: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        variant: str = "resnet101",
+        pretrained: str | Path | None = None,
+        output_stride: int = 8,
+        freeze_bn_affine: bool = True,
+    ) -> None:
         super().__init__()
         self.variant = variant
-        self.body = timm.create_model(variant, pretrained=False, features_only=True, output_stride=output_stride,
-                                      out_indices=(4,))  # fmt: skip
+        self.body = timm.create_model(
+            variant, pretrained=False, features_only=True, output_stride=output_stride, out_indices=(4,)
+        )
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
         if pretrained:

@@ -14,9 +14,15 @@ class DeepLabV2Head(nn.Module):
     Init follows the reference's effective init: all convs N(0, 0.01).
     """
 
-    def __init__(self, in_channels: list[int], num_classes: int, embed_dim: int = 256,
-                 dilations: tuple[int, ...] = (6, 12, 18, 24), dropout: float = 0.1,
-                 feat_after_dropout: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: list[int],
+        num_classes: int,
+        embed_dim: int = 256,
+        dilations: tuple[int, ...] = (6, 12, 18, 24),
+        dropout: float = 0.1,
+        feat_after_dropout: bool = False,
+    ) -> None:
         super().__init__()
         cin = in_channels[-1]
 
@@ -29,8 +35,14 @@ class DeepLabV2Head(nn.Module):
 
         self.branches = nn.ModuleList([branch(1, 1), *[branch(3, d) for d in dilations]])
         cat = embed_dim * (len(dilations) + 1)
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cat, cat // 16), nn.ReLU(inplace=True),
-                                nn.Linear(cat // 16, cat), nn.Sigmoid())  # fmt: skip
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(cat, cat // 16),
+            nn.ReLU(inplace=True),
+            nn.Linear(cat // 16, cat),
+            nn.Sigmoid(),
+        )
         self.bottleneck = nn.Sequential(nn.Conv2d(cat, embed_dim, 3, padding=1, bias=True), nn.GroupNorm(32, embed_dim))
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(embed_dim, num_classes, 1, bias=False)

@@ -15,8 +15,14 @@ class DAFormerHead(nn.Module):
     `feat` is the fused `embed_dim` map (DAFormer's setting; 256-d like the reference's centroids, METHOD.md §11.3).
     """
 
-    def __init__(self, in_channels: list[int], num_classes: int, embed_dim: int = 256,
-                 dilations: tuple[int, ...] = (1, 6, 12, 18), dropout: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: list[int],
+        num_classes: int,
+        embed_dim: int = 256,
+        dilations: tuple[int, ...] = (1, 6, 12, 18),
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.embed = nn.ModuleList(MLPEmbed(c, embed_dim) for c in in_channels)
         cat = embed_dim * len(in_channels)

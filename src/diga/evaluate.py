@@ -1,0 +1,116 @@
+"""`python -m diga.evaluate ckpt=… data=…` — evaluate a checkpoint on a dataset split, print and save the table."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
+
+from diga.data.datamodule import DomainAdaptationDataModule, collate
+from diga.data.labels import get_label_set
+from diga.evaluation.inference import InferenceConfig, predict_logits
+from diga.evaluation.metrics import SegMetric, format_table
+from diga.models.segmentor import Segmentor
+from diga.models.weights import CheckpointError
+from diga.tasks.results import write_results
+from diga.utils.hydra import register_resolvers, to_plain
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def load_segmentor(path: str | Path) -> tuple[Segmentor, str]:
+    """Rebuild a segmentor from a diga checkpoint (its config travels inside) → (model in eval mode, label set)."""
+    from hydra.utils import instantiate
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+    if isinstance(obj, dict) and "model_cfg" in obj:  # exported final_model.pt
+        model_cfg, label_set, sd = obj["model_cfg"], obj["label_set"], obj["state_dict"]
+    elif isinstance(obj, dict) and "hyper_parameters" in obj and "model_cfg" in obj["hyper_parameters"]:
+        hp = obj["hyper_parameters"]
+        model_cfg, label_set = dict(hp["model_cfg"]), hp["label_set"]
+        sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+    else:
+        raise CheckpointError(f"{path}: not a diga checkpoint (no model config inside)")
+    model_cfg = {**model_cfg, "pretrained": None, "weights": None}
+    model: Segmentor = instantiate(model_cfg, _convert_="all")
+    from diga.models.weights import load_into
+
+    load_into(model, sd, path, "segmentor")
+    return model.eval(), label_set
+
+
+@torch.no_grad()
+def evaluate(
+    model: Segmentor, loader: DataLoader, label_set: str, inference: InferenceConfig, device: torch.device
+) -> dict[str, float]:
+    metric = SegMetric(get_label_set(label_set)).to(device)
+    model.to(device).eval()
+    for batch in loader:
+        x = batch["image"].to(device).float().div_(255)
+        y = batch["label"].to(device)
+        logits = predict_logits(model, x, inference, model.num_classes, out_size=y.shape[-2:])
+        metric.update(logits.argmax(1), y)
+    return metric.summary()
+
+
+def run_evaluate(cfg: DictConfig) -> dict[str, float]:
+    model, ckpt_label_set = load_segmentor(cfg.ckpt)
+    with open_dict(cfg):
+        if not cfg.get("label_set"):
+            cfg.label_set = ckpt_label_set
+    if get_label_set(cfg.label_set).num_classes != model.num_classes:
+        raise ValueError(
+            f"{cfg.ckpt}: model has {model.num_classes} classes, label set {cfg.label_set!r} has "
+            f"{get_label_set(cfg.label_set).num_classes}"
+        )
+    data_cfg = to_plain(cfg.data)
+    overrides = {"limit": cfg.limit} if cfg.limit else {}
+    dataset = DomainAdaptationDataModule(source={}).build_eval_dataset(data_cfg, split_key=cfg.split, **overrides)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate)
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    inf = InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in to_plain(cfg.inference).items()})
+    summary = evaluate(model, loader, cfg.label_set, inf, device)
+    name = f"{_data_choice(data_cfg)}_{cfg.split}"
+    out_dir = Path(cfg.output_dir or hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    labels = get_label_set(cfg.label_set)
+    json_path, csv_path = write_results({name: summary}, labels, out_dir, stem=f"eval_{name}")
+    print(format_table({name: summary}, labels))
+    print(f"wrote {csv_path} and {json_path}")
+    return summary
+
+
+def _data_choice(data_cfg: dict[str, Any]) -> str:
+    """The `data=` choice name when running under Hydra, else the dataset class name."""
+    try:
+        return str(hydra.core.hydra_config.HydraConfig.get().runtime.choices["data"])
+    except (ValueError, KeyError):
+        return str(data_cfg["_target_"]).rsplit(".", 1)[-1].lower()
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    return run_evaluate(cfg)["mIoU"]
+
+
+if __name__ == "__main__":
+    main()
