@@ -34,6 +34,7 @@ def build_module(cfg: DictConfig, **extra: Any) -> SegmentationModule:
         inference=to_plain(cfg.inference),
         init_from=cfg.stage.get("init_from"),
         _recursive_=False,
+        _convert_="all",  # plain containers in hparams: checkpoints load with torch's weights_only=True
         **extra,
     )
 

@@ -1,0 +1,43 @@
+"""Test environment hygiene and shared fixtures (fake dataset trees in the real on-disk layouts)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["WANDB_SILENT"] = "true"
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from tests import fakes
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
+    yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tree holding every fake dataset (GTA5, Cityscapes, SYNTHIA, BDD100K, Mapillary)."""
+    root = tmp_path_factory.mktemp("datasets")
+    fakes.make_all(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from diga.data.toy import ToySpec, ensure_toy_dataset
+
+    root = tmp_path_factory.mktemp("toydata") / "toy"
+    ensure_toy_dataset(root, ToySpec(**fakes.TINY_TOY))
+    return root

@@ -1,0 +1,50 @@
+"""Composing the real Hydra configs in tests (without the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from diga.utils.hydra import register_resolvers
+from tests.fakes import TINY_TOY
+
+register_resolvers()
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def tiny_toy_overrides(tmp_path: Path, data_root: Path, steps: int = 2) -> list[str]:
+    """A toy run that finishes in seconds: tiny generated data, few steps, no workers."""
+    spec = ",".join(f"{k}:{v}" for k, v in TINY_TOY.items())
+    return [
+        "experiment=toy",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={data_root}",
+        f"paths.output_dir={tmp_path}/run",
+        f"toy_spec={{{spec}}}",
+        f"trainer.max_steps={steps}",
+        f"val_every={steps}",
+        f"ckpt_every={steps}",
+        "datamodule.crop_size=[32,32]",
+        "datamodule.num_workers=0",
+        "datamodule.val_batch_size=4",
+        "datamodule.source.loader.streams=[{resize:null,batch_size:2}]",
+        "datamodule.target.loader.streams=[{resize:null,batch_size:2}]",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
+
+
+def set_output_dir(cfg: DictConfig, path: Path) -> None:
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(path)
