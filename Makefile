@@ -12,6 +12,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 PYTEST_ARGS ?=
+DEMO_STAGE ?= source_only
 
 .PHONY: help install test test-slow test-full lint format demo train bench clean clean-logs
 
@@ -39,8 +40,8 @@ format: ## auto-fix lint and format
 	$(PYTHON) -m ruff check --fix src tests benchmarks
 	$(PYTHON) -m ruff format src tests benchmarks
 
-demo: ## the main job: full DiGA pipeline on the embedded toy domain pair
-	$(PYTHON) -m diga.train experiment=toy stage=pipeline
+demo: ## the main job on the embedded toy domain pair (no download)
+	$(PYTHON) -m diga.train experiment=toy stage=$(DEMO_STAGE)
 
 train: ## python -m diga.train experiment=$(EXP) stage=$(STAGE)
 	$(PYTHON) -m diga.train experiment=$(EXP) stage=$(STAGE)

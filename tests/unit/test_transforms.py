@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,6 @@ from diga.data.transforms import (
     train_transform,
     worker_init_fn,
 )
-
-import albumentations as A  # noqa: E402  (after diga sets NO_ALBUMENTATIONS_UPDATE)
 
 
 def _apply(t, h: int, w: int, seed: int = 0) -> dict:
