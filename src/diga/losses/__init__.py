@@ -1,5 +1,6 @@
 """Loss functions of the method, as pure functions of tensors."""
 
+from diga.losses.distillation import soft_cross_entropy, symmetric_distillation
 from diga.losses.segmentation import cross_entropy, ohem_cross_entropy
 
-__all__ = ["cross_entropy", "ohem_cross_entropy"]
+__all__ = ["cross_entropy", "ohem_cross_entropy", "soft_cross_entropy", "symmetric_distillation"]

@@ -8,6 +8,7 @@ logs `val/<set>/mIoU`, per-class IoUs and `val/mIoU` (the first set, for checkpo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,7 +21,10 @@ from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric
 from diga.models.segmentor import Segmentor
 from diga.modules.optim import build_optimizer, poly_lambda
+from diga.utils.checkpoint_io import atomic_torch_save
 from diga.utils.visualize import log_segmentation_images
+
+FINAL_MODEL = "final_model.pt"
 
 
 def build_model(model_cfg: Mapping[str, Any]) -> Segmentor:
@@ -125,6 +129,15 @@ class SegmentationModule(pl.LightningModule):
             log_segmentation_images(self.logger, "val/predictions", self._val_images, self.labels, self.global_step)
         self._val_images = []
         self._val_count += 0 if self.trainer.sanity_checking else 1
+
+    # --- export -------------------------------------------------------------------------------------------
+    def export(self, out_dir: str | Path) -> Path:
+        """`final_model.pt`: config + weights of the student, what `diga.evaluate` and the next stage load."""
+        model_cfg = {**dict(self.hparams.model_cfg), "pretrained": None, "weights": None}
+        path = Path(out_dir) / FINAL_MODEL
+        atomic_torch_save({"model_cfg": model_cfg, "label_set": self.hparams.label_set,
+                           "state_dict": self.model.state_dict()}, path)  # fmt: skip
+        return path
 
     # --- optimisation ---------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

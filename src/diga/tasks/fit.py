@@ -8,35 +8,35 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from diga.evaluation.metrics import format_table
 from diga.modules.base import SegmentationModule
 from diga.tasks.results import write_results
-from diga.utils.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from diga.utils.checkpoint_io import AtomicCheckpointIO
 from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
 
-FINAL_MODEL = "final_model.pt"
 
-
-def build_module(cfg: DictConfig, **extra: Any) -> SegmentationModule:
-    return instantiate(
-        cfg.stage.module,
-        model_cfg=to_plain(cfg.model),
-        label_set=cfg.label_set,
-        optimizer=to_plain(cfg.optimizer),
-        scheduler=to_plain(cfg.scheduler),
-        head_lr_mult=cfg.head_lr_mult,
-        val_names=list(cfg.datamodule.val or {}),
-        inference=to_plain(cfg.inference),
-        init_from=cfg.stage.get("init_from"),
-        _recursive_=False,
-        _convert_="all",  # plain containers in hparams: checkpoints load with torch's weights_only=True
-        **extra,
-    )
+def build_module(cfg: DictConfig, **extra: Any) -> pl.LightningModule:
+    """Instantiate the stage's LightningModule; segmentation stages also get the shared model/optim/val settings."""
+    cls = get_class(cfg.stage.module._target_)
+    common: dict[str, Any] = {}
+    if issubclass(cls, SegmentationModule):
+        common = {
+            "model_cfg": to_plain(cfg.model),
+            "label_set": cfg.label_set,
+            "optimizer": to_plain(cfg.optimizer),
+            "scheduler": to_plain(cfg.scheduler),
+            "head_lr_mult": cfg.head_lr_mult,
+            "val_names": list(cfg.datamodule.val or {}),
+            "inference": to_plain(cfg.inference),
+            "init_from": cfg.stage.get("init_from"),
+        }
+    # plain containers in hparams: checkpoints load with torch's weights_only=True
+    return instantiate(cfg.stage.module, _recursive_=False, _convert_="all", **common, **extra)
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
@@ -60,16 +60,6 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
     return str(ckpt_path)
 
 
-def export_model(module: SegmentationModule, path: str | Path) -> None:
-    """A self-describing segmentor file (config + weights) for `diga.evaluate`, `diga.predict` and later stages."""
-    model_cfg = dict(module.hparams.model_cfg)
-    model_cfg.update(pretrained=None, weights=None)
-    atomic_torch_save(
-        {"model_cfg": model_cfg, "label_set": module.hparams.label_set, "state_dict": module.model.state_dict()},
-        path,
-    )
-
-
 def run_fit(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -79,9 +69,9 @@ def run_fit(cfg: DictConfig) -> dict[str, float]:
     ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
     if trainer.is_global_zero:
-        export_model(module, out_dir / FINAL_MODEL)
+        module.export(out_dir)
     results: dict[str, dict[str, float]] = {}
-    if module.val_names:
+    if getattr(module, "val_names", None):
         trainer.validate(module, datamodule=datamodule, verbose=False)
         results = module.last_val_results
         if trainer.is_global_zero:

@@ -22,9 +22,16 @@ def wandb_mode() -> str:
     return "offline"
 
 
+def translator_needs_target(kind: str) -> bool:
+    """Training-free translators take their style from target images, so the loader must provide them."""
+    return kind in ("fourier", "color")
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("diga.wandb_mode"):
         OmegaConf.register_new_resolver("diga.wandb_mode", wandb_mode)
+    if not OmegaConf.has_resolver("diga.translator_needs_target"):
+        OmegaConf.register_new_resolver("diga.translator_needs_target", translator_needs_target)
 
 
 def to_plain(cfg: Any) -> Any:

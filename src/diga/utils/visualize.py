@@ -42,3 +42,28 @@ def log_segmentation_images(logger: Any, key: str, entries: list[dict[str, Any]]
             )
             captions.append(f"{e['set']} #{i}")
     logger.log_image(key=key, images=images, masks=masks, caption=captions, step=step)
+
+
+def log_views(logger: Any, key: str, x: torch.Tensor, y: torch.Tensor, views: dict[str, torch.Tensor],
+              pred_logits: torch.Tensor, labels: LabelSet, step: int, max_images: int = 2) -> None:  # fmt: skip
+    """One row per image: source | photometric | translated | mixture | GT | prediction (W&B only)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    rows = []
+    for i in range(min(max_images, x.shape[0])):
+        parts = [to_uint8_hwc(x[i])] + [to_uint8_hwc(views[k][i]) for k in ("aug", "translated", "mixed") if k in views]
+        parts += [labels.colorize(y[i].cpu().numpy()), labels.colorize(pred_logits[i].argmax(0).cpu().numpy())]
+        rows.append(np.concatenate(parts, axis=1))
+    logger.log_image(key=key, images=rows, caption=["source | A(x) | T(x) | mixture | GT | prediction"] * len(rows),
+                     step=step)  # fmt: skip
+
+
+def log_image_rows(logger: Any, key: str, rows: list[list[np.ndarray]], caption: str, step: int) -> None:
+    """Log each row (a list of H×W×3 uint8 panels) as one image (W&B only)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger) or not rows:
+        return
+    logger.log_image(key=key, images=[np.concatenate(r, axis=1) for r in rows], caption=[caption] * len(rows), step=step)

@@ -1,0 +1,45 @@
+"""The photometric "extra" view with its β blend (METHOD.md §4.4), built on kornia (per-sample random, on device).
+
+`A(x) = β · aug(x) + (1 − β) · x`.
+
+space="rgb01" (default, correct): `x` is RGB in [0, 1]; the colour ops see what they are designed for.
+space="reference": reproduces the reference exactly — the ops run on the Caffe-normalised BGR tensor
+  `(BGR·255 − mean)/128` as if it were RGB in [0, 1] (clamping, HSV on BGR), followed by `N(z) = 2z − 1`; the
+  result is mapped back to RGB [0, 1] for the network. Use only to reproduce published numbers.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from diga.models.segmentor import CAFFE_BGR_MEAN
+
+
+class PhotometricAugment(nn.Module):
+    def __init__(self, beta: float = 0.4, jitter_p: float = 0.5, grayscale_p: float = 0.3, blur_p: float = 0.8,
+                 sharpness_p: float = 0.3, space: str = "rgb01") -> None:  # fmt: skip
+        super().__init__()
+        if space not in ("rgb01", "reference"):
+            raise ValueError(f"photometric space must be 'rgb01' or 'reference', got {space!r}")
+        self.beta, self.space = beta, space
+        jitter = K.ColorJitter if space == "rgb01" else K.ColorJiggle  # kornia 0.5 semantics (additive brightness)
+        ops: list[nn.Module] = [
+            jitter(0.4, 0.4, 0.2, 0.1, p=jitter_p),
+            K.RandomGrayscale(p=grayscale_p),
+            K.RandomGaussianBlur((3, 3), (2.0, 2.0), p=blur_p),
+        ]
+        if sharpness_p > 0:
+            ops.append(K.RandomSharpness(0.5, p=sharpness_p))
+        self.ops = nn.Sequential(*ops)
+        self.register_buffer("_mean", torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1) / 255.0, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, beta: float | None = None) -> torch.Tensor:
+        beta = self.beta if beta is None else beta
+        if self.space == "rgb01":
+            return beta * self.ops(x).clamp(0, 1) + (1 - beta) * x
+        ref = (x.flip(1) - self._mean) * (255.0 / 128.0)  # REF network input
+        out = beta * (2 * self.ops(ref) - 1) + (1 - beta) * ref
+        return (out * (128.0 / 255.0) + self._mean).flip(1)

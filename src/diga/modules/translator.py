@@ -1,0 +1,127 @@
+"""Stage `translator`: the image domain translator (METHOD.md §3), trained with manual optimisation.
+
+Per step: one generator forward (translations, self-reconstructions, cycles) → discriminator update on detached
+fakes → generator/encoder update with the discriminators frozen. Losses and weights as in REF:
+0.5·LSGAN + 10·cycle L1 + 20·semantic-edge L1 + 0.1·VGG perceptual + λ_self·self-reconstruction L1.
+
+REF keeps six Adam optimisers (one per network). Adam's state and update are per parameter, so one Adam over
+both discriminators and one over the four generator networks (same lr, betas, schedule) are identical.
+The discriminator optimiser is stepped on its raw torch optimiser so that Lightning's `global_step` counts
+iterations, not optimiser steps (ECOSYSTEM §2.2.3). All six networks are checkpointed (REF keeps only two and
+cannot resume); `export` writes `translator.pt` with `enc_s` and `dec_s2t` for the later stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diga.modules.base import to_float_image
+from diga.modules.optim import poly_lambda
+from diga.translation.losses import VGGPerceptual, lsgan_d_loss, lsgan_g_loss, seg_edge_loss
+from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
+from diga.utils.checkpoint_io import atomic_torch_save
+from diga.utils.visualize import log_image_rows, to_uint8_hwc
+
+TRANSLATOR_FILE = "translator.pt"
+
+
+class TranslatorModule(pl.LightningModule):
+    def __init__(self, width: int = 64, n_res: int = 4, disc_width: int = 64, disc_scales: int = 3, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.5, 0.999), poly_power: float = 0.9, w_adv: float = 0.5,
+                 w_cyc: float = 10.0, w_edge: float = 20.0, w_percep: float = 0.1, w_self: float = 0.001,
+                 vgg_weights: str | None = None, log_images_every_n_steps: int = 0,
+                 label_set: str = "cityscapes19") -> None:  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.enc_s, self.enc_t = ImgEncoder(width, n_res), ImgEncoder(width, n_res)
+        self.dec_s2t, self.dec_t2s = ImgDecoder(width, n_res), ImgDecoder(width, n_res)
+        self.dis_s2t = MultiScaleDiscriminator(disc_width, num_scales=disc_scales)
+        self.dis_t2s = MultiScaleDiscriminator(disc_width, num_scales=disc_scales)
+        self.vgg = VGGPerceptual(vgg_weights) if w_percep > 0 else None
+        self.val_names: list[str] = []
+
+    def generators(self) -> list[nn.Module]:
+        return [self.enc_s, self.enc_t, self.dec_s2t, self.dec_t2s]
+
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+        hp = self.hparams
+        gen = [p for m in self.generators() for p in m.parameters()]
+        dis = [*self.dis_s2t.parameters(), *self.dis_t2s.parameters()]
+        opt_g = torch.optim.Adam(gen, lr=hp.lr, betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(dis, lr=hp.lr, betas=tuple(hp.betas))
+        n = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
+        lam = poly_lambda(n, hp.poly_power)
+        return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in (opt_g, opt_d)]
+
+    def forward_all(self, s: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        f_s, f_t = self.enc_s(s), self.enc_t(t)
+        s2t, t2s = self.dec_s2t(f_s), self.dec_t2s(f_t)
+        return {
+            "s2t": s2t,
+            "t2s": t2s,
+            "s_rec": self.dec_t2s(f_s),
+            "t_rec": self.dec_s2t(f_t),
+            "s_cyc": self.dec_t2s(self.enc_t(s2t)),
+            "t_cyc": self.dec_s2t(self.enc_s(t2s)),
+        }
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hp = self.hparams
+        opt_g, opt_d = self.optimizers()
+        s = to_float_image(batch["source"]["image"]) * 2 - 1  # networks work in [−1, 1] (tanh output)
+        t = to_float_image(batch["target"]["image"]) * 2 - 1
+        y = batch["source"]["label"]
+        out = self.forward_all(s, t)
+
+        # discriminators on detached fakes
+        self.toggle_optimizer(opt_d)
+        loss_d = lsgan_d_loss(self.dis_s2t(t), self.dis_s2t(out["s2t"].detach())) + lsgan_d_loss(
+            self.dis_t2s(s), self.dis_t2s(out["t2s"].detach())
+        )
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.optimizer.step()  # raw step: global_step counts iterations (one per generator step)
+        self.untoggle_optimizer(opt_d)
+
+        # generators / encoders with the discriminators frozen
+        self.toggle_optimizer(opt_g)
+        adv = lsgan_g_loss(self.dis_s2t(out["s2t"])) + lsgan_g_loss(self.dis_t2s(out["t2s"]))
+        cyc = F.l1_loss(out["s_cyc"], s) + F.l1_loss(out["t_cyc"], t)
+        edge = seg_edge_loss(out["s2t"], s, y)
+        rec = F.l1_loss(out["s_rec"], s) + F.l1_loss(out["t_rec"], t)
+        percep = self.vgg(out["s2t"], s) + self.vgg(out["t2s"], t) if self.vgg is not None else s.new_zeros(())
+        loss_g = hp.w_adv * adv + hp.w_cyc * cyc + hp.w_edge * edge + hp.w_percep * percep + hp.w_self * rec
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        for sch in self.lr_schedulers():
+            sch.step()
+
+        logs = {"loss_d": loss_d, "loss_g": loss_g, "loss_adv": adv, "loss_cyc": cyc, "loss_edge": edge,
+                "loss_self": rec, "loss_percep": percep}  # fmt: skip
+        self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, batch_size=s.shape[0])
+        self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=s.shape[0])
+        every = hp.log_images_every_n_steps
+        if every and self.global_step % every == 0:
+            rows = [[to_uint8_hwc((v[i] + 1) / 2) for v in (s, out["s2t"], t, out["t2s"])] for i in range(min(2, len(s)))]
+            log_image_rows(self.logger, "train/translation", rows, "source | source→target | target | target→source",
+                           self.global_step)  # fmt: skip
+
+    def export(self, out_dir: str | Path) -> Path:
+        """`translator.pt`: what LearnedTranslator loads (architecture + enc_s + dec_s2t)."""
+        path = Path(out_dir) / TRANSLATOR_FILE
+        atomic_torch_save({"arch": {"width": self.hparams.width, "n_res": self.hparams.n_res},
+                           "enc_s": self.enc_s.state_dict(), "dec_s2t": self.dec_s2t.state_dict()}, path)  # fmt: skip
+        return path
+
+    def param_summary(self) -> Mapping[str, int]:
+        return {name: sum(p.numel() for p in m.parameters()) for name, m in self.named_children()}

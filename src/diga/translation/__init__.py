@@ -1,0 +1,13 @@
+"""Image domain translation source → target: the learned translator of stage 0 and training-free options."""
+
+from diga.translation.translators import (
+    ColorStatsTranslator,
+    FourierTranslator,
+    IdentityTranslator,
+    LearnedTranslator,
+    Translator,
+    build_translator,
+)
+
+__all__ = ["ColorStatsTranslator", "FourierTranslator", "IdentityTranslator", "LearnedTranslator", "Translator",
+           "build_translator"]  # fmt: skip

@@ -1,0 +1,74 @@
+"""Translator losses (METHOD.md §3.3): LSGAN, semantic-edge L1, VGG-19 perceptual loss from a local file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diga.models.weights import CheckpointError, load_into, read_state_dict
+
+
+def lsgan_d_loss(real_maps: list[torch.Tensor], fake_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_k mean((D_k(real) − 1)²) + mean(D_k(fake)²)."""
+    return sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(real_maps, fake_maps))  # type: ignore[return-value]
+
+
+def lsgan_g_loss(fake_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_k mean((D_k(fake) − 1)²)."""
+    return sum(((f - 1) ** 2).mean() for f in fake_maps)  # type: ignore[return-value]
+
+
+def label_edges(labels: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """B×H×W bool: |Laplacian₅(labels)| > threshold, kornia-0.5 normalisation (5×5 ones, centre −24, divided by 48),
+    reflect border. So a pixel is an edge when the neighbour-weighted id difference exceeds 4.8 (METHOD.md §3.3)."""
+    k = torch.ones(5, 5, dtype=torch.float32, device=labels.device)
+    k[2, 2] = -24
+    k = (k / 48.0).view(1, 1, 5, 5)
+    x = F.pad(labels.float().unsqueeze(1), (2, 2, 2, 2), mode="reflect")
+    return (F.conv2d(x, k).abs() > threshold).squeeze(1)
+
+
+def seg_edge_loss(translated: torch.Tensor, source: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L1(in ⊙ E, out ⊙ E), mean over *all* pixels: keep label boundaries where they were."""
+    e = label_edges(labels).unsqueeze(1).to(source.dtype)
+    return F.l1_loss(translated * e, source * e)
+
+
+class VGGPerceptual(nn.Module):
+    """Frozen VGG-19 features: taps after relu1_1…relu5_1, weights 1/32, 1/16, 1/8, 1/4, 1; L1 between taps.
+
+    Needs torchvision's ImageNet `vgg19` weights in a local file; asking for this loss without the file is an
+    error (a random VGG would silently make the loss meaningless).
+    """
+
+    SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
+    WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+    def __init__(self, weights_path: str | Path | None) -> None:
+        super().__init__()
+        from torchvision.models import vgg19
+
+        if not weights_path or not Path(weights_path).is_file():
+            raise CheckpointError(
+                f"{weights_path}: VGG-19 ImageNet weights for the perceptual loss not found. Put torchvision's "
+                "vgg19-dcbb9e9d.pth there, or set the perceptual weight to 0."
+            )
+        features = vgg19(weights=None).features
+        sd = {k.removeprefix("features."): v for k, v in read_state_dict(weights_path).items()
+              if k.startswith("features.")}  # fmt: skip
+        load_into(features, sd, weights_path, "VGG-19 features")
+        self.slices = nn.ModuleList(features[a:b] for a, b in self.SLICES)
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> VGGPerceptual:  # always frozen
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = x.new_zeros(())
+        for w, s in zip(self.WEIGHTS, self.slices):
+            x, y = s(x), s(y)
+            loss = loss + w * F.l1_loss(x, y.detach())
+        return loss
