@@ -25,7 +25,10 @@ def test_network_shapes() -> None:
 
 
 def test_lsgan_losses() -> None:
-    real, fake = [torch.ones(1, 1, 2, 2), torch.full((1, 1, 1, 1), 0.5)], [torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 1, 1)]
+    real, fake = (
+        [torch.ones(1, 1, 2, 2), torch.full((1, 1, 1, 1), 0.5)],
+        [torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 1, 1)],
+    )
     assert lsgan_d_loss(real, fake).item() == pytest.approx(0 + 0 + 0.25 + 1)
     assert lsgan_g_loss(fake).item() == pytest.approx(1 + 0)
 
@@ -78,7 +81,7 @@ def test_learned_translator_roundtrip_and_errors(tmp_path: Path) -> None:
     torch.save({"x": 1}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="not a translator file"):
         LearnedTranslator(tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="needs translator.checkpoint"):
+    with pytest.raises(ValueError, match=r"needs translator\.checkpoint"):
         build_translator("learned", None)
 
 

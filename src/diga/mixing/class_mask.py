@@ -32,7 +32,9 @@ def select_half_classes(present: torch.Tensor, generator: torch.Generator | None
     return selected
 
 
-def sample_class_masks(labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_class_masks(
+    labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """B×H×W bool mask of the pixels whose label value was selected (see module docstring)."""
     selected = select_half_classes(present_values(labels, num_classes), generator)
     idx = torch.where(labels == IGNORE_INDEX, num_classes, labels).clamp(0, num_classes)

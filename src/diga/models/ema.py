@@ -27,7 +27,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float, buffers:
 
     REF averages parameters only (BN statistics of the teacher then come from its own train-mode forwards).
     """
-    t_params = [p for p in teacher.parameters()]
+    t_params = list(teacher.parameters())
     s_params = [p.detach() for p in student.parameters()]
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)

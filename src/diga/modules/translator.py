@@ -112,7 +112,9 @@ class TranslatorModule(pl.LightningModule):
         self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=s.shape[0])
         every = hp.log_images_every_n_steps
         if every and self.global_step % every == 0:
-            rows = [[to_uint8_hwc((v[i] + 1) / 2) for v in (s, out["s2t"], t, out["t2s"])] for i in range(min(2, len(s)))]
+            rows = [
+                [to_uint8_hwc((v[i] + 1) / 2) for v in (s, out["s2t"], t, out["t2s"])] for i in range(min(2, len(s)))
+            ]
             log_image_rows(self.logger, "train/translation", rows, "source | source→target | target | target→source",
                            self.global_step)  # fmt: skip
 

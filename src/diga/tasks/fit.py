@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from diga.evaluation.metrics import format_table
 from diga.modules.base import SegmentationModule
 from diga.tasks.results import write_results
+from diga.tasks.selection import apply_selection, restore_selected
 from diga.utils.checkpoint_io import AtomicCheckpointIO
 from diga.utils.hydra import to_plain
 
@@ -63,15 +64,22 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
 def run_fit(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
+    selection = apply_selection(cfg)
     datamodule = instantiate(cfg.datamodule, _recursive_=False)
     module = build_module(cfg)
     trainer = build_trainer(cfg)
     ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    results: dict[str, dict[str, float]] = {}
+    has_val = bool(getattr(module, "val_names", None))
+    if has_val and selection != "last":  # also report the last model, so the effect of selection is visible
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        if trainer.is_global_zero:
+            write_results(module.last_val_results, module.labels, out_dir, stem="results_last")
+    restore_selected(trainer, module, selection)
     if trainer.is_global_zero:
         module.export(out_dir)
-    results: dict[str, dict[str, float]] = {}
-    if getattr(module, "val_names", None):
+    if has_val:
         trainer.validate(module, datamodule=datamodule, verbose=False)
         results = module.last_val_results
         if trainer.is_global_zero:

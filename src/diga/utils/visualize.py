@@ -66,4 +66,6 @@ def log_image_rows(logger: Any, key: str, rows: list[list[np.ndarray]], caption:
 
     if not isinstance(logger, WandbLogger) or not rows:
         return
-    logger.log_image(key=key, images=[np.concatenate(r, axis=1) for r in rows], caption=[caption] * len(rows), step=step)
+    logger.log_image(
+        key=key, images=[np.concatenate(r, axis=1) for r in rows], caption=[caption] * len(rows), step=step
+    )
