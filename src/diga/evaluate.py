@@ -19,40 +19,13 @@ from diga.data.datamodule import DomainAdaptationDataModule, collate
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, format_table
+from diga.models.checkpoint import load_segmentor
 from diga.models.segmentor import Segmentor
-from diga.models.weights import CheckpointError
 from diga.tasks.results import write_results
 from diga.utils.hydra import register_resolvers, to_plain
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-
-def load_segmentor(path: str | Path) -> tuple[Segmentor, str]:
-    """Rebuild a segmentor from a diga checkpoint (its config travels inside) → (model in eval mode, label set)."""
-    from hydra.utils import instantiate
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(obj, dict) and "model_cfg" in obj:  # exported final_model.pt
-        model_cfg, label_set, sd = obj["model_cfg"], obj["label_set"], obj["state_dict"]
-    elif isinstance(obj, dict) and "hyper_parameters" in obj and "model_cfg" in obj["hyper_parameters"]:
-        hp = obj["hyper_parameters"]
-        model_cfg, label_set = dict(hp["model_cfg"]), hp["label_set"]
-        sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-    else:
-        raise CheckpointError(f"{path}: not a diga checkpoint (no model config inside)")
-    model_cfg = {**model_cfg, "pretrained": None, "weights": None}
-    model: Segmentor = instantiate(model_cfg, _convert_="all")
-    from diga.models.weights import load_into
-
-    load_into(model, sd, path, "segmentor")
-    return model.eval(), label_set
 
 
 @torch.no_grad()
@@ -83,11 +56,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = {"limit": cfg.limit} if cfg.limit else {}
     dataset = DomainAdaptationDataModule(source={}).build_eval_dataset(data_cfg, split_key=cfg.split, **overrides)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate)
-    device = torch.device(
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
+    device = resolve_device(cfg.device)
     inf = InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in to_plain(cfg.inference).items()})
     summary = evaluate(model, loader, cfg.label_set, inf, device)
     name = f"{_data_choice(data_cfg)}_{cfg.split}"

@@ -127,6 +127,11 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                     key = f"{domain}_{i}"
                     self.train_sets[key] = self.build_train_dataset(domain, stream)
                     self.stream_batch[key] = int(stream.get("batch_size", 1))
+                    if len(self.train_sets[key]) < self.stream_batch[key]:
+                        raise ValueError(
+                            f"{self.train_sets[key]!r}: {len(self.train_sets[key])} images cannot fill one batch of "
+                            f"{self.stream_batch[key]} ({domain} stream {i}); lower its batch_size"
+                        )
                     seed_transform(
                         self.train_sets[key].transform, self.seed + 1000 * i + (0 if domain == "source" else 1)
                     )

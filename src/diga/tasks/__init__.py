@@ -11,4 +11,12 @@ def run_task(cfg: DictConfig) -> dict[str, float]:
         from diga.tasks.fit import run_fit
 
         return run_fit(cfg)
+    if task == "pseudolabel":
+        from diga.tasks.pseudolabel import run_pseudolabel
+
+        return run_pseudolabel(cfg)
+    if task == "centroids":
+        from diga.tasks.centroids import run_centroids
+
+        return run_centroids(cfg)
     raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}")

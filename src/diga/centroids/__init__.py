@@ -1,0 +1,12 @@
+"""Class centroids in feature space: per-image class means, dataset initialisation and online EMA updates."""
+
+from diga.centroids.ops import (
+    class_mean_vectors,
+    nearest_centroid_labels,
+    nearest_centroid_probs,
+    sequential_ema,
+)
+from diga.centroids.store import CentroidAccumulator, load_centroids, save_centroids
+
+__all__ = ["CentroidAccumulator", "class_mean_vectors", "load_centroids", "nearest_centroid_labels",
+           "nearest_centroid_probs", "save_centroids", "sequential_ema"]  # fmt: skip

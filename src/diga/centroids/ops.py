@@ -1,0 +1,76 @@
+"""Vectorised centroid maths (METHOD.md §6, §7.4, §7.6) — no per-class or per-pixel Python loops.
+
+* `class_mean_vectors`: for every image b and class c, the mean feature over pixels where both label maps
+  say c (e.g. pseudo-label and prediction), if at least `min_pixels` pixels agree.
+* `sequential_ema`: the reference's sequence of updates μ_c ← (1−m)·μ_c + m·v, applied in order, in closed form.
+* `nearest_centroid_*`: softmax over negative Euclidean distances to the centroids, up-sampled, argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from diga.data.labels import IGNORE_INDEX
+
+
+def class_mean_vectors(feat: torch.Tensor, labels: torch.Tensor, num_classes: int, pred: torch.Tensor | None = None,
+                       min_pixels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Per-image class means.
+
+    Args:
+        feat: B×D×h×w features.
+        labels: B×h×w class ids (255 = none) at feature resolution.
+        pred: optional B×h×w second label map; a pixel counts for class c only where `labels == pred == c`.
+    Returns:
+        vectors B×C×D (zero where invalid) and valid B×C (≥ `min_pixels` pixels and a non-zero-sum vector,
+        as the reference skips vectors whose elements sum to exactly 0).
+    """
+    b, d = feat.shape[:2]
+    lab = labels if pred is None else torch.where(labels == pred, labels, torch.full_like(labels, IGNORE_INDEX))
+    lab = torch.where((lab >= 0) & (lab < num_classes), lab, torch.full_like(lab, num_classes))
+    onehot = F.one_hot(lab.reshape(b, -1), num_classes + 1)[..., :num_classes].to(feat.dtype)  # B×P×C
+    counts = onehot.sum(1)  # B×C
+    sums = torch.einsum("bdp,bpc->bcd", feat.reshape(b, d, -1), onehot)
+    vectors = sums / counts.clamp(min=1).unsqueeze(-1)
+    valid = (counts >= min_pixels) & (vectors.sum(-1) != 0)
+    return vectors * valid.unsqueeze(-1), valid
+
+
+def sequential_ema(
+    centroids: torch.Tensor, classes: torch.Tensor, vectors: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """Apply μ_{c_j} ← (1−m)·μ_{c_j} + m·v_j for j = 1..n *in order*, vectorised.
+
+    For class c with k updates: μ_c ← (1−m)^k μ_c + m Σ_j (1−m)^{k−j} v_j, where k−j counts the later updates
+    of the same class. Returns the new C×D tensor (the input is not modified).
+    """
+    if classes.numel() == 0:
+        return centroids.clone()
+    num_classes = centroids.shape[0]
+    onehot = F.one_hot(classes.long(), num_classes).to(centroids.dtype)  # n×C
+    later = onehot.flip(0).cumsum(0).flip(0) - onehot  # later updates of the same class, per row
+    later_j = (later * onehot).sum(1)  # n
+    decay = (1 - momentum) ** later_j
+    k = onehot.sum(0)  # C
+    added = torch.zeros_like(centroids).index_add_(0, classes.long(), vectors * (momentum * decay).unsqueeze(1))
+    return centroids * ((1 - momentum) ** k).unsqueeze(1) + added
+
+
+def nearest_centroid_probs(feat: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """B×C×h×w softmax over classes of −‖f − μ_c‖₂ (REF `feat_centroid_distance` + softmax)."""
+    b, d, h, w = feat.shape
+    flat = feat.permute(0, 2, 3, 1).reshape(b, h * w, d)
+    dist = torch.cdist(flat.float(), centroids.float().unsqueeze(0).expand(b, -1, -1))  # B×P×C
+    return F.softmax(-dist, dim=-1).permute(0, 2, 1).reshape(b, -1, h, w)
+
+
+def nearest_centroid_labels(feat: torch.Tensor, centroids: torch.Tensor, out_size: Sequence[int],
+                            align_corners: bool = True) -> torch.Tensor:  # fmt: skip
+    """REF order: up-sample the soft centroid weights (bilinear) to `out_size`, then argmax."""
+    probs = nearest_centroid_probs(feat, centroids)
+    if tuple(probs.shape[-2:]) != tuple(out_size):
+        probs = F.interpolate(probs, size=tuple(out_size), mode="bilinear", align_corners=align_corners)
+    return probs.argmax(1)

@@ -1,0 +1,83 @@
+"""Stage `pseudolabel`: offline pseudo-labels for every target training image (METHOD.md §5).
+
+Streams one batch at a time and writes each palettised PNG atomically as soon as it is predicted (memory does not
+grow with the dataset; the reference buffers a 50 GB float64 array). Files already present are skipped, so an
+interrupted run resumes where it stopped; `manifest.json` is written last and marks completion. Under several
+processes (`WORLD_SIZE`/`RANK`), each takes every WORLD_SIZE-th image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset
+
+from diga.data.datamodule import DomainAdaptationDataModule, collate
+from diga.data.io import atomic_write_bytes, save_label_png
+from diga.data.labels import get_label_set
+from diga.evaluation.inference import InferenceConfig, predict_logits
+from diga.models.checkpoint import load_segmentor, resolve_device
+from diga.pseudo_labels import confidence_threshold
+from diga.utils.hydra import to_plain
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def target_train_dataset(cfg: DictConfig, **overrides: Any):  # noqa: ANN201
+    """Target training images without labels or augmentation (optionally resized: `stage.resize`)."""
+    from diga.data.transforms import eval_transform
+
+    resize = cfg.stage.get("resize")
+    kwargs = {"with_labels": False, **overrides}
+    if resize:
+        kwargs["transform"] = eval_transform(list(resize))
+    return DomainAdaptationDataModule(source={}).build_eval_dataset(to_plain(cfg.datamodule.target), "train", **kwargs)
+
+
+def inference_config(cfg: DictConfig) -> InferenceConfig:
+    inf = to_plain(cfg.stage.get("inference") or cfg.inference)
+    return InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in inf.items()})
+
+
+def run_pseudolabel(cfg: DictConfig) -> dict[str, float]:
+    st = cfg.stage
+    if not st.get("init_from"):
+        raise ValueError("stage=pseudolabel needs stage.init_from (a warm-up or self-training final_model.pt)")
+    out_dir = Path(st.get("output_dir") or Path(cfg.paths.output_dir) / "pseudo_labels")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, label_set = load_segmentor(st.init_from)
+    palette = get_label_set(label_set).palette_bytes()
+    device = resolve_device(st.get("device", "auto"))
+    model.to(device).eval()
+    dataset = target_train_dataset(cfg)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    todo = [i for i in range(rank, len(dataset), world) if not (out_dir / f"{dataset.samples[i].name}.png").exists()]
+    log.info("pseudo-labels: %d of %d images to predict into %s", len(todo), len(dataset), out_dir)
+    loader = DataLoader(Subset(dataset, todo), batch_size=int(st.get("batch_size", 1)),
+                        num_workers=int(cfg.datamodule.num_workers), collate_fn=collate)  # fmt: skip
+    inf = inference_config(cfg)
+    threshold = st.get("confidence_threshold")
+    kept = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device).float().div_(255)
+            logits = predict_logits(model, x, inf, model.num_classes)
+            labels = (confidence_threshold(F.softmax(logits, 1), float(threshold)) if threshold is not None
+                      else logits.argmax(1))  # fmt: skip
+            kept += int((labels != 255).sum())
+            total += labels.numel()
+            for name, lab in zip(batch["name"], labels.cpu().numpy()):
+                save_label_png(out_dir / f"{name}.png", lab, palette)
+    if rank == 0:
+        manifest = {"images": len(dataset), "model": str(st.init_from), "scales": list(inf.scales),
+                    "fusion": inf.fusion, "confidence_threshold": threshold}  # fmt: skip
+        atomic_write_bytes(out_dir / MANIFEST, json.dumps(manifest, indent=1).encode())
+    return {"kept_fraction": kept / max(total, 1)}
