@@ -19,4 +19,8 @@ def run_task(cfg: DictConfig) -> dict[str, float]:
         from diga.tasks.centroids import run_centroids
 
         return run_centroids(cfg)
+    if task == "pipeline":
+        from diga.tasks.pipeline import run_pipeline
+
+        return run_pipeline(cfg)
     raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}")
