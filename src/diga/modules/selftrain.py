@@ -44,7 +44,9 @@ class SelfTrainModule(WarmupModule):
 
     # --- centroid updates ------------------------------------------------------------------------------
     @torch.no_grad()
-    def update_centroids(self, feats: list[torch.Tensor], labels: list[torch.Tensor], preds: list[torch.Tensor]) -> None:
+    def update_centroids(
+        self, feats: list[torch.Tensor], labels: list[torch.Tensor], preds: list[torch.Tensor]
+    ) -> None:
         """Per-image class means of each (features, labels, predictions) group, in order, gathered over ranks in rank
         order, applied as the reference's sequence of EMA updates."""
         vecs, valid = [], []
@@ -54,7 +56,9 @@ class SelfTrainModule(WarmupModule):
             vecs.append(v.flatten(0, 1))
             valid.append(ok.flatten())
         vectors, ok = torch.cat(vecs), torch.cat(valid)  # (images×classes) in REF order: image-major, class-minor
-        classes = torch.arange(self.model.num_classes, device=self.device).repeat(vectors.shape[0] // self.model.num_classes)
+        classes = torch.arange(self.model.num_classes, device=self.device).repeat(
+            vectors.shape[0] // self.model.num_classes
+        )
         if self.trainer is not None and self.trainer.world_size > 1:
             vectors = self.all_gather(vectors).flatten(0, 1)
             ok = self.all_gather(ok).flatten(0, 1)

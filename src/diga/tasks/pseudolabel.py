@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-def target_train_dataset(cfg: DictConfig, **overrides: Any):  # noqa: ANN201
+def target_train_dataset(cfg: DictConfig, **overrides: Any):
     """Target training images without labels or augmentation (optionally resized: `stage.resize`)."""
     from diga.data.transforms import eval_transform
 
