@@ -19,7 +19,7 @@ from diga.data.datamodule import DomainAdaptationDataModule, collate
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, format_table
-from diga.models.checkpoint import load_segmentor
+from diga.models.checkpoint import load_segmentor, resolve_device
 from diga.models.segmentor import Segmentor
 from diga.tasks.results import write_results
 from diga.utils.hydra import register_resolvers, to_plain

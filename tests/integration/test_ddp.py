@@ -38,9 +38,10 @@ def test_selftrain_centroids_identical_across_ranks(tmp_path: Path, toy_root: Pa
         save_label_png(pl_dir / f"{s.name}.png", rng.integers(0, 7, (32, 64)).astype(np.uint8))
     start = torch.randn(7, 256)
     save_centroids(tmp_path / "centroids.pt", start, torch.ones(7), "toy")
-    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), "stage=selftrain",
-                       f"pseudo_label_dir={pl_dir}", f"centroids_path={tmp_path / 'centroids.pt'}",
-                       "stage.init_from=null", "stage.module.centroid_momentum=0.2", "translator.kind=fourier"])  # fmt: skip
+    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), "stage=selftrain", "translator.kind=fourier",
+                 f"pseudo_label_dir={pl_dir}", f"centroids_path={tmp_path / 'centroids.pt'}", "stage.init_from=null",
+                 "stage.module.centroid_momentum=0.2"]  # fmt: skip
+    cfg = compose_cfg(overrides)
     module = build_module(cfg)
     dm = instantiate(cfg.datamodule, _recursive_=False)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=3, logger=False,

@@ -39,7 +39,7 @@ def test_class_mean_vectors_hand_computed() -> None:
 
 def test_zero_sum_vectors_are_skipped_like_the_reference() -> None:
     feat = torch.zeros(1, 2, 2, 2)
-    vec, ok = class_mean_vectors(feat, torch.zeros(1, 2, 2, dtype=torch.long), 2, min_pixels=1)
+    _vec, ok = class_mean_vectors(feat, torch.zeros(1, 2, 2, dtype=torch.long), 2, min_pixels=1)
     assert not ok.any()
 
 
