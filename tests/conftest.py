@@ -38,6 +38,7 @@ def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diga.data.toy import ToySpec, ensure_toy_dataset
 
+    spec = ToySpec(**fakes.TINY_TOY)
     root = tmp_path_factory.mktemp("toydata") / "toy"
-    ensure_toy_dataset(root, ToySpec(**fakes.TINY_TOY))
+    ensure_toy_dataset(root / spec.folder_name(), spec)
     return root

@@ -13,6 +13,13 @@ from tests.helpers import CONFIG_DIR, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 STAGES = sorted(p.stem for p in (CONFIG_DIR / "stage").glob("*.yaml"))
+# stages that consume earlier outputs must be told where they are
+REQUIRED_INPUTS = {
+    "pseudolabel": ["stage.init_from=/runs/warmup/final_model.pt"],
+    "centroids": ["stage.init_from=/runs/warmup/final_model.pt"],
+    "selftrain": ["stage.init_from=/runs/warmup/final_model.pt", "pseudo_label_dir=/runs/pl",
+                  "centroids_path=/runs/centroids.pt"],
+}
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
@@ -29,11 +36,13 @@ def test_required_groups_exist() -> None:
 def test_experiment_stage_composes(experiment: str, stage: str, tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}"])
+        cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}",
+                           *REQUIRED_INPUTS.get(stage, [])])  # fmt: skip
     del cfg.hydra  # runtime-only fields (job.num, …) are filled by a real launch
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert container["experiment_name"] == experiment
-    assert container["trainer"]["max_steps"] > 0
+    if container["stage"]["task"] == "fit":
+        assert container["trainer"]["max_steps"] > 0
     assert container["model"]["num_classes"] == container["num_classes"]
     assert container["datamodule"]["val"], "every experiment validates on at least one target set"
     for ds in container["datamodule"]["val"].values():
@@ -66,3 +75,14 @@ def test_wandb_logger_defaults_to_offline(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert cfg.logger.wandb.mode == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert cfg.logger.wandb.mode == "online"
+
+
+@pytest.mark.parametrize("stage", ["pseudolabel", "centroids", "selftrain"])
+def test_stage_without_its_inputs_fails_fast(stage: str, tmp_path: Path) -> None:
+    from omegaconf.errors import MissingMandatoryValue
+
+    from diga.tasks import run_task
+
+    cfg = compose_cfg(["experiment=toy", f"stage={stage}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(MissingMandatoryValue, match="init_from"):
+        run_task(cfg)

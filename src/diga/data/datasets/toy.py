@@ -1,4 +1,4 @@
-"""The embedded toy domain pair (`<root>/<domain>/<split>/{images,labels}/NNNNN.png`, train-ids).
+"""The embedded toy domain pair (`<root>/<spec folder>/<domain>/<split>/{images,labels}/NNNNN.png`, train-ids).
 
 Rendered on first use (no download); see `diga.data.toy`.
 """
@@ -25,9 +25,12 @@ class ToyDataset(SegmentationDataset):
         if domain not in ("source", "target"):
             raise ValueError(f"toy domain must be 'source' or 'target', got {domain!r}")
         self.domain = domain
+        toy_spec = ToySpec(**(spec or {}))
+        # one folder per generator setting, so changing the spec never clashes with an existing dataset
+        versioned = Path(root) / toy_spec.folder_name()
         if generate:
-            ensure_toy_dataset(root, ToySpec(**(spec or {})))
-        super().__init__(root, label_set=label_set, **kwargs)
+            ensure_toy_dataset(versioned, toy_spec)
+        super().__init__(versioned, label_set=label_set, **kwargs)
 
     def find_samples(self) -> list[Sample]:
         base = self.root / self.domain / self.split

@@ -29,8 +29,8 @@ FORMAT_VERSION = 1
 class ToySpec:
     """Size of the generated toy benchmark."""
 
-    height: int = 128
-    width: int = 256
+    height: int = 80
+    width: int = 160
     source_train: int = 400
     source_val: int = 50
     target_train: int = 400
@@ -44,6 +44,9 @@ class ToySpec:
             ("target", "train"): self.target_train,
             ("target", "val"): self.target_val,
         }
+
+    def folder_name(self) -> str:
+        return f"{self.height}x{self.width}-{self.digest()}"
 
     def digest(self) -> str:
         blob = json.dumps({"spec": asdict(self), "v": FORMAT_VERSION}, sort_keys=True).encode()
