@@ -12,7 +12,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 PYTEST_ARGS ?=
-DEMO_STAGE ?= source_only
+DEMO_STAGE ?= pipeline
 
 .PHONY: help install test test-slow test-full lint format demo train bench clean clean-logs
 

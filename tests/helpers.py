@@ -42,7 +42,8 @@ def tiny_toy_overrides(tmp_path: Path, data_root: Path, steps: int = 2) -> list[
         "datamodule.target.loader.streams=[{resize:null,batch_size:2}]",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
-        "pseudo_label_scales=[1.0]",  # 0.5× of a 32×64 image is too small for MiT
+        "pseudo_label_scales=[1.0]",
+        "refine_rounds=1",  # 0.5× of a 32×64 image is too small for MiT
     ]
 
 

@@ -12,7 +12,7 @@ from tests.helpers import compose_cfg, tiny_toy_overrides
 
 
 @pytest.mark.slow
-def test_toy_pipeline_end_to_end_and_skips_done_stages(tmp_path: Path, toy_root: Path, capsys) -> None:
+def test_toy_pipeline_end_to_end_and_skips_done_stages(tmp_path: Path, toy_root: Path, capsys, caplog) -> None:
     base = [*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=pipeline", "+datamodule.target.limit=4",
             "toy_batch.selftrain=2"]  # fmt: skip
     metrics = run_task(compose_cfg(base))
@@ -31,9 +31,36 @@ def test_toy_pipeline_end_to_end_and_skips_done_stages(tmp_path: Path, toy_root:
 
     # a second start with the same run directory skips everything that finished and redoes the rest
     stamps = {n: (run / n / "DONE.json").stat().st_mtime_ns for n in names}
-    (run / "07_selftrain_r2" / "DONE.json").unlink()
-    run_task(compose_cfg(base))
-    for n in names:
+    (run / "07_selftrain_r2" / "DONE.json").unlink()  # as if killed after its last checkpoint
+    (run / "06_pseudolabel_r2" / "DONE.json").unlink()  # as if killed after writing 3 of 4 pseudo-labels
+    first_pl = sorted((run / "06_pseudolabel_r2" / "pseudo_labels").glob("target_*.png"))[0]
+    first_pl.unlink()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_task(compose_cfg(base))
+    assert "pseudo-labels: 1 of 4 images to predict" in caplog.text
+    assert "resuming selftrain_r2 from its last checkpoint" in caplog.text
+    assert first_pl.is_file()
+    stamps.pop("06_pseudolabel_r2")
+    for n in stamps:
         changed = (run / n / "DONE.json").stat().st_mtime_ns != stamps[n] if n != "07_selftrain_r2" else True
         assert changed == (n == "07_selftrain_r2"), n
     assert (run / "07_selftrain_r2" / "DONE.json").is_file()
+
+
+@pytest.mark.slow
+def test_fixed_threshold_pseudo_labels(tmp_path: Path, toy_root: Path) -> None:
+    """The comparison baseline: a confidence threshold leaves low-confidence pixels unlabelled (255)."""
+    import numpy as np
+    from PIL import Image
+
+    base = tiny_toy_overrides(tmp_path, toy_root.parent)
+    run_task(compose_cfg([*base, "stage=source_only", f"paths.output_dir={tmp_path}/so"]))
+    model = tmp_path / "so" / "final_model.pt"
+    out = run_task(compose_cfg([*base, "stage=pseudolabel", f"stage.init_from={model}",
+                                "stage.confidence_threshold=0.99", f"paths.output_dir={tmp_path}/pl"]))  # fmt: skip
+    assert out["kept_fraction"] < 1.0
+    pngs = sorted((tmp_path / "pl" / "pseudo_labels").glob("*.png"))
+    assert len(pngs) == 8
+    assert any((np.asarray(Image.open(p)) == 255).any() for p in pngs)
+    assert Image.open(pngs[0]).mode == "P"  # palettised like the reference's pseudo-labels

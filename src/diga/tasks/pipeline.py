@@ -109,6 +109,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     base = _base_overrides()
     per_step = to_plain(cfg.stage.get("step_overrides")) or {}
     rows: dict[str, dict[str, float]] = {}
+    models: dict[str, Path] = {}
     for i, step in enumerate(plan(cfg, root)):
         out = root / f"{i:02d}_{step.name}"
         done = out / DONE
@@ -126,13 +127,37 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
         if step.row:
             results = json.loads((out / "results.json").read_text())
             rows[step.row] = {name: r["mIoU"] for name, r in results.items()}
+            models[step.row] = out / "final_model.pt"
     table = format_pipeline_table(rows)
     print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}")
     atomic_write_bytes(root / "pipeline_results.json", json.dumps(rows, indent=1).encode())
     atomic_write_bytes(root / "pipeline_results.csv", _csv(rows).encode())
+    write_pictures(cfg, root, rows, models)
+    print(f"results: {root / 'pipeline_results.csv'}, {root / 'pipeline_results.png'}, {root / 'predictions.png'}")
     return {f"{row}/{name}": v for row, sets in rows.items() for name, v in sets.items()} | {
         "mIoU": next(iter(rows.get("self-training", {}).values()), float("nan"))
     }
+
+
+def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]], models: dict[str, Path],
+                   num_images: int = 4) -> None:  # fmt: skip
+    """`pipeline_results.png` (mIoU per stage) and `predictions.png` (the first val images, one column per stage)."""
+    from diga.data.datamodule import DomainAdaptationDataModule, collate
+    from diga.data.labels import get_label_set
+    from diga.evaluation.report import plot_results, prediction_grid
+    from diga.models.checkpoint import load_segmentor
+
+    plot_results(rows, root / "pipeline_results.png", f"{cfg.experiment_name}: target mIoU per stage")
+    val_cfgs = to_plain(cfg.datamodule.val) or {}
+    if not val_cfgs or not models:
+        return
+    dataset = DomainAdaptationDataModule(source={}).build_eval_dataset(next(iter(val_cfgs.values())))
+    batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
+    images = batch["image"].float() / 255
+    if len({tuple(dataset[i]["image"].shape) for i in range(min(num_images, len(dataset)))}) != 1:
+        return  # differently sized val images: no grid
+    loaded = {row: load_segmentor(path)[0] for row, path in models.items()}
+    prediction_grid(loaded, images, batch["label"], get_label_set(cfg.label_set), root / "predictions.png")
 
 
 def format_pipeline_table(rows: dict[str, dict[str, float]]) -> str:
