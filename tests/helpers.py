@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from diga.utils.hydra import register_resolvers
+from diga.utils.hydra import compose_config, register_resolvers
 from tests.fakes import TINY_TOY
 
 register_resolvers()
@@ -17,10 +15,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_config(overrides, config_name)
 
 
 def tiny_toy_overrides(tmp_path: Path, data_root: Path, steps: int = 2) -> list[str]:

@@ -17,8 +17,11 @@ STAGES = sorted(p.stem for p in (CONFIG_DIR / "stage").glob("*.yaml"))
 REQUIRED_INPUTS = {
     "pseudolabel": ["stage.init_from=/runs/warmup/final_model.pt"],
     "centroids": ["stage.init_from=/runs/warmup/final_model.pt"],
-    "selftrain": ["stage.init_from=/runs/warmup/final_model.pt", "pseudo_label_dir=/runs/pl",
-                  "centroids_path=/runs/centroids.pt"],
+    "selftrain": [
+        "stage.init_from=/runs/warmup/final_model.pt",
+        "pseudo_label_dir=/runs/pl",
+        "centroids_path=/runs/centroids.pt",
+    ],
 }
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 

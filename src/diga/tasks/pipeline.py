@@ -81,8 +81,11 @@ def _base_overrides() -> list[str]:
     """The pipeline's own command-line overrides, minus what the pipeline sets per sub-stage."""
     try:
         task = list(HydraConfig.get().overrides.task)
-    except ValueError:
-        task = []
+    except ValueError as e:  # composed without Hydra's runtime: the sub-stages would silently lose the overrides
+        raise RuntimeError(
+            "stage=pipeline needs the Hydra runtime config to recompose its sub-stages: run it with "
+            "`python -m diga.train … stage=pipeline` or compose with diga.utils.hydra.compose_config(overrides)"
+        ) from e
     skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.")
     return [o for o in task if not o.lstrip("+~").startswith(skip)]
 

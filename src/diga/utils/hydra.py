@@ -34,6 +34,26 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("diga.translator_needs_target", translator_needs_target)
 
 
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose a config as `python -m diga.train OVERRIDES` would, for notebooks and scripts.
+
+    The Hydra runtime fields are filled and registered (`HydraConfig`), so `${hydra:…}` interpolations resolve and
+    the pipeline can recompose its sub-stages with the same overrides.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    register_resolvers()
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 def to_plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
