@@ -1,0 +1,42 @@
+"""Reliability: non-finite losses stop the run and keep the last good checkpoint; same seed → same bits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diga.callbacks import NonFiniteLossError
+from diga.modules.source_only import SourceOnlyModule
+from diga.tasks import run_task
+from tests.helpers import compose_cfg, tiny_toy_overrides
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path: Path, toy_root: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    real = SourceOnlyModule.seg_loss
+
+    def poisoned(self, logits, target):
+        loss = real(self, logits, target)
+        return loss * float("nan") if self.global_step >= 3 else loss
+
+    monkeypatch.setattr(SourceOnlyModule, "seg_loss", poisoned)
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=6), "stage=source_only", "ckpt_every=2"])
+    with pytest.raises(NonFiniteLossError, match=r"at step 3.*last\.ckpt"):
+        run_task(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_same_seed_gives_bit_identical_results(tmp_path: Path, toy_root: Path) -> None:
+    states = []
+    for run in ("a", "b"):
+        cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), "stage=warmup",
+                           "translator.kind=fourier", f"paths.output_dir={tmp_path / run}"])  # fmt: skip
+        run_task(cfg)
+        states.append(torch.load(tmp_path / run / "final_model.pt", map_location="cpu", weights_only=True))
+    for k, v in states[0]["state_dict"].items():
+        assert torch.equal(v, states[1]["state_dict"][k]), k
+    assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
