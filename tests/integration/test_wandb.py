@@ -14,8 +14,8 @@ def test_offline_wandb_run_is_written(tmp_path: Path, toy_root: Path, monkeypatc
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials
-    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=wandb",
-                       "trainer.log_every_n_steps=1"])  # fmt: skip
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup", "translator.kind=fourier",
+                       "logger=wandb", "trainer.log_every_n_steps=1", "log_images_every=1"])  # fmt: skip
     try:
         run_task(cfg)
     finally:
@@ -28,7 +28,9 @@ def test_offline_wandb_run_is_written(tmp_path: Path, toy_root: Path, monkeypatc
     (data_file,) = run_dir.glob("run-*.wandb")
     # the run file is a log of protobuf records; history keys are stored as plain UTF-8 strings
     raw = data_file.read_bytes()
-    keys = {k for k in ("train/loss", "val/toy_target/mIoU", "val/mIoU", "val/predictions") if k.encode() in raw}
+    wanted = ("train/loss", "train/loss_kd", "val/toy_target/mIoU", "val/mIoU", "val/predictions", "train/views")
+    keys = {k for k in wanted if k.encode() in raw}
     assert "train/loss" in keys and "val/toy_target/mIoU" in keys and "val/mIoU" in keys
     assert "val/predictions" in keys, "no prediction images logged"
+    assert "train/views" in keys and "train/loss_kd" in keys, "warm-up views / distillation loss not logged"
     assert list((run_dir / "files" / "media" / "images").rglob("*.png")), "image files missing"

@@ -23,7 +23,7 @@ from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.modules.base import to_float_image, upsample
 from diga.modules.warmup import WarmupModule
 from diga.pseudo_labels import bilateral_consensus, downsample_labels
-from diga.utils.visualize import log_views
+from diga.utils.visualize import log_image_rows, to_uint8_hwc
 
 
 class SelfTrainModule(WarmupModule):
@@ -118,8 +118,8 @@ class SelfTrainModule(WarmupModule):
                          "pl_kept": kept, "pl_agreement": agree}, batch_size=b)  # fmt: skip
         every = self.hparams.log_views_every_n_steps
         if every and self.global_step % every == 0:
-            log_views(self.logger, "train/target_views", xt, offline,
-                      {"aug": x_mix, "translated": y_cen.unsqueeze(1).expand(-1, 3, -1, -1).float() / 255,
-                       "mixed": (y_t == IGNORE_INDEX).unsqueeze(1).expand(-1, 3, -1, -1).float()},
-                      z_mix, self.labels, self.global_step)  # fmt: skip
+            rows = [[to_uint8_hwc(xt[i]), to_uint8_hwc(x_mix[i]), *(self.labels.colorize(m[i].cpu().numpy())
+                     for m in (offline, y_cen, y_t, y_mix, z_mix.argmax(1)))] for i in range(min(2, b))]  # fmt: skip
+            log_image_rows(self.logger, "train/target_views", rows, "target | class-mix | offline PL | centroid label |"
+                           " selected PL | mixed label | prediction on mix", self.global_step)  # fmt: skip
         return loss

@@ -19,7 +19,7 @@ from diga.mixing import mix_images, sample_class_masks
 from diga.modules.base import to_float_image, upsample
 from diga.modules.source_only import SourceOnlyModule
 from diga.modules.teacher import TeacherMixin
-from diga.translation import build_translator
+from diga.translation import IdentityTranslator, build_translator
 from diga.utils.visualize import log_views
 
 
@@ -53,7 +53,7 @@ class WarmupModule(TeacherMixin, SourceOnlyModule):
     def second_view(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The CrDoMix view x̃ (and its ingredients, for logging)."""
         aug = self.photometric(x)
-        if self.translator.__class__.__name__ == "IdentityTranslator" or not self.hparams.crdomix:
+        if isinstance(self.translator, IdentityTranslator) or not self.hparams.crdomix:
             translated = self.translator(x, target)
             return {"aug": aug, "translated": translated, "mixed": aug if self.hparams.crdomix else translated}
         translated = self.translator(x, target)
