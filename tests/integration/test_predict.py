@@ -1,0 +1,41 @@
+"""`diga.predict`: label PNGs (train-ids, Cityscapes label ids) and overlays for a folder, sliding window on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diga.data.io import DatasetError
+from diga.data.labels import get_label_set
+from diga.evaluation.inference import InferenceConfig
+from diga.predict import cityscapes_label_ids, predict_folder
+from diga.tasks import run_task
+from tests.helpers import compose_cfg, tiny_toy_overrides
+
+
+def test_cityscapes_label_id_tables() -> None:
+    lut = cityscapes_label_ids(get_label_set("cityscapes19"))
+    assert lut[0] == 7 and lut[10] == 23 and lut[18] == 33 and lut[255] == 0
+    lut16 = cityscapes_label_ids(get_label_set("synthia16"))
+    assert lut16[9] == 23 and lut16[13] == 28  # sky, bus in the 16-class order
+    assert cityscapes_label_ids(get_label_set("toy")) is None
+
+
+def test_predict_folder(tmp_path: Path, toy_root: Path) -> None:
+    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]))
+    images = next(toy_root.glob("*/target/val/images"))
+    inf = InferenceConfig(mode="slide", crop_size=(32, 32), stride=(24, 24))
+    written = predict_folder(tmp_path / "run" / "final_model.pt", images, tmp_path / "pred", inf, device="cpu")
+    assert len(written) == 4
+    lab = Image.open(written[0])
+    assert lab.mode == "P" and lab.size == (64, 32)
+    assert set(np.unique(np.asarray(lab))) <= set(range(7))
+    assert (tmp_path / "pred" / "00000_color.png").is_file()
+    assert not (tmp_path / "pred" / "00000_labelIds.png").exists()  # toy labels have no Cityscapes ids
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match=r"empty: no \.png/\.jpg images"):
+        predict_folder(tmp_path / "run" / "final_model.pt", empty, tmp_path / "x", inf)
