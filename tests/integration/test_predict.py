@@ -39,3 +39,23 @@ def test_predict_folder(tmp_path: Path, toy_root: Path) -> None:
     empty.mkdir()
     with pytest.raises(DatasetError, match=r"empty: no \.png/\.jpg images"):
         predict_folder(tmp_path / "run" / "final_model.pt", empty, tmp_path / "x", inf)
+
+
+def test_onnx_export_matches_pytorch(tmp_path: Path, toy_root: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from diga.export import LogitsAtInputSize, export_onnx
+    from diga.models.checkpoint import load_segmentor
+
+    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]))
+    ckpt, out = tmp_path / "run" / "final_model.pt", tmp_path / "model.onnx"
+    diff = export_onnx(ckpt, out, height=32, width=64)
+    assert diff < 1e-3
+    model, _ = load_segmentor(ckpt)
+    x = torch.rand(2, 3, 32, 64)  # another input, batch 2: the dynamic batch axis works
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        ref = LogitsAtInputSize(model)(x).numpy()
+    assert got.shape == (2, 7, 32, 64)
+    assert abs(got - ref).max() < 1e-3
