@@ -1,8 +1,8 @@
 """`python -m diga.export ckpt=… output=model.onnx` — ONNX export of a trained segmentor, verified against PyTorch.
 
 The exported graph takes RGB images in [0, 1] (N×3×H×W: dynamic batch, H×W fixed at export time) and returns
-logits at the input resolution. After export the ONNX model is run with onnxruntime on a random input and compared with the
-PyTorch model; a mismatch above the tolerance is an error (the file is not kept).
+logits at the input resolution. After export the ONNX model is run with onnxruntime on a random input and
+compared with the PyTorch model; a mismatch above the tolerance is an error (the file is not kept).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,12 @@ def build_module(cfg: DictConfig, **extra: Any) -> pl.LightningModule:
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if os.environ.get("SLURM_JOB_ID") and any(k.startswith("SUBMITIT_") for k in os.environ):
+        from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit requeues; one mechanism, not two
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
