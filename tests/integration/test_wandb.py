@@ -28,9 +28,20 @@ def test_offline_wandb_run_is_written(tmp_path: Path, toy_root: Path, monkeypatc
     (data_file,) = run_dir.glob("run-*.wandb")
     # the run file is a log of protobuf records; history keys are stored as plain UTF-8 strings
     raw = data_file.read_bytes()
-    wanted = ("train/loss", "train/loss_kd", "val/toy_target/mIoU", "val/mIoU", "val/predictions", "train/views")
+    wanted = (
+        "train/loss",
+        "train/loss_kd",
+        "val/toy_target/mIoU",
+        "val/mIoU",
+        "val/predictions",
+        "train/views",
+        "val/per_class_iou",
+        "val/confusion_matrix",
+    )
     keys = {k for k in wanted if k.encode() in raw}
     assert "train/loss" in keys and "val/toy_target/mIoU" in keys and "val/mIoU" in keys
     assert "val/predictions" in keys, "no prediction images logged"
     assert "train/views" in keys and "train/loss_kd" in keys, "warm-up views / distillation loss not logged"
+    assert "val/per_class_iou" in keys and "val/confusion_matrix" in keys, "per-class table / confusion matrix missing"
+    assert list((run_dir / "files" / "media" / "table").rglob("*.table.json")), "per-class IoU table file missing"
     assert list((run_dir / "files" / "media" / "images").rglob("*.png")), "image files missing"

@@ -18,11 +18,11 @@ from torch import nn
 
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
-from diga.evaluation.metrics import SegMetric
+from diga.evaluation.metrics import SegMetric, summarize
 from diga.models.segmentor import Segmentor
 from diga.modules.optim import build_optimizer, poly_lambda
 from diga.utils.checkpoint_io import atomic_torch_save
-from diga.utils.visualize import log_segmentation_images
+from diga.utils.visualize import log_class_tables, log_segmentation_images
 
 FINAL_MODEL = "final_model.pt"
 
@@ -115,11 +115,11 @@ class SegmentationModule(pl.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
-        results = {}
+        results, confmats = {}, {}
         for name, metric in zip(self.val_names, self.val_metrics):
-            summary = metric.summary()  # all ranks: compute() all-reduces the confusion matrix
+            confmats[name] = metric.compute()  # all ranks: compute() all-reduces the confusion matrix
             metric.reset()
-            results[name] = summary
+            results[name] = summary = summarize(confmats[name], self.labels)
             self.log_dict({f"val/{name}/{k}": v for k, v in summary.items()}, sync_dist=False)
         if results:
             self.log("val/mIoU", results[self.val_names[0]]["mIoU"], prog_bar=True)
@@ -127,6 +127,7 @@ class SegmentationModule(pl.LightningModule):
         every = self.hparams.log_images_every_n_val
         if every and self._val_count % every == 0 and not self.trainer.sanity_checking:
             log_segmentation_images(self.logger, "val/predictions", self._val_images, self.labels, self.global_step)
+            log_class_tables(self.logger, results, confmats, self.labels, self.global_step)
         self._val_images = []
         self._val_count += 0 if self.trainer.sanity_checking else 1
 

@@ -69,3 +69,43 @@ def log_image_rows(logger: Any, key: str, rows: list[list[np.ndarray]], caption:
     logger.log_image(
         key=key, images=[np.concatenate(r, axis=1) for r in rows], caption=[caption] * len(rows), step=step
     )
+
+
+def confusion_matrix_png(confmat: torch.Tensor, labels: LabelSet) -> np.ndarray:
+    """Row-normalised confusion matrix (rows = ground truth) as an H×W×3 uint8 heatmap."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    cm = confmat.double().cpu()
+    norm = (cm / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
+    n = labels.num_classes
+    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * n, 1.2 + 0.35 * n))
+    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(n), labels.classes, rotation=90)
+    ax.set_yticks(range(n), labels.classes)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def log_class_tables(logger: Any, results: dict[str, dict[str, float]], confmats: dict[str, torch.Tensor],
+                     labels: LabelSet, step: int) -> None:  # fmt: skip
+    """W&B: a per-class IoU table (one column per validation set) and a confusion-matrix heatmap per set."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger) or not results:
+        return
+    names = list(results)
+    data = [[c, *(results[n][f"iou/{c}"] for n in names)] for c in labels.classes]
+    logger.log_table(key="val/per_class_iou", columns=["class", *names], data=data, step=step)
+    logger.log_image(key="val/confusion_matrix", images=[confusion_matrix_png(confmats[n], labels) for n in names],
+                     caption=names, step=step)  # fmt: skip
