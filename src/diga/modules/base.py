@@ -56,6 +56,8 @@ class SegmentationModule(pl.LightningModule):
         val_names: names of the datamodule's validation sets, in loader order.
         inference: test-time inference settings used in validation.
         log_images_every_n_val: log a few prediction images every N validations (0 = never).
+        channels_last: NHWC memory format for the student's convolutions (see benchmarks/).
+        compile_model: `torch.compile` the student in place (state-dict keys unchanged; see benchmarks/).
     """
 
     def __init__(
@@ -70,12 +72,18 @@ class SegmentationModule(pl.LightningModule):
         log_images_every_n_val: int = 1,
         num_log_images: int = 4,
         init_from: str | None = None,
+        channels_last: bool = False,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model: Segmentor = build_model(model_cfg)
         if init_from:
             self.model.load_weights(init_from)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if compile_model:
+            self.model.compile()
         self.labels = get_label_set(label_set)
         self.val_names = list(val_names)
         self.inference = InferenceConfig(**_tupled(inference or {}))
@@ -92,13 +100,18 @@ class SegmentationModule(pl.LightningModule):
         for m in self.val_metrics:  # sanity-check batches must not pollute the first validation
             m.reset()
 
+    def prep(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch → float [0, 1], in the configured memory format."""
+        x = to_float_image(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at input resolution for float images in [0, 1]."""
         return upsample(self.model(x).logits, x.shape[-2:], self.model.align_corners)
 
     # --- validation -----------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        x = to_float_image(batch["image"])
+        x = self.prep(batch["image"])
         y = batch["label"]
         logits = predict_logits(self.model, x, self.inference, self.model.num_classes, out_size=y.shape[-2:])
         pred = logits.argmax(1)

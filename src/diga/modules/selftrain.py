@@ -20,7 +20,7 @@ from diga.centroids import class_mean_vectors, load_centroids, nearest_centroid_
 from diga.data.labels import IGNORE_INDEX
 from diga.losses import symmetric_distillation
 from diga.mixing import mix_images, mix_labels, sample_class_masks
-from diga.modules.base import to_float_image, upsample
+from diga.modules.base import upsample
 from diga.modules.warmup import WarmupModule
 from diga.pseudo_labels import bilateral_consensus, downsample_labels
 from diga.utils.visualize import log_image_rows, to_uint8_hwc
@@ -79,8 +79,8 @@ class SelfTrainModule(WarmupModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         src, tgt = batch["source"], batch["target"]
-        xs, ys = to_float_image(src["image"]), src["label"]
-        xt = to_float_image(tgt["image"])
+        xs, ys = self.prep(src["image"]), src["label"]
+        xt = self.prep(tgt["image"])
         if "pseudo_label" not in tgt:
             raise RuntimeError("self-training needs target pseudo-labels: set datamodule.target_pseudo_label_dir")
         offline = tgt["pseudo_label"]

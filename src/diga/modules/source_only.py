@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from diga.losses import cross_entropy, ohem_cross_entropy
-from diga.modules.base import SegmentationModule, to_float_image, upsample
+from diga.modules.base import SegmentationModule, upsample
 
 
 class SourceOnlyModule(SegmentationModule):
@@ -28,7 +28,7 @@ class SourceOnlyModule(SegmentationModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         src = batch["source"]
-        x, y = to_float_image(src["image"]), src["label"]
+        x, y = self.prep(src["image"]), src["label"]
         logits = upsample(self.model(x).logits, y.shape[-2:], self.model.align_corners)
         loss = self.seg_loss(logits, y)
         self.log_losses({"loss": loss, "loss_src": loss}, batch_size=x.shape[0])

@@ -16,7 +16,7 @@ import torch
 from diga.augment import PhotometricAugment
 from diga.losses import symmetric_distillation
 from diga.mixing import mix_images, sample_class_masks
-from diga.modules.base import to_float_image, upsample
+from diga.modules.base import upsample
 from diga.modules.source_only import SourceOnlyModule
 from diga.modules.teacher import TeacherMixin
 from diga.translation import IdentityTranslator, build_translator
@@ -62,8 +62,8 @@ class WarmupModule(TeacherMixin, SourceOnlyModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         src = batch["source"]
-        x, y = to_float_image(src["image"]), src["label"]
-        target = to_float_image(batch["target"]["image"]) if "target" in batch else None
+        x, y = self.prep(src["image"]), src["label"]
+        target = self.prep(batch["target"]["image"]) if "target" in batch else None
         views = self.second_view(x, y, target)
         both = torch.cat([x, views["mixed"]])
         b, size, ac = x.shape[0], y.shape[-2:], self.model.align_corners
