@@ -62,9 +62,12 @@ def sequential_ema(
 def nearest_centroid_probs(feat: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """B×C×h×w softmax over classes of −‖f − μ_c‖₂ (REF `feat_centroid_distance` + softmax)."""
     b, d, h, w = feat.shape
-    flat = feat.permute(0, 2, 3, 1).reshape(b, h * w, d)
-    dist = torch.cdist(flat.float(), centroids.float().unsqueeze(0).expand(b, -1, -1))  # B×P×C
-    return F.softmax(-dist, dim=-1).permute(0, 2, 1).reshape(b, -1, h, w)
+    f = feat.float().reshape(b, d, h * w)
+    mu = centroids.float()
+    # ‖f − μ‖² = ‖f‖² + ‖μ‖² − 2 f·μ: one matmul, no B×P×D transpose copy
+    sq = (f * f).sum(1, keepdim=True) + (mu * mu).sum(1)[None, :, None] - 2 * torch.einsum("bdp,cd->bcp", f, mu)
+    dist = sq.clamp_(min=0).sqrt_()
+    return F.softmax(-dist, dim=1).reshape(b, -1, h, w)
 
 
 def nearest_centroid_labels(feat: torch.Tensor, centroids: torch.Tensor, out_size: Sequence[int],

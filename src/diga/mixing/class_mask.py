@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import torch
 
-from diga.data.labels import IGNORE_INDEX
-
 
 def present_values(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """B×(C+1) bool: which of the classes 0..C-1 (and, in the last column, 255) appear in each label map."""
     b = labels.shape[0]
-    idx = torch.where(labels == IGNORE_INDEX, num_classes, labels).reshape(b, -1).clamp(0, num_classes)
-    present = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=labels.device)
-    return present.scatter_(1, idx, True)
+    flat = _flat_value_index(labels, num_classes)
+    return torch.bincount(flat, minlength=b * (num_classes + 1)).reshape(b, num_classes + 1) > 0
+
+
+def _flat_value_index(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per pixel, `b·(C+1) + value` with 255 (and anything out of range) mapped to the void column C."""
+    b = labels.shape[0]
+    idx = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes).reshape(b, -1)
+    offsets = torch.arange(b, device=labels.device).unsqueeze(1) * (num_classes + 1)
+    return (idx + offsets).reshape(-1)
 
 
 def select_half_classes(present: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -36,6 +41,8 @@ def sample_class_masks(
     labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """B×H×W bool mask of the pixels whose label value was selected (see module docstring)."""
-    selected = select_half_classes(present_values(labels, num_classes), generator)
-    idx = torch.where(labels == IGNORE_INDEX, num_classes, labels).clamp(0, num_classes)
-    return selected.gather(1, idx.reshape(labels.shape[0], -1)).reshape(labels.shape)
+    flat = _flat_value_index(labels, num_classes)
+    b = labels.shape[0]
+    present = torch.bincount(flat, minlength=b * (num_classes + 1)).reshape(b, num_classes + 1) > 0
+    selected = select_half_classes(present, generator)
+    return selected.reshape(-1)[flat].reshape(labels.shape)
