@@ -28,6 +28,12 @@ def test_two_step_source_only_run_reports_target_miou(tmp_path: Path, toy_root: 
     assert exported["model_cfg"]["backbone"] == "mit_b0"
 
 
+def test_runs_without_any_logger(tmp_path: Path, toy_root: Path) -> None:
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=none"])
+    metrics = run_task(cfg)
+    assert 0 <= metrics["mIoU"] <= 100
+
+
 def test_resume_continues_from_checkpoint(tmp_path: Path, toy_root: Path) -> None:
     base = [*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]
     run_task(compose_cfg(base))

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from diga.evaluation.metrics import format_table
 from diga.modules.base import SegmentationModule
@@ -44,8 +45,10 @@ def build_module(cfg: DictConfig, **extra: Any) -> pl.LightningModule:
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (`logger=none`)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     plugins: list[Any] = [AtomicCheckpointIO()]
     if os.environ.get("SLURM_JOB_ID") and any(k.startswith("SUBMITIT_") for k in os.environ):
         from pytorch_lightning.plugins.environments import SLURMEnvironment
