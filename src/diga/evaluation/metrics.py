@@ -54,7 +54,7 @@ class SegMetric(MulticlassConfusionMatrix):
         self.label_set = label_set
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
-        # validate_args=False skips checks; keep the one that matters: ids outside 0..C-1 other than 255
+        """`preds` are class ids (B×H×W) or logits (B×C×H×W, argmax taken). Labels were range-checked when read."""
         if preds.is_floating_point():
             preds = preds.argmax(1)
         super().update(preds, target)
