@@ -57,7 +57,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     dataset = DomainAdaptationDataModule(source={}).build_eval_dataset(data_cfg, split_key=cfg.split, **overrides)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate)
     device = resolve_device(cfg.device)
-    inf = InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in to_plain(cfg.inference).items()})
+    inf = InferenceConfig.from_config(cfg.inference)
     summary = evaluate(model, loader, cfg.label_set, inf, device)
     name = f"{_data_choice(data_cfg)}_{cfg.split}"
     out_dir = Path(cfg.output_dir or hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)

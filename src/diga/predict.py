@@ -30,7 +30,7 @@ from diga.data.labels import (
 )
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.models.checkpoint import load_segmentor, resolve_device
-from diga.utils.hydra import register_resolvers, to_plain
+from diga.utils.hydra import register_resolvers
 
 register_resolvers()
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -87,7 +87,7 @@ def predict_folder(ckpt: str | Path, input_dir: str | Path, output_dir: str | Pa
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    inf = InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in to_plain(cfg.inference).items()})
+    inf = InferenceConfig.from_config(cfg.inference)
     written = predict_folder(cfg.ckpt, cfg.input, cfg.output, inf, cfg.device, cfg.overlay_alpha)
     print(f"wrote {len(written)} predictions to {cfg.output}")
 

@@ -25,6 +25,14 @@ class InferenceConfig:
     align_corners: bool = True
     flip: bool = False
 
+    @classmethod
+    def from_config(cls, cfg: object) -> InferenceConfig:
+        """From a (Hydra) mapping; lists become tuples."""
+        from diga.utils.hydra import to_plain
+
+        items = dict(to_plain(cfg) or {})
+        return cls(**{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in items.items()})
+
     def __post_init__(self) -> None:
         if self.fusion not in ("max", "mean"):
             raise ValueError(f"fusion must be 'max' or 'mean', got {self.fusion!r}")

@@ -86,7 +86,7 @@ class SegmentationModule(pl.LightningModule):
             self.model.compile()
         self.labels = get_label_set(label_set)
         self.val_names = list(val_names)
-        self.inference = InferenceConfig(**_tupled(inference or {}))
+        self.inference = InferenceConfig.from_config(inference or {})
         self.val_metrics = nn.ModuleList(SegMetric(self.labels) for _ in self.val_names)
         self._val_count = 0
         self._val_images: list[dict[str, Any]] = []
@@ -171,7 +171,3 @@ class SegmentationModule(pl.LightningModule):
             self.log(
                 f"train/{k}", v.detach(), prog_bar=k == "loss", batch_size=batch_size, on_step=True, on_epoch=False
             )
-
-
-def _tupled(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(cfg).items()}

@@ -43,8 +43,7 @@ def target_train_dataset(cfg: DictConfig, **overrides: Any):
 
 
 def inference_config(cfg: DictConfig) -> InferenceConfig:
-    inf = to_plain(cfg.stage.get("inference") or cfg.inference)
-    return InferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in inf.items()})
+    return InferenceConfig.from_config(cfg.stage.get("inference") or cfg.inference)
 
 
 def run_pseudolabel(cfg: DictConfig) -> dict[str, float]:
