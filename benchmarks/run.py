@@ -53,6 +53,12 @@ def main() -> None:
         r["vs_fp32"] = r["img_per_s"] / base[r["stage"]]
     out["train"] = train_rows
 
+    print("\n== pseudo-label generation (toy, 2 scales, one image at a time, streamed to disk) ==")
+    model = work / "source_only-fp32" / "source_only" / "final_model.pt"
+    out["pseudolabel"] = train_step.measure_pseudolabels(model, work / "pl", images=64)
+    r = out["pseudolabel"]
+    print(f"{r['img_per_s']:.1f} img/s over {r['images']} images, process max RSS {r['max_rss_gb']:.2f} GB")
+
     print("\n== inference / forward efficiency ==")
     peak = forward.matmul_peak_gflops()
     out["matmul_peak_gflops"] = peak

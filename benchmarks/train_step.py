@@ -55,3 +55,15 @@ def measure(stage: str, overrides: list[str], work: Path, steps: int, skip: int,
         "img_per_s": batch / per_step,
         "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
+
+
+def measure_pseudolabels(model: Path, work: Path, images: int) -> dict[str, float]:
+    """Wall time of the pseudo-label stage (model load and data set-up excluded by timing a warm second pass)."""
+    overrides = ["experiment=toy", "stage=pseudolabel", f"stage.init_from={model}", f"paths.root_dir={work}",
+                 f"+datamodule.target.limit={images}", "datamodule.num_workers=0"]  # fmt: skip
+    run_task(compose_config([*overrides, f"paths.output_dir={work / 'warm'}"]))
+    t = time.perf_counter()
+    run_task(compose_config([*overrides, f"paths.output_dir={work / 'timed'}"]))
+    dt = time.perf_counter() - t
+    return {"images": images, "img_per_s": images / dt,
+            "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
