@@ -21,9 +21,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diga.data.datasets.base import SegmentationDataset
+from diga.data.samplers import StepSampler
 from diga.data.transforms import ClassContentRetry, eval_transform, seed_transform, train_transform, worker_init_fn
 
 DOMAINS = ("source", "target")
@@ -48,6 +49,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         random_scale: (lo, hi) of the reference's anisotropic rescale, or None for a plain crop.
         use_target: whether the training loader includes the target streams (stages that need them).
         target_pseudo_label_dir: pseudo-labels to read with the target images (self-training).
+        step_sampler: training order and augmentation as a function of (seed, global step) — a resumed run sees
+            what the uninterrupted one would (`StepSampler`); False = plain shuffled epochs.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int = 0,
+        step_sampler: bool = True,
     ) -> None:
         super().__init__()
         self.cfg = {"source": _plain(source), "target": _plain(target) if target else None}
@@ -78,6 +82,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
+        self.step_sampler = step_sampler
         self.train_sets: dict[str, SegmentationDataset] = {}
         self.val_sets: dict[str, SegmentationDataset] = {}
         self.stream_batch: dict[str, int] = {}
@@ -143,11 +148,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         return list(self.val_cfg)
 
     # --- loaders ------------------------------------------------------------------------------------
-    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, drop_last: bool,
+                sampler: Sampler | None = None) -> DataLoader:  # fmt: skip
         return DataLoader(
             ds,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -157,7 +164,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> CombinedLoader:
-        loaders = {k: self._loader(ds, self.stream_batch[k], True, True) for k, ds in self.train_sets.items()}
+        loaders = {}
+        for i, (k, ds) in enumerate(self.train_sets.items()):
+            sampler = None
+            if self.step_sampler and self.trainer is not None and self.trainer.max_steps > 0:
+                sampler = StepSampler(len(ds), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,
+                                      start_step=lambda: int(self.trainer.global_step))  # fmt: skip
+            loaders[k] = self._loader(ds, self.stream_batch[k], True, True, sampler)
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diga.data.labels import get_label_set
+from diga.data.samplers import seed_step
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, summarize
 from diga.models.segmentor import Segmentor
@@ -74,6 +75,7 @@ class SegmentationModule(pl.LightningModule):
         init_from: str | None = None,
         channels_last: bool = False,
         compile_model: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +97,10 @@ class SegmentationModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         for m in self.val_metrics:  # ddp_spawn shares metric state until the first reset (ECOSYSTEM §2.0/2)
             m.reset()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # every random draw inside a step (dropout, drop-path, photometric ops, masks) is a function of the step
+        seed_step(int(self.hparams.get("seed", 0)), int(self.global_step), int(self.global_rank))
 
     def on_train_start(self) -> None:
         for m in self.val_metrics:  # sanity-check batches must not pollute the first validation

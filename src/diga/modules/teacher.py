@@ -23,6 +23,7 @@ class TeacherMixin:
         self._teacher_mode, self._ema_buffers, self._ema_max = teacher_mode, ema_buffers, ema_max
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)  # type: ignore[misc]
         step = int(self.global_step)  # type: ignore[attr-defined]
         ema_update(self.teacher, self.model, ema_momentum(step, self._ema_max), buffers=self._ema_buffers)  # type: ignore[attr-defined]
         self.teacher.train(self._teacher_mode == "train")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from diga.augment import PhotometricAugment
+from diga.data.samplers import step_seed
 from diga.losses import symmetric_distillation
 from diga.mixing import mix_images, sample_class_masks
 from diga.modules.base import upsample
@@ -41,13 +42,18 @@ class WarmupModule(TeacherMixin, SourceOnlyModule):
         self.translator = build_translator(**dict(translator or {}))
         self.photometric = PhotometricAugment(**dict(photometric or {}))
         self._generator: torch.Generator | None = None
+        self._generator_step = -1
 
     @property
     def generator(self) -> torch.Generator:
-        """Seeded RNG for class-mask draws, distinct per DDP rank."""
+        """RNG for class-mask draws: reseeded every step from (mask_seed, step, rank), so a resumed run draws the
+        same masks as an uninterrupted one."""
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device)
-            self._generator.manual_seed(int(self.hparams.mask_seed) + 7919 * int(self.global_rank))
+        if self._generator_step != self.global_step:
+            self._generator.manual_seed(step_seed(int(self.hparams.mask_seed), int(self.global_step),
+                                                  int(self.global_rank)) % 2**63)  # fmt: skip
+            self._generator_step = int(self.global_step)
         return self._generator
 
     def second_view(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> dict[str, torch.Tensor]:

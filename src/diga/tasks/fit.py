@@ -39,6 +39,7 @@ def build_module(cfg: DictConfig, **extra: Any) -> pl.LightningModule:
             "init_from": cfg.stage.get("init_from"),
             "channels_last": bool(cfg.get("channels_last", False)),
             "compile_model": bool(cfg.get("compile_model", False)),
+            "seed": int(cfg.seed),
         }
     # plain containers in hparams: checkpoints load with torch's weights_only=True
     return instantiate(cfg.stage.module, _recursive_=False, _convert_="all", **common, **extra)

@@ -132,7 +132,14 @@ class SegmentationDataset(Dataset):
         pl = np.where((pl >= 0) & (pl < self.num_classes), pl, IGNORE_INDEX)
         return pl.astype(np.uint8)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """`item` is an index, or `(index, augmentation seed)` from a `StepSampler` (reproducible augmentation)."""
+        index = item
+        if isinstance(item, tuple):
+            index, aug_seed = item
+            from diga.data.transforms import seed_transform
+
+            seed_transform(self.transform, aug_seed)
         sample = self.samples[index]
         image = read_rgb(sample.image)
         data: dict[str, Any] = {"image": image}
