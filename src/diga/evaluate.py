@@ -54,7 +54,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     data_cfg = to_plain(cfg.data)
     overrides = {"limit": cfg.limit} if cfg.limit else {}
-    dataset = DomainAdaptationDataModule(source={}).build_eval_dataset(data_cfg, split_key=cfg.split, **overrides)
+    dataset = DomainAdaptationDataModule.build_eval_dataset(data_cfg, split_key=cfg.split, **overrides)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate)
     device = resolve_device(cfg.device)
     inf = InferenceConfig.from_config(cfg.inference)

@@ -109,11 +109,10 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         kwargs.update(overrides)
         return instantiate(ds_cfg, **kwargs, _convert_="all")
 
-    def build_eval_dataset(
-        self, cfg: Mapping[str, Any], split_key: str = "val", **overrides: Any
-    ) -> SegmentationDataset:
+    @staticmethod
+    def build_eval_dataset(cfg: Mapping[str, Any], split_key: str = "val", **overrides: Any) -> SegmentationDataset:
         """Un-augmented dataset (validation, evaluation, pseudo-labelling, centroids)."""
-        ds_cfg, loader = self.split_cfg(cfg)
+        ds_cfg, loader = DomainAdaptationDataModule.split_cfg(cfg)
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get(split_key, split_key),
             "transform": eval_transform(loader.get("eval_resize"), loader.get("eval_resize_label", False)),

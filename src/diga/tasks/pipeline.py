@@ -154,7 +154,7 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     val_cfgs = to_plain(cfg.datamodule.val) or {}
     if not val_cfgs or not models:
         return
-    dataset = DomainAdaptationDataModule(source={}).build_eval_dataset(next(iter(val_cfgs.values())))
+    dataset = DomainAdaptationDataModule.build_eval_dataset(next(iter(val_cfgs.values())))
     batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
     images = batch["image"].float() / 255
     if len({tuple(dataset[i]["image"].shape) for i in range(min(num_images, len(dataset)))}) != 1:

@@ -39,7 +39,7 @@ def target_train_dataset(cfg: DictConfig, **overrides: Any):
     kwargs = {"with_labels": False, **overrides}
     if resize:
         kwargs["transform"] = eval_transform(list(resize))
-    return DomainAdaptationDataModule(source={}).build_eval_dataset(to_plain(cfg.datamodule.target), "train", **kwargs)
+    return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.target), "train", **kwargs)
 
 
 def inference_config(cfg: DictConfig) -> InferenceConfig:

@@ -78,9 +78,8 @@ class SegmentationDataset(Dataset):
             missing = [s for s in samples if s.label is None]
             if missing:
                 raise DatasetError(f"{missing[0].image}: no label file for this image")
-        self._lut = (
-            lookup_table(self.label_mapping(), self.label_lut_size) if self.label_mapping() is not None else None
-        )
+        mapping = self.label_mapping()
+        self._lut = lookup_table(mapping, self.label_lut_size) if mapping is not None else None
         if self.pseudo_label_dir is not None and not self.pseudo_label_dir.is_dir():
             raise DatasetError(f"{self.pseudo_label_dir}: pseudo-label directory does not exist")
 
