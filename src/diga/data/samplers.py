@@ -4,7 +4,11 @@ The reference iterates one long shuffled list for the whole run (no epochs). `St
 position p (counted over the whole run, all ranks together) is image `perm_e[p mod n]` with `perm_e` the seeded
 permutation of pass e = p div n, and carries its own augmentation seed derived from (seed, p). A new iterator —
 after a restart — starts at the position of the current global step, so a resumed run sees exactly the images and
-augmentations the uninterrupted run would have seen. Under DDP Lightning hands every rank each W-th item.
+augmentations the uninterrupted run would have seen. Under DDP rank r takes the positions p ≡ r (mod W) itself:
+the global batch of step k is positions [k·B·W, (k+1)·B·W) — the batch one process with batch B·W would see,
+with the same per-image augmentation — so DDP and single-process runs with the same global batch see the same
+data. It subclasses `DistributedSampler` only so that Lightning does not wrap it in a shuffling
+`DistributedSamplerWrapper` (which would mix steps and materialise the whole run's order up front).
 """
 
 from __future__ import annotations
@@ -14,33 +18,38 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
-class StepSampler(Sampler[tuple[int, int]]):
-    """Yields `(index, augmentation_seed)` from position `start_step() · batch_size · world_size` on."""
+class StepSampler(DistributedSampler):
+    """Yields this rank's `(index, augmentation_seed)` from global step `start_step()` on."""
 
     def __init__(self, num_samples: int, batch_size: int, total_steps: int, seed: int,
                  start_step: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
+        # DistributedSampler.__init__ is not called: rank and world size are read when iterating (after DDP set-up)
         self.n, self.batch_size, self.total_steps, self.seed = num_samples, batch_size, total_steps, seed
         self.start_step = start_step
 
-    def _bounds(self) -> tuple[int, int]:
-        per_step = self.batch_size * _world_size()
-        return self.start_step() * per_step, self.total_steps * per_step
+    def set_epoch(self, epoch: int) -> None:
+        """Order depends on the global step only (Lightning calls this at every epoch start)."""
+
+    def _positions(self) -> range:
+        rank, world = _rank_and_world()
+        per_step = self.batch_size * world
+        return range(self.start_step() * per_step + rank, self.total_steps * per_step, world)
 
     def __len__(self) -> int:
-        start, end = self._bounds()
-        return max(end - start, 0)
+        return len(self._positions())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        start, end = self._bounds()
         perms: dict[int, np.ndarray] = {}
-        for p in range(start, end):
+        for p in self._positions():
             e = p // self.n
             if e not in perms:
                 perms = {e: np.random.default_rng([self.seed, e]).permutation(self.n)}

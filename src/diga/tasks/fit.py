@@ -55,7 +55,17 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         from pytorch_lightning.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit requeues; one mechanism, not two
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    extra: dict[str, Any] = {}
+    strategy = cfg.trainer.get("strategy", "auto")
+    if cfg.trainer.get("sync_batchnorm") and cfg.trainer.get("accelerator") == "cpu":
+        from diga.models.sync_batchnorm import AllReduceSyncBatchNorm
+
+        extra["sync_batchnorm"] = False  # torch's SyncBatchNorm is CUDA-only; same maths over gloo
+        plugins.append(AllReduceSyncBatchNorm())
+    if cfg.stage.get("ddp_find_unused_parameters") and strategy in ("ddp", "ddp_spawn"):
+        # several backward passes per step over disjoint parameter sets (the translator's D and G steps)
+        extra["strategy"] = f"{strategy}_find_unused_parameters_true"
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, **extra)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
@@ -98,6 +108,8 @@ def run_fit(cfg: DictConfig) -> dict[str, float]:
             write_results(results, module.labels, out_dir)
             print(f"\n[{cfg.experiment_name} / {cfg.stage.name}] target evaluation after {trainer.global_step} steps")
             print(format_table(results, module.labels))
+    # other ranks go on to read what rank 0 wrote (the next stage's init_from, the pipeline's results.json)
+    trainer.strategy.barrier("diga-stage-outputs-written")
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     first = next(iter(results.values()), {})
     return {"mIoU": first.get("mIoU", float("nan")), **{f"{k}/mIoU": v["mIoU"] for k, v in results.items()}}

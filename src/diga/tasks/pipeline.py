@@ -6,7 +6,9 @@ pseudo-labels from the latest model, self-training again) → target-supervised 
 Every sub-stage runs in `<run dir>/<NN>_<name>/` with its own composed config (the pipeline's command-line
 overrides + the wiring to earlier outputs). A finished sub-stage leaves `DONE.json` (atomic) and is skipped
 when the pipeline is started again with the same `run_id`; an interrupted training sub-stage resumes from its
-`checkpoints/last.ckpt`; the pseudo-label stage resumes image by image.
+`checkpoints/last.ckpt`; the pseudo-label stage resumes image by image. Under multi-process DDP
+(`trainer=ddp`) every rank runs the same plan (each stage synchronises its ranks); rank 0 writes the markers
+and the summary.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from diga.data.io import atomic_write_bytes
@@ -126,20 +129,24 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
                 log.info("pipeline: resuming %s from its last checkpoint", step.name)
             log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, out)
             metrics = run_task(compose_step(step, out, base, extra))
-            atomic_write_bytes(done, json.dumps(metrics, indent=1).encode())
+            if rank_zero_only.rank == 0:
+                atomic_write_bytes(done, json.dumps(metrics, indent=1).encode())
         if step.row:
             results = json.loads((out / "results.json").read_text())
             rows[step.row] = {name: r["mIoU"] for name, r in results.items()}
             models[step.row] = out / "final_model.pt"
+    summary = {f"{row}/{name}": v for row, sets in rows.items() for name, v in sets.items()} | {
+        "mIoU": next(iter(rows.get("self-training", {}).values()), float("nan"))
+    }
+    if rank_zero_only.rank != 0:  # under multi-process DDP every rank runs the plan; one writes the summary
+        return summary
     table = format_pipeline_table(rows)
     print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}")
     atomic_write_bytes(root / "pipeline_results.json", json.dumps(rows, indent=1).encode())
     atomic_write_bytes(root / "pipeline_results.csv", _csv(rows).encode())
     write_pictures(cfg, root, rows, models)
     print(f"results: {root / 'pipeline_results.csv'}, {root / 'pipeline_results.png'}, {root / 'predictions.png'}")
-    return {f"{row}/{name}": v for row, sets in rows.items() for name, v in sets.items()} | {
-        "mIoU": next(iter(rows.get("self-training", {}).values()), float("nan"))
-    }
+    return summary
 
 
 def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]], models: dict[str, Path],

@@ -2,20 +2,21 @@
 
 Streams one batch at a time and writes each palettised PNG atomically as soon as it is predicted (memory does not
 grow with the dataset; the reference buffers a 50 GB float64 array). Files already present are skipped, so an
-interrupted run resumes where it stopped; `manifest.json` is written last and marks completion. Under several
-processes (`WORLD_SIZE`/`RANK`), each takes every WORLD_SIZE-th image.
+interrupted run resumes where it stopped; `manifest.json` is written last, by rank 0 after every process has
+finished, and marks completion. Runs on the trainer's devices (`tasks/offline.py`): each process takes every
+world-size-th image.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning_fabric import Fabric
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
@@ -23,8 +24,9 @@ from diga.data.datamodule import DomainAdaptationDataModule, collate
 from diga.data.io import atomic_write_bytes, save_label_png
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
-from diga.models.checkpoint import load_segmentor, resolve_device
+from diga.models.checkpoint import load_segmentor
 from diga.pseudo_labels import confidence_threshold
+from diga.tasks.offline import launch, shard
 from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
@@ -47,36 +49,47 @@ def inference_config(cfg: DictConfig) -> InferenceConfig:
 
 
 def run_pseudolabel(cfg: DictConfig) -> dict[str, float]:
-    st = cfg.stage
-    if not st.get("init_from"):
+    if not cfg.stage.get("init_from"):
         raise ValueError("stage=pseudolabel needs stage.init_from (a warm-up or self-training final_model.pt)")
+    return launch(cfg, _predict_and_write)
+
+
+def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
+    """One process's share of the images; rank 0 writes the manifest once every process has finished."""
+    st = cfg.stage
     out_dir = Path(st.get("output_dir") or Path(cfg.paths.output_dir) / "pseudo_labels")
     out_dir.mkdir(parents=True, exist_ok=True)
     model, label_set = load_segmentor(st.init_from)
     palette = get_label_set(label_set).palette_bytes()
-    device = resolve_device(st.get("device", "auto"))
-    model.to(device).eval()
+    model.to(fabric.device).eval()
     dataset = target_train_dataset(cfg)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    todo = [i for i in range(rank, len(dataset), world) if not (out_dir / f"{dataset.samples[i].name}.png").exists()]
-    log.info("pseudo-labels: %d of %d images to predict into %s", len(todo), len(dataset), out_dir)
+    mine = shard(list(range(len(dataset))), fabric)
+    todo = [i for i in mine if not (out_dir / f"{dataset.samples[i].name}.png").exists()]
+    log.info("pseudo-labels: %d of %d images to predict into %s (rank %d of %d)", len(todo), len(dataset), out_dir,
+             fabric.global_rank, fabric.world_size)  # fmt: skip
     loader = DataLoader(Subset(dataset, todo), batch_size=int(st.get("batch_size", 1)),
                         num_workers=int(cfg.datamodule.num_workers), collate_fn=collate)  # fmt: skip
     inf = inference_config(cfg)
     threshold = st.get("confidence_threshold")
-    kept = total = 0
+    counts = torch.zeros(2, dtype=torch.float64, device=fabric.device)  # kept pixels, all pixels
     with torch.no_grad():
         for batch in loader:
-            x = batch["image"].to(device).float().div_(255)
+            x = batch["image"].to(fabric.device).float().div_(255)
             logits = predict_logits(model, x, inf, model.num_classes)
             labels = (confidence_threshold(F.softmax(logits, 1), float(threshold)) if threshold is not None
                       else logits.argmax(1))  # fmt: skip
-            kept += int((labels != 255).sum())
-            total += labels.numel()
+            counts += torch.tensor([(labels != 255).sum().item(), labels.numel()], device=fabric.device)
             for name, lab in zip(batch["name"], labels.cpu().numpy()):
                 save_label_png(out_dir / f"{name}.png", lab, palette)
-    if rank == 0:
+    counts = fabric.all_reduce(counts, reduce_op="sum")
+    fabric.barrier()  # every rank's files are on disk before the manifest marks the set complete
+    if fabric.global_rank == 0:
+        missing = [s.name for s in dataset.samples if not (out_dir / f"{s.name}.png").exists()]
+        if missing:
+            raise RuntimeError(f"{out_dir}: {len(missing)} pseudo-labels missing after all ranks finished "
+                               f"(first: {missing[0]}.png); not writing {MANIFEST}")  # fmt: skip
         manifest = {"images": len(dataset), "model": str(st.init_from), "scales": list(inf.scales),
                     "fusion": inf.fusion, "confidence_threshold": threshold}  # fmt: skip
         atomic_write_bytes(out_dir / MANIFEST, json.dumps(manifest, indent=1).encode())
-    return {"kept_fraction": kept / max(total, 1)}
+    fabric.barrier()
+    return {"kept_fraction": float(counts[0] / counts[1].clamp(min=1))}
