@@ -155,8 +155,16 @@ def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path) -> N
 
     base = [o for o in tiny_toy_overrides(tmp_path, toy_root.parent, steps=4) if "loader.streams" not in o]
     # SGD: Adam's first steps are ±lr for any gradient, so float-order noise in near-zero gradients would show
-    base += ["stage=source_only", "model.drop_path_rate=0", "model.dropout=0", "logger=none", "seed=3",
-             "optimizer._target_=torch.optim.SGD", "optimizer.lr=0.05", "+optimizer.momentum=0.9"]
+    base += [
+        "stage=source_only",
+        "model.drop_path_rate=0",
+        "model.dropout=0",
+        "logger=none",
+        "seed=3",
+        "optimizer._target_=torch.optim.SGD",
+        "optimizer.lr=0.05",
+        "+optimizer.momentum=0.9",
+    ]
     runs = {"single": ["datamodule.source.loader.streams=[{resize:null,batch_size:4}]"],
             "ddp": [*CPU_DDP, "datamodule.source.loader.streams=[{resize:null,batch_size:2}]"]}  # fmt: skip
     for name, extra in runs.items():

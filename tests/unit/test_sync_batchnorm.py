@@ -47,8 +47,9 @@ def _worker(rank: int, port: int, x: torch.Tensor, w: torch.Tensor, out: str) ->
     gw, gb = bn.weight.grad.clone(), bn.bias.grad.clone()
     dist.all_reduce(gw)
     dist.all_reduce(gb)
-    torch.save({"y": y.detach(), "gx": xr.grad, "gw": gw, "gb": gb, "rm": bn.running_mean, "rv": bn.running_var,
-                "cls": type(AllReduceSyncBatchNorm().revert(model)[0]).__name__}, Path(out) / f"r{rank}.pt")  # fmt: skip
+    reverted = type(AllReduceSyncBatchNorm().revert(model)[0]).__name__
+    result = {"y": y.detach(), "gx": xr.grad, "gw": gw, "gb": gb, "rm": bn.running_mean, "rv": bn.running_var}
+    torch.save({**result, "cls": reverted}, Path(out) / f"r{rank}.pt")
     dist.destroy_process_group()
 
 

@@ -54,8 +54,10 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def _swap(module: nn.Module, to_sync: bool) -> nn.Module:
     """Replace BatchNorm layers in place of their class (state and parameters are shared, not copied)."""
-    if to_sync and isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, (AllReduceBatchNorm, nn.SyncBatchNorm)
+    if (
+        to_sync
+        and isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and not isinstance(module, (AllReduceBatchNorm, nn.SyncBatchNorm))
     ):
         module._diga_original_class = type(module)  # type: ignore[attr-defined]
         module.__class__ = AllReduceBatchNorm
