@@ -1,8 +1,7 @@
-"""Training-step throughput (img/s) of each stage at the toy size, and the speed options against fp32 in one run."""
+"""Training-step throughput (img/s) of each stage, and the inputs self-training needs (pseudo-labels, centroids)."""
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,14 @@ class StepTimer(pl.Callback):
             self.times.append(time.perf_counter() - self.t)
 
 
+def _common(stage: str, work: Path, steps: int) -> list[str]:
+    return [f"stage={stage}", f"paths.root_dir={work}", f"paths.output_dir={work / stage}",
+            f"trainer.max_steps={steps}", f"val_every={10 * steps}", f"ckpt_every={10 * steps}", "logger=none",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
+
+
 def measure(stage: str, overrides: list[str], work: Path, steps: int, skip: int, batch: int) -> dict[str, float]:
+    """Median step time of `stage` after `skip` steps; `batch` = images per domain per step."""
     import diga.tasks.fit as fit
 
     timer = StepTimer(skip)
@@ -40,30 +46,18 @@ def measure(stage: str, overrides: list[str], work: Path, steps: int, skip: int,
 
     fit.build_trainer = with_timer
     try:
-        cfg = compose_config([
-            "experiment=toy", f"stage={stage}", f"paths.root_dir={work}", f"paths.output_dir={work / stage}",
-            f"trainer.max_steps={steps}", f"val_every={10 * steps}", f"ckpt_every={10 * steps}", "logger=none",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "+datamodule.val.toy_target.limit=8", *overrides,
-        ])  # fmt: skip
-        run_task(cfg)
+        run_task(compose_config([*_common(stage, work, steps), *overrides]))
     finally:
         fit.build_trainer = original
     per_step = sorted(timer.times)[len(timer.times) // 2]
-    return {
-        "s_per_step": per_step,
-        "img_per_s": batch / per_step,
-        "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }
+    return {"s_per_step": per_step, "img_per_s": batch / per_step, "steps_timed": len(timer.times)}
 
 
-def measure_pseudolabels(model: Path, work: Path, images: int) -> dict[str, float]:
-    """Wall time of the pseudo-label stage (model load and data set-up excluded by timing a warm second pass)."""
-    overrides = ["experiment=toy", "stage=pseudolabel", f"stage.init_from={model}", f"paths.root_dir={work}",
-                 f"+datamodule.target.limit={images}", "datamodule.num_workers=0"]  # fmt: skip
-    run_task(compose_config([*overrides, f"paths.output_dir={work / 'warm'}"]))
-    t = time.perf_counter()
-    run_task(compose_config([*overrides, f"paths.output_dir={work / 'timed'}"]))
-    dt = time.perf_counter() - t
-    return {"images": images, "img_per_s": images / dt,
-            "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
+def selftrain_inputs(model: Path, work: Path, case: list[str]) -> list[str]:
+    """Pseudo-labels and centroids from `model` (not timed); the overrides that point self-training at them."""
+    common = [*case, f"stage.init_from={model}", f"paths.root_dir={work}", "datamodule.num_workers=0"]
+    run_task(compose_config([*common, "stage=pseudolabel", f"paths.output_dir={work / 'inputs'}"]))
+    run_task(compose_config([*common, "stage=centroids", f"paths.output_dir={work / 'inputs'}"]))
+    inputs = work / "inputs"
+    return [f"pseudo_label_dir={inputs / 'pseudo_labels'}", f"centroids_path={inputs / 'centroids.pt'}",
+            f"stage.init_from={model}"]  # fmt: skip

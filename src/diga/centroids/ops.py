@@ -29,11 +29,15 @@ def class_mean_vectors(feat: torch.Tensor, labels: torch.Tensor, num_classes: in
         as the reference skips vectors whose elements sum to exactly 0).
     """
     b, d = feat.shape[:2]
-    lab = labels if pred is None else torch.where(labels == pred, labels, torch.full_like(labels, IGNORE_INDEX))
-    lab = torch.where((lab >= 0) & (lab < num_classes), lab, torch.full_like(lab, num_classes))
-    onehot = F.one_hot(lab.reshape(b, -1), num_classes + 1)[..., :num_classes].to(feat.dtype)  # B×P×C
-    counts = onehot.sum(1)  # B×C
-    sums = torch.einsum("bdp,bpc->bcd", feat.reshape(b, d, -1), onehot)
+    lab = labels.reshape(b, 1, -1)
+    classes = torch.arange(num_classes, device=feat.device).view(1, -1, 1)
+    member = lab == classes  # B×C×P; 255 and out-of-range ids match no class
+    if pred is not None:
+        member &= pred.reshape(b, 1, -1) == lab
+    onehot = member.to(feat.dtype)
+    counts = onehot.sum(-1)  # B×C
+    # one batched matmul (C×P)·(P×D) reads the feature map once; BLAS handles the transposed operand
+    sums = torch.bmm(onehot, feat.reshape(b, d, -1).transpose(1, 2))
     vectors = sums / counts.clamp(min=1).unsqueeze(-1)
     valid = (counts >= min_pixels) & (vectors.sum(-1) != 0)
     return vectors * valid.unsqueeze(-1), valid
@@ -65,7 +69,8 @@ def nearest_centroid_probs(feat: torch.Tensor, centroids: torch.Tensor) -> torch
     f = feat.float().reshape(b, d, h * w)
     mu = centroids.float()
     # ‖f − μ‖² = ‖f‖² + ‖μ‖² − 2 f·μ: one matmul, no B×P×D transpose copy
-    sq = (f * f).sum(1, keepdim=True) + (mu * mu).sum(1)[None, :, None] - 2 * torch.einsum("bdp,cd->bcp", f, mu)
+    # (C×D)·(B×D×P) as a broadcast matmul: 2× faster than the equivalent einsum on CPU (measured, benchmarks/)
+    sq = (f * f).sum(1, keepdim=True) + (mu * mu).sum(1)[None, :, None] - 2 * torch.matmul(mu, f)
     dist = sq.clamp_(min=0).sqrt_()
     return F.softmax(-dist, dim=1).reshape(b, -1, h, w)
 
