@@ -195,3 +195,10 @@ def test_whole_pipeline_under_cli_ddp(tmp_path: Path, toy_root: Path) -> None:
     assert len(list((run / "03_pseudolabel" / "pseudo_labels").glob("*.png"))) == 8
     rows = json.loads((run / "pipeline_results.json").read_text())
     assert set(rows) == {"source-only", "warm-up", "self-training", "target-supervised (upper bound)"}
+    # the stage on its own: Fabric launches the second process itself; same model → the same files
+    warmup = run / "02_warmup" / "final_model.pt"
+    out = _cli([*base, *CPU_DDP, "stage=pseudolabel", f"stage.init_from={warmup}",
+                f"paths.output_dir={tmp_path / 'pl'}"], cwd=tmp_path)  # fmt: skip
+    assert "(rank 1 of 2)" in out
+    for png in (run / "03_pseudolabel" / "pseudo_labels").glob("*.png"):
+        assert (tmp_path / "pl" / "pseudo_labels" / png.name).read_bytes() == png.read_bytes(), png.name
