@@ -25,7 +25,7 @@ def test_two_ranks_see_the_single_process_global_batches(monkeypatch: pytest.Mon
     single = _batches(StepSampler(10, 4, total_steps=5, seed=2), 4)
     per_rank = []
     for rank in (0, 1):
-        monkeypatch.setattr(samplers, "_rank_and_world", lambda r=rank: (r, 2))
+        monkeypatch.setattr(samplers, "rank_and_world", lambda r=rank: (r, 2))
         per_rank.append(_batches(StepSampler(10, 2, total_steps=5, seed=2), 2))
     assert len(per_rank[0]) == len(per_rank[1]) == 5
     for step in range(5):  # same images *and* augmentation seeds in every global step

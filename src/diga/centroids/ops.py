@@ -13,8 +13,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from diga.data.labels import IGNORE_INDEX
-
 
 def class_mean_vectors(feat: torch.Tensor, labels: torch.Tensor, num_classes: int, pred: torch.Tensor | None = None,
                        min_pixels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip

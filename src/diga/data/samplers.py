@@ -17,14 +17,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from diga.utils.distributed import rank_and_world
 
 
 class StepSampler(DistributedSampler):
@@ -40,7 +35,7 @@ class StepSampler(DistributedSampler):
         """Order depends on the global step only (Lightning calls this at every epoch start)."""
 
     def _positions(self) -> range:
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         per_step = self.batch_size * world
         return range(self.start_step() * per_step + rank, self.total_steps * per_step, world)
 

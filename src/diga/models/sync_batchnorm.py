@@ -11,14 +11,11 @@ Lightning's `TorchSyncBatchNorm` (NCCL kernels) is used instead.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from pytorch_lightning.plugins.layer_sync import LayerSync
 from torch import nn
 
-
-def _group_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+from diga.utils.distributed import rank_and_world
 
 
 class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -29,7 +26,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or _group_size() == 1:
+        if not self.training or rank_and_world()[1] == 1:
             return super().forward(x)
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
