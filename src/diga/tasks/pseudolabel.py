@@ -78,16 +78,18 @@ def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
             logits = predict_logits(model, x, inf, model.num_classes)
             labels = (confidence_threshold(F.softmax(logits, 1), float(threshold)) if threshold is not None
                       else logits.argmax(1))  # fmt: skip
-            counts += torch.tensor([(labels != 255).sum().item(), labels.numel()], device=fabric.device)
+            counts[0] += (labels != 255).sum()
+            counts[1] += labels.numel()
             for name, lab in zip(batch["name"], labels.cpu().numpy()):
                 save_label_png(out_dir / f"{name}.png", lab, palette)
     counts = fabric.all_reduce(counts, reduce_op="sum")
     fabric.barrier()  # every rank's files are on disk before the manifest marks the set complete
+    # checked on every rank, so that all of them stop (a rank-0-only error would leave the others at a barrier)
+    missing = [s.name for s in dataset.samples if not (out_dir / f"{s.name}.png").exists()]
+    if missing:
+        raise RuntimeError(f"{out_dir}: {len(missing)} pseudo-labels missing after all ranks finished "
+                           f"(first: {missing[0]}.png); not writing {MANIFEST}")  # fmt: skip
     if fabric.global_rank == 0:
-        missing = [s.name for s in dataset.samples if not (out_dir / f"{s.name}.png").exists()]
-        if missing:
-            raise RuntimeError(f"{out_dir}: {len(missing)} pseudo-labels missing after all ranks finished "
-                               f"(first: {missing[0]}.png); not writing {MANIFEST}")  # fmt: skip
         manifest = {"images": len(dataset), "model": str(st.init_from), "scales": list(inf.scales),
                     "fusion": inf.fusion, "confidence_threshold": threshold}  # fmt: skip
         atomic_write_bytes(out_dir / MANIFEST, json.dumps(manifest, indent=1).encode())
