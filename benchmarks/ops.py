@@ -13,13 +13,16 @@ from diga.mixing import sample_class_masks
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    """Median seconds per call."""
+    """Median seconds per call (CUDA work is waited for: the loops' syncs are part of their cost, not ours)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
@@ -81,15 +84,15 @@ def _run_size(size_name: str, b: int, d: int, h: int, w: int, c: int, label_hw: 
     random.seed(0)
     feat = torch.randn(b, d, h, w, device=device)
     labels = torch.randint(0, c, (b, h, w), device=device)
-    pred = torch.where(torch.rand(b, h, w) < 0.7, labels, torch.randint(0, c, (b, h, w)))
+    pred = torch.where(torch.rand(b, h, w, device=device) < 0.7, labels, torch.randint(0, c, (b, h, w), device=device))
     mu = torch.randn(c, d, device=device)
-    big_labels = torch.randint(0, c, (b, *label_hw))
+    big_labels = torch.randint(0, c, (b, *label_hw), device=device)
     big_labels[:, : label_hw[0] // 10] = 255
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
 
     def vec_update() -> torch.Tensor:
         v, ok = class_mean_vectors(feat, labels, c, pred, 5)
-        classes = torch.arange(c).repeat(b)
+        classes = torch.arange(c, device=device).repeat(b)
         return sequential_ema(mu, classes[ok.flatten()], v.flatten(0, 1)[ok.flatten()], 1e-4)
 
     # correctness first: the vectorised ops compute what the loops compute
@@ -110,6 +113,6 @@ def _run_size(size_name: str, b: int, d: int, h: int, w: int, c: int, label_hw: 
          lambda: naive_class_masks(big_labels)),
     ]:  # fmt: skip
         t_fast, t_slow = timeit(fast, repeat=11), timeit(slow, repeat=11)
-        rows.append({"size": size_name, "op": f"[{size_name}] {name}", "vectorised_ms": 1000 * t_fast,
+        rows.append({"size": size_name, "device": device, "op": f"[{size_name}] {name}", "vectorised_ms": 1000 * t_fast,
                      "loop_ms": 1000 * t_slow, "speedup": t_slow / t_fast})  # fmt: skip
     return rows

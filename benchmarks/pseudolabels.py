@@ -23,9 +23,13 @@ from diga.tasks.pseudolabel import target_train_dataset
 from diga.utils.hydra import compose_config
 
 
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _overrides(model: Path, work: Path, case: list[str], images: int) -> list[str]:
     return [*case, "stage=pseudolabel", f"stage.init_from={model}", f"paths.root_dir={work}",
-            f"+datamodule.target.limit={images}", "datamodule.num_workers=0", "stage.device=cpu",
+            f"+datamodule.target.limit={images}", "datamodule.num_workers=0", f"stage.device={_device()}",
             "trainer.enable_progress_bar=false"]  # fmt: skip
 
 
@@ -42,6 +46,8 @@ def measure_naive(model: Path, work: Path, case: list[str], images: int) -> dict
     t = time.perf_counter()
     cfg = compose_config([*_overrides(model, work, case, images), f"paths.output_dir={work / 'naive'}"])
     net, _ = load_segmentor(model)
+    dev = torch.device(_device())
+    net.to(dev)
     dataset = target_train_dataset(cfg)
     scales = list(cfg.pseudo_label_scales)
     h, w = dataset[0]["image"].shape[-2:]
@@ -50,13 +56,13 @@ def measure_naive(model: Path, work: Path, case: list[str], images: int) -> dict
     with torch.no_grad():
         for i in range(len(dataset)):
             sample = dataset[i]
-            x = sample["image"].unsqueeze(0).float() / 255
+            x = sample["image"].unsqueeze(0).to(dev).float() / 255
             fused = None
             for s in scales:
                 xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=True)
                 logits = F.interpolate(net(xs).logits, size=(h, w), mode="bilinear", align_corners=True)
                 fused = logits if fused is None else torch.maximum(fused, logits)
-            buffer[i] = F.softmax(fused, dim=1).argmax(1)[0].numpy()
+            buffer[i] = F.softmax(fused, dim=1).argmax(1)[0].cpu().numpy()
             names.append(sample["name"])
     out = work / "naive" / "pseudo_labels"
     for name, lab in zip(names, buffer):

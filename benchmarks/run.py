@@ -5,7 +5,8 @@ the source-only, warm-up and self-training steps, pseudo-label generation img/s 
 procedure, inference img/s and forward GFLOP/s as a fraction of this machine's matmul peak; the vectorised
 centroid/selection/mask ops against per-class loops; the speed options (bf16 autocast, channels-last,
 torch.compile) against fp32 at the toy size. Each training/generation measurement runs in its own process so its
-peak memory is its own. Results go to `benchmarks/results/<host>-<date>.json` and stdout.
+peak memory is its own. Runs on the GPU when there is one (CUDA work is synchronised before every clock read).
+Results go to `benchmarks/results/<host>-<date>.json` and stdout.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def fmt_mem(r: dict[str, Any]) -> str:
 def run_case(name: str, case: dict[str, Any], work: Path, quick: bool) -> dict[str, Any]:
     ov, batch, steps, skip = case["overrides"], case["batch"], case["steps"], case["skip"]
     ov = [*ov, f"paths.data_dir={work / 'data'}"]  # rendered once by the first run of the case, never timed
+    if torch.cuda.is_available():
+        ov.append("trainer=gpu")
     print(f"\n== {name}: {case['desc']} ==")
     res: dict[str, Any] = {"desc": case["desc"], "train": []}
     variants = {"fp32": []}
@@ -94,10 +97,11 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     out: dict[str, Any] = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                            "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick}  # fmt: skip
 
     print("== vectorised ops vs reference-style loops ==")
-    out["ops"] = ops.run()
+    out["ops"] = ops.run("cuda" if torch.cuda.is_available() else "cpu")
     for r in out["ops"]:
         print(f"{r['op']:<62} {r['vectorised_ms']:8.2f} ms vs {r['loop_ms']:8.2f} ms → {r['speedup']:6.1f}×")
 
@@ -113,7 +117,7 @@ def main() -> None:
     print("\n== inference / forward efficiency ==")
     peak = forward.matmul_peak_gflops()
     out["matmul_peak_gflops"] = peak
-    print(f"matmul peak (fp32, 2048²): {peak:.1f} GFLOP/s")
+    print(f"matmul peak (fp32, 2048², {out['device']}): {peak:.1f} GFLOP/s")
     shapes = [("mit_b0", 80, 160, 8)] + ([] if args.quick else [("mit_b0", 512, 1024, 1), ("mit_b5", 512, 1024, 1)])
     fwd = []
     for bb, h, w, bs in shapes:
