@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.device import sync
 from diga.centroids import class_mean_vectors, nearest_centroid_probs, sequential_ema
 from diga.mixing import sample_class_masks
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     """Median seconds per call (CUDA work is waited for: the loops' syncs are part of their cost, not ours)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         fn()
     sync()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.device import bench_device
 from diga.data.io import save_label_png
 from diga.models.checkpoint import load_segmentor
 from diga.tasks import run_task
@@ -23,13 +24,9 @@ from diga.tasks.pseudolabel import target_train_dataset
 from diga.utils.hydra import compose_config
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _overrides(model: Path, work: Path, case: list[str], images: int) -> list[str]:
     return [*case, "stage=pseudolabel", f"stage.init_from={model}", f"paths.root_dir={work}",
-            f"+datamodule.target.limit={images}", "datamodule.num_workers=0", f"stage.device={_device()}",
+            f"+datamodule.target.limit={images}", "datamodule.num_workers=0", f"stage.device={bench_device()}",
             "trainer.enable_progress_bar=false"]  # fmt: skip
 
 
@@ -42,20 +39,23 @@ def measure_ours(model: Path, work: Path, case: list[str], images: int) -> dict[
 
 
 def measure_naive(model: Path, work: Path, case: list[str], images: int) -> dict[str, Any]:
-    """The reference's loop: batch 1, per-scale forward, softmax, max, float64 buffer of all maps, then PNGs."""
+    """The reference's loop: batch 1, per-scale forward, logit max, softmax, argmax, float64 buffer of all maps,
+    then PNGs."""
     t = time.perf_counter()
     cfg = compose_config([*_overrides(model, work, case, images), f"paths.output_dir={work / 'naive'}"])
     net, _ = load_segmentor(model)
-    dev = torch.device(_device())
+    dev = torch.device(bench_device())
     net.to(dev)
     dataset = target_train_dataset(cfg)
     scales = list(cfg.pseudo_label_scales)
-    h, w = dataset[0]["image"].shape[-2:]
-    buffer = np.zeros((len(dataset), h, w))  # float64, like the reference
+    buffer: np.ndarray | None = None
     names = []
     with torch.no_grad():
         for i in range(len(dataset)):
             sample = dataset[i]
+            h, w = sample["image"].shape[-2:]
+            if buffer is None:
+                buffer = np.zeros((len(dataset), h, w))  # float64, like the reference
             x = sample["image"].unsqueeze(0).to(dev).float() / 255
             fused = None
             for s in scales:

@@ -24,6 +24,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch
 
 from benchmarks import forward, ops, pseudolabels, train_step
+from benchmarks.device import bench_device
 from benchmarks.isolate import MeasurementFailed, isolated
 
 TOY = ["experiment=toy", "+datamodule.val.toy_target.limit=8"]
@@ -101,7 +102,7 @@ def main() -> None:
                            "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick}  # fmt: skip
 
     print("== vectorised ops vs reference-style loops ==")
-    out["ops"] = ops.run("cuda" if torch.cuda.is_available() else "cpu")
+    out["ops"] = ops.run(bench_device())
     for r in out["ops"]:
         print(f"{r['op']:<62} {r['vectorised_ms']:8.2f} ms vs {r['loop_ms']:8.2f} ms → {r['speedup']:6.1f}×")
 
