@@ -21,7 +21,7 @@ from diga.data.io import save_label_png
 from diga.models.checkpoint import load_segmentor
 from diga.tasks import run_task
 from diga.tasks.pseudolabel import target_train_dataset
-from diga.utils.hydra import compose_config
+from diga.tasks.config import compose_config
 
 
 def _overrides(model: Path, work: Path, case: list[str], images: int) -> list[str]:
@@ -47,7 +47,7 @@ def measure_naive(model: Path, work: Path, case: list[str], images: int) -> dict
     dev = torch.device(bench_device())
     net.to(dev)
     dataset = target_train_dataset(cfg)
-    scales = list(cfg.pseudo_label_scales)
+    scales = list(cfg.stage.inference.scales)
     buffer: np.ndarray | None = None
     names = []
     with torch.no_grad():

@@ -29,9 +29,9 @@ from benchmarks.isolate import MeasurementFailed, isolated
 
 TOY = ["experiment=toy", "+datamodule.val.toy_target.limit=8"]
 BIG = ["experiment=toy", "toy_spec={height:512,width:1024,source_train:4,source_val:1,target_train:4,target_val:1}",
-       "datamodule.crop_size=[512,1024]", "datamodule.random_scale=[1.0,1.0]",
-       "datamodule.target_random_scale=[1.0,1.0]", "toy_batch.source_only=1", "toy_batch.warmup=1",
-       "toy_batch.selftrain=1", "+datamodule.val.toy_target.limit=1"]  # fmt: skip
+       "datamodule.crop_size=[512,1024]", "datamodule.source.loader.random_scale=[1.0,1.0]",
+       "datamodule.target.loader.random_scale=[1.0,1.0]", "datamodule.source.loader.streams=[{resize:null,batch_size:1}]",
+       "datamodule.target.loader.streams=[{resize:null,batch_size:1}]", "+datamodule.val.toy_target.limit=1"]  # fmt: skip
 
 
 def cases(quick: bool, steps: int) -> dict[str, dict[str, Any]]:
@@ -76,8 +76,8 @@ def run_case(name: str, case: dict[str, Any], work: Path, quick: bool) -> dict[s
           f"{res['pseudolabel']['speedup']:.2f}×")  # fmt: skip
 
     st_inputs = isolated(_selftrain_inputs, model, work / "st-inputs", ov)["overrides"]
-    for stage, extra in (("warmup", ["translator.kind=fourier"]),
-                         ("selftrain", ["translator.kind=fourier", *st_inputs])):  # fmt: skip
+    for stage, extra in (("warmup", ["stage.module.translator.kind=fourier"]),
+                         ("selftrain", ["stage.module.translator.kind=fourier", *st_inputs])):  # fmt: skip
         r = isolated(train_step.measure, stage, [*ov, *extra], work / stage, steps, skip, batch)
         res["train"].append({"stage": stage, "variant": "fp32", **r})
         print(f"{stage:<12} fp32           {r['img_per_s']:8.2f} img/s  {fmt_mem(r)}")

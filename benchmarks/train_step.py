@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from diga.tasks import run_task
-from diga.utils.hydra import compose_config
+from diga.tasks.config import compose_config
 
 
 class StepTimer(pl.Callback):
@@ -59,5 +59,5 @@ def selftrain_inputs(model: Path, work: Path, case: list[str]) -> list[str]:
     run_task(compose_config([*common, "stage=pseudolabel", f"paths.output_dir={work / 'inputs'}"]))
     run_task(compose_config([*common, "stage=centroids", f"paths.output_dir={work / 'inputs'}"]))
     inputs = work / "inputs"
-    return [f"pseudo_label_dir={inputs / 'pseudo_labels'}", f"centroids_path={inputs / 'centroids.pt'}",
+    return [f"stage.pseudo_labels={inputs / 'pseudo_labels'}", f"stage.centroids={inputs / 'centroids.pt'}",
             f"stage.init_from={model}"]  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from diga.utils.hydra import compose_config, register_resolvers
+from diga.tasks.config import compose_config, register_resolvers
 from tests.fakes import TINY_TOY
 
 register_resolvers()
@@ -37,9 +37,17 @@ def tiny_toy_overrides(tmp_path: Path, data_root: Path, steps: int = 2) -> list[
         "datamodule.target.loader.streams=[{resize:null,batch_size:2}]",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
-        "pseudo_label_scales=[1.0]",
-        "refine_rounds=1",  # 0.5× of a 32×64 image is too small for MiT
     ]
+
+
+# 0.5× of a 32×64 image is too small for MiT: tiny runs predict pseudo-labels at one scale
+TINY_PSEUDO_LABELS = "stage.inference.scales=[1.0]"
+
+
+def tiny_pipeline_overrides(refine_rounds: int = 1) -> list[str]:
+    """`stage=pipeline` at tiny size: single-scale pseudo-labels in every round, `refine_rounds` refinements."""
+    return ["stage=pipeline", f"stage.refine_rounds={refine_rounds}",
+            f"++stage.step_overrides={{pseudolabel:['{TINY_PSEUDO_LABELS}']}}"]  # fmt: skip
 
 
 def set_output_dir(cfg: DictConfig, path: Path) -> None:

@@ -21,8 +21,9 @@ from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, format_table
 from diga.models.checkpoint import load_segmentor, resolve_device
 from diga.models.segmentor import Segmentor
+from diga.tasks.config import register_resolvers
 from diga.tasks.results import write_results
-from diga.utils.hydra import register_resolvers, to_plain
+from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
 register_resolvers()

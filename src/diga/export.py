@@ -24,7 +24,7 @@ from torch import nn
 from diga.data.io import atomic_write_bytes
 from diga.models.checkpoint import load_segmentor
 from diga.models.segmentor import Segmentor
-from diga.utils.hydra import register_resolvers
+from diga.tasks.config import register_resolvers
 
 register_resolvers()
 

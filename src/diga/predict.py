@@ -30,7 +30,7 @@ from diga.data.labels import (
 )
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.models.checkpoint import load_segmentor, resolve_device
-from diga.utils.hydra import register_resolvers
+from diga.tasks.config import register_resolvers
 
 register_resolvers()
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -12,7 +12,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations queries
 import hydra
 from omegaconf import DictConfig
 
-from diga.utils.hydra import register_resolvers
+from diga.tasks.config import register_resolvers
 
 register_resolvers()
 

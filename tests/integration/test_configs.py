@@ -1,4 +1,4 @@
-"""Every experiment × stage composes, resolves, and builds its objects; no Hydra warnings."""
+"""Every experiment × stage composes, resolves and builds its objects; the authors' per-stage settings hold."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from diga.data.labels import get_label_set
 from tests.helpers import CONFIG_DIR, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -17,39 +18,51 @@ STAGES = sorted(p.stem for p in (CONFIG_DIR / "stage").glob("*.yaml"))
 REQUIRED_INPUTS = {
     "pseudolabel": ["stage.init_from=/runs/warmup/final_model.pt"],
     "centroids": ["stage.init_from=/runs/warmup/final_model.pt"],
+    "warmup": ["stage.module.translator.checkpoint=/runs/translator/translator.pt"],
     "selftrain": [
         "stage.init_from=/runs/warmup/final_model.pt",
-        "pseudo_label_dir=/runs/pl",
-        "centroids_path=/runs/centroids.pt",
+        "stage.pseudo_labels=/runs/pl",
+        "stage.centroids=/runs/centroids.pt",
+        "stage.module.translator.checkpoint=/runs/translator/translator.pt",
     ],
 }
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+CLASSES = {"toy": 7, "cityscapes19": 19, "synthia16": 16}  # written out, not derived: the config must agree
+
+
+def _compose(experiment: str, stage: str, tmp_path: Path, *extra: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}",
+                           *REQUIRED_INPUTS.get(stage, []), *extra])  # fmt: skip
+    del cfg.hydra  # runtime-only fields (job.num, …) are filled by a real launch
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 def test_required_groups_exist() -> None:
     assert {"gta2cs", "synthia2cs", "gta_dg", "cs_semi", "toy"} <= set(EXPERIMENTS)
     assert {f"segformer_b{i}" for i in range(6)} | {"deeplabv2_r101"} <= set(MODELS)
     for group, names in {"data": ["gta5", "cityscapes", "synthia", "bdd100k", "mapillary", "toy"],
-                         "trainer": ["cpu", "gpu", "ddp"], "logger": ["wandb", "csv", "none"]}.items():  # fmt: skip
+                         "trainer": ["cpu", "gpu", "ddp"], "logger": ["wandb", "csv", "none"],
+                         "inference": ["whole", "two_scale", "slide"], "translator": ["learned", "fourier", "none"],
+                         "optimizer": ["adamw", "sgd"], "loss": ["ce_ref", "ohem"]}.items():  # fmt: skip
         assert {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")} >= set(names)
 
 
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_stage_composes(experiment: str, stage: str, tmp_path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}",
-                           *REQUIRED_INPUTS.get(stage, [])])  # fmt: skip
-    del cfg.hydra  # runtime-only fields (job.num, …) are filled by a real launch
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert container["experiment_name"] == experiment
-    if container["stage"]["task"] == "fit":
-        assert container["trainer"]["max_steps"] > 0
-    assert container["model"]["num_classes"] == container["num_classes"]
-    assert container["datamodule"]["val"], "every experiment validates on at least one target set"
-    for ds in container["datamodule"]["val"].values():
-        assert ds["label_set"] == container["label_set"]
+    c = _compose(experiment, stage, tmp_path)
+    assert c["experiment_name"] == experiment
+    assert c["model"]["num_classes"] == CLASSES[c["label_set"]] == get_label_set(c["label_set"]).num_classes
+    if c["stage"]["task"] == "fit":
+        assert c["trainer"]["max_steps"] > 0
+    if "module" in c["stage"] and "model" in c["stage"]["module"]:  # the module is built from the run's model
+        assert c["stage"]["module"]["model"] == c["model"]
+        assert c["stage"]["module"]["val_names"] == list(c["datamodule"]["val"])
+    assert c["datamodule"]["val"], "every experiment validates on at least one target set"
+    for ds in c["datamodule"]["val"].values():
+        assert ds["label_set"] == c["label_set"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -57,9 +70,9 @@ def test_model_and_trainer_instantiate(experiment: str, tmp_path: Path) -> None:
     cfg = compose_cfg([f"experiment={experiment}", f"paths.output_dir={tmp_path}", "model.pretrained=null",
                        "trainer=cpu", "logger=csv"])  # fmt: skip
     if experiment != "toy":  # big real-benchmark models: build a small variant with the same head/classes
-        cfg.model.backbone = "mit_b0" if cfg.model.backbone.startswith("mit") else "resnet50"
+        cfg.model.backbone = "mit_b0" if cfg.model.backbone.startswith("mit") else "resnet18"
     model = instantiate(cfg.model)
-    assert model.num_classes == cfg.num_classes
+    assert model.num_classes == CLASSES[cfg.label_set]
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer.max_steps == cfg.steps.source_only
 
@@ -67,7 +80,9 @@ def test_model_and_trainer_instantiate(experiment: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_composes(model: str, tmp_path: Path) -> None:
     cfg = compose_cfg([f"model={model}", f"paths.output_dir={tmp_path}"])
-    assert cfg.model.backbone in {f"mit_b{i}" for i in range(6)} | {"resnet101"}
+    from diga.models.registry import list_backbones
+
+    assert cfg.model.backbone in list_backbones()
 
 
 def test_wandb_logger_defaults_to_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -82,10 +97,107 @@ def test_wandb_logger_defaults_to_offline(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 @pytest.mark.parametrize("stage", ["pseudolabel", "centroids", "selftrain"])
 def test_stage_without_its_inputs_fails_fast(stage: str, tmp_path: Path) -> None:
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
     from diga.tasks import run_task
 
     cfg = compose_cfg(["experiment=toy", f"stage={stage}", f"paths.output_dir={tmp_path}"])
-    with pytest.raises(MissingMandatoryValue, match="init_from"):
+    with pytest.raises((MissingMandatoryValue, InterpolationToMissingValueError), match=r"stage\.init_from"):
         run_task(cfg)
+
+
+# --- the authors' per-stage settings (their training scripts), written out independently of the configs ---------
+# (source streams, target streams): each stream (images per step, resize H, W); None = the stage has no target
+BATCHES = {
+    ("gta2cs", "translator"): ([(1, 720, 1280), (1, 1052, 1914)], [(1, 512, 1024), (1, 1024, 2048)]),
+    ("gta2cs", "warmup"): ([(1, 720, 1280), (2, 1052, 1914)], None),
+    ("gta2cs", "selftrain"): ([(2, 720, 1280), (1, 1052, 1914)], [(2, 512, 1024), (1, 1024, 2048)]),
+    ("synthia2cs", "translator"): ([(1, 760, 1280), (1, 1140, 1920)], [(1, 512, 1024), (1, 1024, 2048)]),
+    ("synthia2cs", "warmup"): ([(1, 760, 1280), (3, 1140, 1920)], None),
+    ("synthia2cs", "selftrain"): ([(1, 760, 1280), (2, 1140, 1920)], [(1, 512, 1024), (2, 1024, 2048)]),
+    ("gta_dg", "warmup"): ([(2, 720, 1280), (2, 1052, 1914)], None),
+    ("cs_semi", "warmup"): ([(1, 512, 1024), (2, 1024, 2048)], None),
+    ("cs_semi", "selftrain"): ([(1, 512, 1024), (2, 1024, 2048)], [(1, 512, 1024), (2, 1024, 2048)]),
+}
+# random rescale before the crop (RandomSized_and_Crop) per (experiment, stage): (source, target)
+RESCALE = {
+    ("gta2cs", "translator"): (None, None), ("gta2cs", "warmup"): ([0.7, 1.0], None),
+    ("gta2cs", "selftrain"): ([0.7, 1.0], [0.7, 1.0]), ("synthia2cs", "translator"): (None, None),
+    ("synthia2cs", "warmup"): (None, None), ("synthia2cs", "selftrain"): ([0.7, 1.0], [0.7, 1.0]),
+    ("gta_dg", "warmup"): ([0.7, 1.0], None), ("cs_semi", "warmup"): (None, None),
+    ("cs_semi", "selftrain"): (None, [0.7, 1.0]),
+}  # fmt: skip
+
+
+def _streams(domain: dict) -> list[tuple[int, int, int]]:
+    return [(s["batch_size"], *s["resize"]) for s in domain["loader"]["streams"]]
+
+
+@pytest.mark.parametrize(("experiment", "stage"), sorted(BATCHES))
+def test_batch_composition_is_the_authors(experiment: str, stage: str, tmp_path: Path) -> None:
+    c = _compose(experiment, stage, tmp_path)
+    source, target = BATCHES[experiment, stage]
+    assert _streams(c["datamodule"]["source"]) == source
+    assert c["datamodule"]["source"]["loader"]["random_scale"] == RESCALE[experiment, stage][0]
+    uses_target = c["datamodule"]["use_target"] and c["datamodule"]["target"] is not None
+    assert uses_target == (target is not None)
+    if target is not None:
+        assert _streams(c["datamodule"]["target"]) == target
+        assert c["datamodule"]["target"]["loader"]["random_scale"] == RESCALE[experiment, stage][1]
+    assert c["datamodule"]["crop_size"] == ([512, 1024] if experiment == "cs_semi" else [512, 896])
+
+
+@pytest.mark.parametrize("experiment", ["gta2cs", "synthia2cs", "gta_dg", "cs_semi"])
+def test_source_only_baseline_sees_the_warmup_data(experiment: str, tmp_path: Path) -> None:
+    so, wu = _compose(experiment, "source_only", tmp_path), _compose(experiment, "warmup", tmp_path)
+    assert so["datamodule"]["source"]["loader"] == wu["datamodule"]["source"]["loader"]
+    assert so["stage"]["module"]["seg_loss"] == wu["stage"]["module"]["seg_loss"]
+
+
+# (experiment, stage): λ_KD, s, β, jitter p, grayscale p, sharpness p, segmentation loss
+METHOD = {
+    ("gta2cs", "warmup"): (0.5, 0.5, 0.4, 0.5, 0.3, 0.3, "ce"),
+    ("gta2cs", "selftrain"): (0.25, 0.5, 0.3, 0.5, 0.3, 0.3, "ce"),
+    ("synthia2cs", "warmup"): (0.25, 0.25, 0.4, 0.7, 0.1, 0.3, "ohem"),
+    ("synthia2cs", "selftrain"): (0.25, 0.25, 0.3, 0.5, 0.3, 0.3, "ohem"),
+    ("gta_dg", "warmup"): (0.5, 0.5, 0.4, 0.5, 0.3, 0.0, "ce"),
+    ("cs_semi", "warmup"): (0.5, 0.5, 0.4, 0.5, 0.3, 0.3, "ce"),
+    ("cs_semi", "selftrain"): (0.5, 0.5, 0.4, 0.5, 0.3, 0.3, "ce"),
+}
+
+
+@pytest.mark.parametrize(("experiment", "stage"), sorted(METHOD))
+def test_method_settings_are_the_authors(experiment: str, stage: str, tmp_path: Path) -> None:
+    m = _compose(experiment, stage, tmp_path)["stage"]["module"]
+    kd, s, beta, jitter, gray, sharp, loss = METHOD[experiment, stage]
+    p = m["photometric"]
+    assert (m["kd_weight"], m["kd_reverse_weight"], p["beta"]) == (kd, s, beta)
+    assert (p["jitter_p"], p["grayscale_p"], p["sharpness_p"], p["blur_p"]) == (jitter, gray, sharp, 0.8)
+    assert m["seg_loss"]["kind"] == loss
+    if loss == "ce":
+        assert m["seg_loss"]["normalization"] == "all_pixels"  # the authors' CE divides by all pixels
+    assert m["ema"] == {"decay": 0.999, "ramp": "reciprocal", "mode": "train", "buffers": False}
+    if experiment in ("gta_dg", "cs_semi"):
+        assert m["translator"]["kind"] == "none"
+
+
+@pytest.mark.parametrize("experiment", ["gta2cs", "synthia2cs", "cs_semi"])
+def test_centroids_and_pseudo_labels_follow_the_authors(experiment: str, tmp_path: Path) -> None:
+    cen = _compose(experiment, "centroids", tmp_path)["stage"]
+    assert cen["resize"] == [512, 1024] and cen["min_pixels"] == 5
+    pl = _compose(experiment, "pseudolabel", tmp_path)["stage"]
+    assert pl["resize"] is None and pl["confidence_threshold"] is None
+    assert pl["inference"]["scales"] == [1.0, 0.5] and pl["inference"]["fusion"] == "max"
+    assert pl["inference"]["align_corners"] is True
+
+
+def test_every_method_knob_is_set_in_one_place(tmp_path: Path) -> None:
+    """EMA momentum, its ramp, λ_KD, β, the centroid momentum: each a key of `stage.module`, settable directly."""
+    c = _compose("gta2cs", "selftrain", tmp_path, "stage.module.ema.decay=0.99", "stage.module.ema.ramp=none",
+                 "stage.module.kd_weight=0.1", "stage.module.photometric.beta=0.2",
+                 "stage.module.centroid_momentum=0.001")  # fmt: skip
+    m = c["stage"]["module"]
+    assert (m["ema"]["decay"], m["ema"]["ramp"], m["kd_weight"]) == (0.99, "none", 0.1)
+    assert (m["photometric"]["beta"], m["centroid_momentum"]) == (0.2, 0.001)
+    assert not ({"distill", "translator_net", "pseudo_label_scales", "seg_loss", "ce_normalization",
+                 "num_classes", "head_lr_mult"} & set(c)), "no top-level shadow keys"  # fmt: skip

@@ -15,7 +15,7 @@ from diga.data.datasets import ToyDataset
 from diga.data.io import save_label_png
 from diga.tasks.fit import build_module
 from tests import fakes
-from tests.helpers import compose_cfg, tiny_toy_overrides
+from tests.helpers import TINY_PSEUDO_LABELS, compose_cfg, tiny_pipeline_overrides, tiny_toy_overrides
 
 
 class DumpCentroids(pl.Callback):
@@ -53,8 +53,9 @@ def test_selftrain_centroids_identical_across_ranks(tmp_path: Path, toy_root: Pa
         save_label_png(pl_dir / f"{s.name}.png", rng.integers(0, 7, (32, 64)).astype(np.uint8))
     start = torch.randn(7, 256)
     save_centroids(tmp_path / "centroids.pt", start, torch.ones(7), "toy")
-    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), "stage=selftrain", "translator.kind=fourier",
-                 f"pseudo_label_dir={pl_dir}", f"centroids_path={tmp_path / 'centroids.pt'}", "stage.init_from=null",
+    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), "stage=selftrain",
+                 "stage.module.translator.kind=fourier", f"stage.pseudo_labels={pl_dir}",
+                 f"stage.centroids={tmp_path / 'centroids.pt'}", "stage.init_from=null",
                  "stage.module.centroid_momentum=0.2"]  # fmt: skip
     cfg = compose_cfg(overrides)
     module = build_module(cfg)
@@ -113,7 +114,7 @@ def test_offline_stages_on_two_processes_equal_one(tmp_path: Path, toy_root: Pat
     ddp = ["trainer.strategy=ddp_spawn", "trainer.devices=2"]
     for name, extra in (("single", []), ("ddp", ddp)):
         common = [*base, *extra, f"stage.init_from={model_path}", f"paths.output_dir={tmp_path / name}"]
-        run_task(compose_cfg([*common, "stage=pseudolabel"]))
+        run_task(compose_cfg([*common, "stage=pseudolabel", TINY_PSEUDO_LABELS]))
         run_task(compose_cfg([*common, "stage=centroids"]))
     single, two = tmp_path / "single" / "pseudo_labels", tmp_path / "ddp" / "pseudo_labels"
     names = sorted(p.name for p in single.glob("*.png"))
@@ -187,8 +188,8 @@ def test_whole_pipeline_under_cli_ddp(tmp_path: Path, toy_root: Path) -> None:
     """`python -m diga.train stage=pipeline trainer=ddp` on 2 CPU processes: every stage runs on both ranks."""
     import json
 
-    base = [o for o in tiny_toy_overrides(tmp_path, toy_root.parent) if o != "refine_rounds=1"]
-    out = _cli([*base, *CPU_DDP, "stage=pipeline", "logger=csv"], cwd=tmp_path)
+    base = tiny_toy_overrides(tmp_path, toy_root.parent)
+    out = _cli([*base, *CPU_DDP, *tiny_pipeline_overrides(refine_rounds=0), "logger=csv"], cwd=tmp_path)
     run = tmp_path / "run"
     assert "(rank 1 of 2)" in out  # the pseudo-label stage ran on the second process too
     assert len(list(run.glob("*/DONE.json"))) == 7
@@ -198,7 +199,7 @@ def test_whole_pipeline_under_cli_ddp(tmp_path: Path, toy_root: Path) -> None:
     # the stage on its own: Fabric launches the second process itself; same model → the same files
     warmup = run / "02_warmup" / "final_model.pt"
     out = _cli([*base, *CPU_DDP, "stage=pseudolabel", f"stage.init_from={warmup}",
-                f"paths.output_dir={tmp_path / 'pl'}"], cwd=tmp_path)  # fmt: skip
+                TINY_PSEUDO_LABELS, f"paths.output_dir={tmp_path / 'pl'}"], cwd=tmp_path)  # fmt: skip
     assert "(rank 1 of 2)" in out
     for png in (run / "03_pseudolabel" / "pseudo_labels").glob("*.png"):
         assert (tmp_path / "pl" / "pseudo_labels" / png.name).read_bytes() == png.read_bytes(), png.name

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from diga.tasks import run_task
-from tests.helpers import compose_cfg, tiny_toy_overrides
+from tests.helpers import TINY_PSEUDO_LABELS, compose_cfg, tiny_pipeline_overrides, tiny_toy_overrides
 
 
 @pytest.mark.slow
 def test_toy_pipeline_end_to_end_and_skips_done_stages(tmp_path: Path, toy_root: Path, capsys, caplog) -> None:
-    base = [*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=pipeline", "+datamodule.target.limit=4",
-            "toy_batch.selftrain=2"]  # fmt: skip
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent), *tiny_pipeline_overrides(), "+datamodule.target.limit=4"]
     metrics = run_task(compose_cfg(base))
     run = tmp_path / "run"
     names = sorted(p.name for p in run.iterdir() if p.is_dir())
@@ -58,7 +57,8 @@ def test_fixed_threshold_pseudo_labels(tmp_path: Path, toy_root: Path) -> None:
     run_task(compose_cfg([*base, "stage=source_only", f"paths.output_dir={tmp_path}/so"]))
     model = tmp_path / "so" / "final_model.pt"
     out = run_task(compose_cfg([*base, "stage=pseudolabel", f"stage.init_from={model}",
-                                "stage.confidence_threshold=0.99", f"paths.output_dir={tmp_path}/pl"]))  # fmt: skip
+                                "stage.confidence_threshold=0.99", TINY_PSEUDO_LABELS,
+                                f"paths.output_dir={tmp_path}/pl"]))  # fmt: skip
     assert out["kept_fraction"] < 1.0
     pngs = sorted((tmp_path / "pl" / "pseudo_labels").glob("*.png"))
     assert len(pngs) == 8

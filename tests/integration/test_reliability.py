@@ -34,7 +34,7 @@ def test_same_seed_gives_bit_identical_results(tmp_path: Path, toy_root: Path) -
     states = []
     for run in ("a", "b"):
         cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), "stage=warmup",
-                           "translator.kind=fourier", f"paths.output_dir={tmp_path / run}"])  # fmt: skip
+                           "stage.module.translator.kind=fourier", f"paths.output_dir={tmp_path / run}"])  # fmt: skip
         run_task(cfg)
         states.append(torch.load(tmp_path / run / "final_model.pt", map_location="cpu", weights_only=True))
     for k, v in states[0]["state_dict"].items():
@@ -72,8 +72,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(stage: str, tmp_pat
     import subprocess
     import sys
 
-    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=7), f"stage={stage}", "ckpt_every=3",
-            "translator.kind=fourier", "logger=none"]  # fmt: skip
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=7), f"stage={stage}", "ckpt_every=3", "logger=none"]
+    base += ["stage.module.translator.kind=fourier"] if stage == "warmup" else []
     run_task(compose_cfg([*base, f"paths.output_dir={tmp_path / 'full'}"]))
 
     killed = [*base, f"paths.output_dir={tmp_path / 'killed'}"]

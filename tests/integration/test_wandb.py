@@ -14,8 +14,9 @@ def test_offline_wandb_run_is_written(tmp_path: Path, toy_root: Path, monkeypatc
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials
-    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup", "translator.kind=fourier",
-                       "logger=wandb", "trainer.log_every_n_steps=1", "log_images_every=1"])  # fmt: skip
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup",
+                       "stage.module.translator.kind=fourier", "logger=wandb", "trainer.log_every_n_steps=1",
+                       "log_images_every=1"])  # fmt: skip
     try:
         run_task(cfg)
     finally:

@@ -23,7 +23,8 @@ def test_translator_then_warmup(tmp_path: Path, toy_root: Path) -> None:
     assert ckpt["global_step"] == 2  # iterations, not optimiser steps
     assert any(k.startswith("dis_t2s.") for k in ckpt["state_dict"])  # all six networks kept: resumable
 
-    metrics = run_task(compose_cfg([*base, "stage=warmup", "translator.kind=learned", f"translator.checkpoint={tr}",
+    metrics = run_task(compose_cfg([*base, "stage=warmup", "stage.module.translator.kind=learned",
+                                    f"stage.module.translator.checkpoint={tr}",
                                     f"paths.output_dir={tmp_path}/warmup"]))  # fmt: skip
     assert 0 <= metrics["mIoU"] <= 100
     state = torch.load(tmp_path / "warmup" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -32,8 +33,8 @@ def test_translator_then_warmup(tmp_path: Path, toy_root: Path) -> None:
 
 
 def test_warmup_with_fourier_translator_logs_distillation(tmp_path: Path, toy_root: Path) -> None:
-    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup", "translator.kind=fourier",
-                       "trainer.log_every_n_steps=1"])  # fmt: skip
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup",
+                       "stage.module.translator.kind=fourier", "trainer.log_every_n_steps=1"])  # fmt: skip
     assert cfg.datamodule.use_target  # Fourier translation takes its style from target images
     run_task(cfg)
     metrics_csv = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
@@ -41,7 +42,9 @@ def test_warmup_with_fourier_translator_logs_distillation(tmp_path: Path, toy_ro
 
 
 def test_dg_style_warmup_without_translator_uses_no_target(tmp_path: Path, toy_root: Path) -> None:
-    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup", "translator.kind=none"])
+    cfg = compose_cfg(
+        [*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup", "stage.module.translator.kind=none"]
+    )
     assert not cfg.datamodule.use_target
     run_task(cfg)
 

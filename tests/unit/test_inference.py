@@ -38,6 +38,31 @@ def test_two_scale_max_fusion_matches_manual() -> None:
     torch.testing.assert_close(out, torch.maximum(m(x).logits, up))
 
 
+class StridedModel(nn.Module):
+    """Logits at 1/4 of the input resolution, like a real segmentation head."""
+
+    def __init__(self, c: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        y = self.conv(F.avg_pool2d(x, 4))
+        return SegOutput(y, y)
+
+
+def test_each_scale_is_resized_once_to_the_output_like_the_reference() -> None:
+    """REF evaluate/pseudo-label: `upsample(model(x))`, `upsample(model(down(x)))`, element-wise max — the 0.5-scale
+    head logits go to the output size in one interpolation (not first to the 0.5-scale input size)."""
+    m, x = StridedModel(), torch.rand(1, 3, 64, 128)
+    out = predict_logits(m, x, InferenceConfig(scales=(1.0, 0.5), fusion="max"), 3)
+    with torch.no_grad():
+        full = F.interpolate(m(x).logits, size=(64, 128), mode="bilinear", align_corners=True)
+        small = F.interpolate(x, size=(32, 64), mode="bilinear", align_corners=True)
+        half = F.interpolate(m(small).logits, size=(64, 128), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, torch.maximum(full, half), atol=1e-6, rtol=0)
+
+
 def test_slide_equals_whole_for_pixelwise_model() -> None:
     m, x = PixelModel(), torch.rand(1, 3, 17, 23)
     cfg = InferenceConfig(mode="slide", crop_size=(8, 8), stride=(5, 6))

@@ -141,3 +141,18 @@ def test_caffe_bgr_normalisation_matches_reference() -> None:
     bgr255 = x.flip(1) * 255
     mean = torch.tensor([104.00698793, 116.66876762, 122.67891434]).view(1, 3, 1, 1)
     torch.testing.assert_close(Normalize("caffe_bgr")(x), (bgr255 - mean) / 128)
+
+
+def test_daformer_head_has_a_dense_3x3_bottleneck() -> None:
+    """DAFormer's ASPPWrapper fuses the concatenated ASPP outputs with a full 3×3 ConvModule (1024→256, BN, ReLU)."""
+    from diga.models.heads import DAFormerHead
+
+    head = DAFormerHead([32, 64, 160, 256], 19)
+    conv, bn, act = head.bottleneck
+    assert isinstance(conv, torch.nn.Conv2d) and conv.weight.shape == (256, 1024, 3, 3) and conv.groups == 1
+    assert conv.bias is None and isinstance(bn, torch.nn.BatchNorm2d) and isinstance(act, torch.nn.ReLU)
+    # embed MLPs + 1×1 ASPP branch + three separable dilated branches + dense bottleneck + classifier
+    embed = sum(c * 256 + 256 for c in (32, 64, 160, 256))
+    aspp = 1024 * 256 + 512 + 3 * (1024 * 9 + 2048 + 1024 * 256 + 512)
+    expected = embed + aspp + (1024 * 256 * 9 + 512) + (256 * 19 + 19)
+    assert sum(p.numel() for p in head.parameters()) == expected

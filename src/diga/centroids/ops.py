@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from diga.pseudo_labels.selection import downsample_labels
+
 
 def class_mean_vectors(feat: torch.Tensor, labels: torch.Tensor, num_classes: int, pred: torch.Tensor | None = None,
                        min_pixels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
@@ -39,6 +41,28 @@ def class_mean_vectors(feat: torch.Tensor, labels: torch.Tensor, num_classes: in
     vectors = sums / counts.clamp(min=1).unsqueeze(-1)
     valid = (counts >= min_pixels) & (vectors.sum(-1) != 0)
     return vectors * valid.unsqueeze(-1), valid
+
+
+def ordered_class_vectors(
+    feats: Sequence[torch.Tensor],
+    labels: Sequence[torch.Tensor],
+    preds: Sequence[torch.Tensor],
+    num_classes: int,
+    min_pixels: int = 5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image class means of several (features, labels, predictions) groups, in the reference's update order:
+    group by group, image-major, class-minor. Labels may be at a finer resolution than the features (nearest
+    down-sampling). Returns (classes n, vectors n×D, valid n) over all (image, class) pairs.
+    """
+    vecs, valid = [], []
+    for f, lab, pred in zip(feats, labels, preds):
+        lab = downsample_labels(lab, f.shape[-2:])
+        v, ok = class_mean_vectors(f, lab, num_classes, pred, min_pixels)
+        vecs.append(v.flatten(0, 1))
+        valid.append(ok.flatten())
+    vectors, ok = torch.cat(vecs), torch.cat(valid)
+    classes = torch.arange(num_classes, device=vectors.device).repeat(vectors.shape[0] // num_classes)
+    return classes, vectors, ok
 
 
 def sequential_ema(

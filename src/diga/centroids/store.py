@@ -37,6 +37,34 @@ class CentroidAccumulator:
         return (self.sums / self.counts.clamp(min=1).unsqueeze(1)).float()
 
 
+def reference_running_mean(vectors: torch.Tensor, valid: torch.Tensor, passes: int = 5,
+                           sample_cap: int = 3000) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The authors' initial centroids, exactly: their running 'mean' update replayed `passes` times over the
+    per-image class vectors in dataset order (image-major, class-minor), the sample count capped at `sample_cap`.
+
+    μ_c ← (μ_c·n_c + v)/(n_c + 1), n_c ← min(n_c + 1, cap), in float32 as they compute it. The passes repeat the same
+    vectors (the model is in eval mode), so they are replayed instead of recomputed. With fewer than `sample_cap`
+    images per class this equals the exact mean up to float rounding; beyond it, late images weigh more.
+
+    Args:
+        vectors: N×C×D per-image class means; valid: N×C (≥ min_pixels pixels and a non-zero-sum vector).
+    Returns:
+        (C×D centroids, C sample counts after the last pass).
+    """
+    n_img, num_classes, dim = vectors.shape
+    mu = torch.zeros(num_classes, dim, dtype=torch.float32)
+    count = torch.zeros(num_classes, dtype=torch.float32)
+    vectors, valid = vectors.float().cpu(), valid.cpu()
+    for _ in range(passes):
+        for i in range(n_img):
+            m = valid[i]
+            if not bool(m.any()):
+                continue
+            mu[m] = (mu[m] * count[m, None] + vectors[i, m]) / (count[m] + 1)[:, None]
+            count[m] = (count[m] + 1).clamp(max=sample_cap)
+    return mu, count.long()
+
+
 def save_centroids(path: str | Path, centroids: torch.Tensor, counts: torch.Tensor, label_set: str) -> None:
     atomic_torch_save({"centroids": centroids.cpu(), "counts": counts.cpu(), "label_set": label_set}, path)
 

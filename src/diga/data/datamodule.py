@@ -6,8 +6,9 @@ crop size. Lightning iterates all streams together (`CombinedLoader`, max_size_c
 `on_before_batch_transfer` concatenates the streams of a domain, `ls` first, so a training step sees
 `batch["source"]` and `batch["target"]`, each a dict of `image` (uint8 B×3×H×W), `label`, … .
 
-Dataset configs (conf/data/*.yaml) carry a `loader:` block (splits, streams, eval resize, class retry) that
-is consumed here; the rest is passed to the dataset class.
+Dataset configs (conf/data/*.yaml) carry a `loader:` block (splits, streams, random rescale, eval resize, class
+retry) that is consumed here; the rest is passed to the dataset class. A stage's batch composition is the
+`streams` of each domain (set per experiment and stage in conf/recipe/).
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         source / target: dataset configs (`_target_` + kwargs + `loader:` block); target may be None
             (source-only and domain-generalisation stages).
         val: name → dataset config of each validation set (evaluated with labels, no augmentation).
-        crop_size: training crop (H, W) shared by all streams.
-        random_scale: (lo, hi) of the reference's anisotropic rescale, or None for a plain crop.
+        crop_size: training crop (H, W) shared by all streams. Each domain's `loader.random_scale` is the (lo, hi)
+            range of the reference's anisotropic rescale before the crop, or None for a plain crop.
         use_target: whether the training loader includes the target streams (stages that need them).
+        paired: the stage combines source image b with target image b (self-training's class-mix), so both
+            domains must deliver the same number of images per step; checked here, before any model is built.
         target_pseudo_label_dir: pseudo-labels to read with the target images (self-training).
         step_sampler: training order and augmentation as a function of (seed, global step) — a resumed run sees
             what the uninterrupted one would (`StepSampler`); False = plain shuffled epochs.
@@ -59,9 +62,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         target: Mapping[str, Any] | None = None,
         val: Mapping[str, Mapping[str, Any]] | None = None,
         crop_size: tuple[int, int] = (512, 896),
-        random_scale: tuple[float, float] | None = (0.7, 1.0),
-        target_random_scale: tuple[float, float] | None = (0.7, 1.0),
         use_target: bool = True,
+        paired: bool = False,
         target_pseudo_label_dir: str | None = None,
         num_workers: int = 2,
         val_batch_size: int = 1,
@@ -74,8 +76,10 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         self.cfg = {"source": _plain(source), "target": _plain(target) if target else None}
         self.val_cfg = {k: _plain(v) for k, v in (val or {}).items()}
         self.crop_size = tuple(crop_size)
-        self.random_scale = {"source": random_scale, "target": target_random_scale}
         self.use_target = use_target and target is not None
+        self.paired = paired
+        if paired and self.use_target:
+            check_paired_streams(self.cfg["source"], self.cfg["target"])
         self.target_pseudo_label_dir = target_pseudo_label_dir
         self.num_workers = num_workers
         self.val_batch_size = val_batch_size
@@ -97,7 +101,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
 
     def build_train_dataset(self, domain: str, stream: Mapping[str, Any], **overrides: Any) -> SegmentationDataset:
         ds_cfg, loader = self.split_cfg(self.cfg[domain] or {})
-        tf = train_transform(self.crop_size, stream.get("resize"), self.random_scale[domain])
+        tf = train_transform(self.crop_size, stream.get("resize"), loader.get("random_scale", (0.7, 1.0)))
         transform: Any = ClassContentRetry(tf) if domain == "source" and loader.get("class_retry", False) else tf
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get("train", "train"),
@@ -182,6 +186,34 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.training and isinstance(batch, dict):
             return merge_streams(batch)
         return batch
+
+
+def describe_streams(cfg: Mapping[str, Any]) -> str:
+    """`GTA5: 2 @720×1280 + 1 @1052×1914` — a domain's batch composition, for messages."""
+    name = str(cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+    parts = []
+    for s in (cfg.get("loader") or {}).get("streams") or []:
+        size = "native" if not s.get("resize") else "×".join(str(v) for v in s["resize"])
+        parts.append(f"{s.get('batch_size', 1)} @{size}")
+    return f"{name}: {' + '.join(parts) or 'no streams'}"
+
+
+def images_per_step(cfg: Mapping[str, Any]) -> int:
+    return sum(int(s.get("batch_size", 1)) for s in (cfg.get("loader") or {}).get("streams") or [])
+
+
+def check_paired_streams(source: Mapping[str, Any], target: Mapping[str, Any] | None) -> None:
+    """Self-training pairs source image b with target image b: both domains must deliver as many images per step."""
+    if target is None:
+        raise ValueError("this stage pairs source and target images, but no target dataset is configured")
+    ns, nt = images_per_step(source), images_per_step(target)
+    if ns != nt:
+        raise ValueError(
+            f"source and target batches do not pair: source streams [{describe_streams(source)}] give {ns} images "
+            f"per step, target streams [{describe_streams(target)}] give {nt}; self-training pastes source image b "
+            "onto target image b, so set datamodule.source.loader.streams / datamodule.target.loader.streams to the "
+            "same total (conf/recipe/<experiment>/<stage>.yaml holds the authors' composition)"
+        )
 
 
 def merge_streams(batch: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -87,9 +87,10 @@ def predict_logits(
             xi = xs.flip(-1) if flip else xs
             if cfg.mode == "slide":
                 logits = slide_logits(model, xi, cfg.crop_size, cfg.stride, num_classes, cfg.align_corners)
-            else:
-                logits = forward_logits(model, xi, xi.shape[-2:], cfg.align_corners)
-            logits = _resize(logits.flip(-1) if flip else logits, out_size, cfg.align_corners)
+                logits = _resize(logits, out_size, cfg.align_corners)
+            else:  # head-resolution logits straight to the output size: one interpolation, as the reference does
+                logits = forward_logits(model, xi, out_size, cfg.align_corners)
+            logits = logits.flip(-1) if flip else logits
             if fused is None:
                 fused = logits
             elif cfg.fusion == "max":

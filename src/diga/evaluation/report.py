@@ -12,8 +12,8 @@ import torch
 from diga.data.io import atomic_write_bytes
 from diga.data.labels import LabelSet
 from diga.evaluation.inference import InferenceConfig, predict_logits
+from diga.evaluation.visualize import to_uint8_hwc
 from diga.models.segmentor import Segmentor
-from diga.utils.visualize import to_uint8_hwc
 
 
 def plot_results(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> None:

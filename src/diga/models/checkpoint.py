@@ -30,9 +30,13 @@ def load_segmentor(path: str | Path) -> tuple[Segmentor, str]:
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and "model_cfg" in obj:  # exported final_model.pt
         model_cfg, label_set, sd = obj["model_cfg"], obj["label_set"], obj["state_dict"]
-    elif isinstance(obj, dict) and "hyper_parameters" in obj and "model_cfg" in obj["hyper_parameters"]:
+    elif (
+        isinstance(obj, dict)
+        and isinstance(obj.get("hyper_parameters"), dict)
+        and ("model" in obj["hyper_parameters"] or "model_cfg" in obj["hyper_parameters"])
+    ):  # a Lightning checkpoint of a segmentation stage (`model_cfg`: older diga versions)
         hp = obj["hyper_parameters"]
-        model_cfg, label_set = dict(hp["model_cfg"]), hp["label_set"]
+        model_cfg, label_set = dict(hp.get("model") or hp["model_cfg"]), hp["label_set"]
         sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     else:
         raise CheckpointError(f"{path}: not a diga checkpoint (no model config inside)")

@@ -1,69 +1,85 @@
-"""Model registry: a name (`segformer_b5`, `daformer_b5`, `deeplabv2_r101`, …) → `Segmentor`.
+"""`build_segmentor`: a registered encoder + a registered head + input normalisation = one `Segmentor`.
 
-Configs in conf/model/ call `build_segmentor` with the name and options; tests and scripts call it directly.
+Configs in conf/model/ call it with the encoder's and the head's names and options; no family is special-cased
+here — each encoder says its channels, strides and defaults (see `diga.models.registry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from diga.models.backbones import MiTBackbone, ResNetBackbone
-from diga.models.heads import DAFormerHead, DeepLabV2Head, SegFormerHead
+from diga.models.registry import create_backbone, create_head
 from diga.models.segmentor import Segmentor
 
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "segformer": SegFormerHead,
-    "daformer": DAFormerHead,
-    "deeplabv2": DeepLabV2Head,
-}
+
+def _spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`"mit_b5"` or `{name: mit_b5, drop_path_rate: 0.1}` → (name, options)."""
+    if isinstance(spec, str):
+        return spec, {}
+    opts = dict(spec)
+    if "name" not in opts:
+        raise ValueError(f"a backbone/head spec needs a 'name', got {sorted(opts)}")
+    return str(opts.pop("name")), opts
+
+
+def _accepted(fn: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of `kwargs` that `fn` takes (for the flat, legacy model configs)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def build_segmentor(
-    backbone: str = "mit_b5",
-    head: str = "segformer",
+    backbone: str | Mapping[str, Any] = "mit_b5",
+    head: str | Mapping[str, Any] = "segformer",
     num_classes: int = 19,
-    embed_dim: int | None = None,
     pretrained: str | Path | None = None,
     weights: str | Path | None = None,
-    drop_path_rate: float = 0.1,
-    dropout: float = 0.1,
     normalization: str | None = None,
     align_corners: bool | None = None,
-    feat_after_dropout: bool = False,
+    grad_checkpointing: bool = False,
+    **options: Any,
 ) -> Segmentor:
     """Build a segmentor.
 
     Args:
-        backbone: `mit_b0`…`mit_b5` or `resnet101`/`resnet50` (dilated, output stride 8).
-        head: `segformer`, `daformer` or `deeplabv2`.
-        embed_dim: head width; default 256 for b0/b1 and DeepLab/DAFormer, 768 for SegFormer b2–b5.
-        pretrained: ImageNet encoder weights (local file).
-        weights: a whole-model checkpoint of diga (overrides `pretrained`).
+        backbone: a registered encoder name or `{name: …, **encoder options}` (`diga.models.registry`).
+        head: a registered head name or `{name: …, **head options}` (e.g. `embed_dim`, `dropout`).
+        pretrained: ImageNet encoder weights (a local file; an error names it when it does not fit).
+        weights: a whole-model checkpoint of diga (takes precedence over `pretrained`).
+        normalization / align_corners: default to the encoder family's (`input_normalization`, `align_corners`).
+        grad_checkpointing: recompute encoder activations in the backward pass (memory for time).
+        options: flat options of older configs (`embed_dim`, `dropout`, `drop_path_rate`, `feat_after_dropout`),
+            routed to the encoder or the head that takes them.
     """
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {sorted(HEADS)}")
-    if backbone.startswith("mit_"):
-        enc: nn.Module = MiTBackbone(
-            backbone, pretrained=None if weights else pretrained, drop_path_rate=drop_path_rate
-        )
-        default_dim = 768 if head == "segformer" and backbone not in ("mit_b0", "mit_b1") else 256
-        normalization = normalization or "imagenet"
-        align_corners = bool(align_corners)
-    elif backbone.startswith("resnet"):
-        enc = ResNetBackbone(backbone, pretrained=None if weights else pretrained)
-        default_dim = 256
-        normalization = normalization or "imagenet"
-        align_corners = True if align_corners is None else align_corners
-    else:
-        raise ValueError(f"unknown backbone {backbone!r} (mit_b0…mit_b5, resnet101, resnet50)")
-    kwargs = {"embed_dim": embed_dim or default_dim, "dropout": dropout}
-    if head == "deeplabv2":
-        kwargs["feat_after_dropout"] = feat_after_dropout
-    dec = HEADS[head](list(enc.channels), num_classes, **kwargs)
-    model = Segmentor(enc, dec, num_classes, normalization=normalization, align_corners=align_corners)
+    from diga.models.registry import _BACKBONES, _HEADS, _ensure_builtin
+
+    _ensure_builtin()
+    bb_name, bb_opts = _spec(backbone)
+    head_name, head_opts = _spec(head)
+    if bb_name in _BACKBONES:
+        bb_opts = {**_accepted(_BACKBONES[bb_name], options), **bb_opts}
+    enc: nn.Module = create_backbone(bb_name, pretrained=None if weights else pretrained, **bb_opts)
+    if grad_checkpointing:
+        enc.set_grad_checkpointing(True)
+    if head_name in _HEADS:
+        head_opts = {**_accepted(_HEADS[head_name], options), **head_opts}
+    if head_opts.get("embed_dim") is None:
+        head_opts["embed_dim"] = getattr(enc, "default_head_width", {}).get(head_name, 256)
+    dec = create_head(head_name, list(enc.channels), num_classes, **head_opts)
+    model = Segmentor(
+        enc,
+        dec,
+        num_classes,
+        normalization=normalization or getattr(enc, "input_normalization", "imagenet"),
+        align_corners=bool(getattr(enc, "align_corners", False) if align_corners is None else align_corners),
+    )
     if weights:
         model.load_weights(weights)
     return model

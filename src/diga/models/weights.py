@@ -126,3 +126,26 @@ def resnet_to_timm(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if all(k.split(".", 1)[0] in ("Scale", "module") for k in sd):  # AdaptSegNet DeepLab file: strip first part
         sd = {k.split(".", 1)[1]: v for k, v in sd.items()}
     return {k: v for k, v in sd.items() if not k.startswith(("layer5", "fc."))}
+
+
+def daformer_head_from_mmseg(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DAFormer/mmseg `decode_head.*` keys of a DAFormerHead → the names of `diga.models.heads.DAFormerHead`.
+
+    mmcv's ConvModule is conv → bn (→ act); a DepthwiseSeparableConvModule is a depthwise and a pointwise ConvModule.
+    Used to evaluate or fine-tune DAFormer-trained models and to compare the head with the authors' implementation.
+    """
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("decode_head."):
+            k = k[len("decode_head.") :]
+        k = re.sub(r"^embed_layers\.(\d+)\.", r"embed.\1.", k)
+        k = re.sub(r"^fuse_layer\.aspp_modules\.(\d+)\.depthwise_conv\.(conv|bn)\.",
+                   lambda m: f"aspp.{m.group(1)}.0.{'0' if m.group(2) == 'conv' else '1'}.", k)  # fmt: skip
+        k = re.sub(r"^fuse_layer\.aspp_modules\.(\d+)\.pointwise_conv\.(conv|bn)\.",
+                   lambda m: f"aspp.{m.group(1)}.1.{'0' if m.group(2) == 'conv' else '1'}.", k)  # fmt: skip
+        k = re.sub(r"^fuse_layer\.aspp_modules\.(\d+)\.(conv|bn)\.",
+                   lambda m: f"aspp.{m.group(1)}.{'0' if m.group(2) == 'conv' else '1'}.", k)  # fmt: skip
+        k = re.sub(r"^fuse_layer\.bottleneck\.(conv|bn)\.",
+                   lambda m: f"bottleneck.{'0' if m.group(1) == 'conv' else '1'}.", k)  # fmt: skip
+        out[k] = v
+    return out

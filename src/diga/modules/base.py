@@ -1,8 +1,13 @@
-"""Shared machinery of every training stage: the student, validation on named sets, optimisation, logging.
+"""Shared machinery of every segmentation stage: the student, validation on named sets, optimisation, logging.
 
-Stages subclass `SegmentationModule` and implement `training_step`. Validation runs the configured test-time
-inference on each validation set, accumulates one confusion matrix per set (DDP-summed by torchmetrics) and
-logs `val/<set>/mIoU`, per-class IoUs and `val/mIoU` (the first set, for checkpoint monitors).
+Stages subclass `SegmentationModule` and implement `step_losses(batch) -> {"loss": …, …}`. Validation runs the
+configured test-time inference on each validation set, accumulates one confusion matrix per set (DDP-summed by
+torchmetrics) and logs `val/<set>/mIoU`, per-class IoUs and `val/mIoU` (the first set, for checkpoint monitors).
+
+`micro_batches=N` splits every step's batch into N equal parts that are forwarded and back-propagated one after
+the other before the single optimiser step: the gradient is that of the whole batch (the losses are means over
+equal-sized parts), peak activation memory about 1/N. BatchNorm then normalises with the statistics of each part;
+the two views of an image (warm-up, self-training) always stay in the same part, so they still share them.
 """
 
 from __future__ import annotations
@@ -20,12 +25,11 @@ from diga.data.labels import get_label_set
 from diga.data.samplers import seed_step
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, summarize
+from diga.evaluation.visualize import log_class_tables, log_segmentation_images
 from diga.models.segmentor import Segmentor
 from diga.modules.optim import build_optimizer, poly_lambda
+from diga.utils.artifacts import FINAL_MODEL
 from diga.utils.checkpoint_io import atomic_torch_save
-from diga.utils.visualize import log_class_tables, log_segmentation_images
-
-FINAL_MODEL = "final_model.pt"
 
 
 def build_model(model_cfg: Mapping[str, Any]) -> Segmentor:
@@ -43,43 +47,62 @@ def upsample(logits: torch.Tensor, size: Sequence[int], align_corners: bool) -> 
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
+def split_batch(batch: Mapping[str, Any], parts: int) -> list[dict[str, Any]]:
+    """Split every domain's tensors (and name lists) into `parts` equal chunks along the batch dimension."""
+    chunks: list[dict[str, Any]] = [{} for _ in range(parts)]
+    for domain, data in batch.items():
+        if not isinstance(data, Mapping):
+            raise TypeError(f"micro-batching expects a dict of domains, got {type(data).__name__} for {domain!r}")
+        n = next(v.shape[0] for v in data.values() if isinstance(v, torch.Tensor))
+        if n % parts:
+            raise ValueError(f"micro_batches={parts} does not divide the {domain} batch of {n} images")
+        k = n // parts
+        for i in range(parts):
+            chunks[i][domain] = {key: v[i * k : (i + 1) * k] for key, v in data.items()}
+    return chunks
+
+
 class SegmentationModule(pl.LightningModule):
     """Base LightningModule.
 
     Args:
-        model_cfg: config of the student segmentor (`_target_` + kwargs). Kept as plain data in the hparams so a
+        model: config of the student segmentor (`_target_` + kwargs). Kept as plain data in the hparams so a
             checkpoint rebuilds its own network (`python -m diga.evaluate ckpt=…`).
-        init_from: whole-segmentor weights to start from (a previous stage's checkpoint).
         label_set: name of the train-id space (for metric tables and image palettes).
-        optimizer: `{_target_: torch.optim.SGD, lr, …}` as a plain dict.
+        optimizer: `{_target_: torch.optim.SGD, lr, …, lr_mult: {backbone, head}}` as a plain dict.
         scheduler: `{power, warmup_steps, warmup_ratio}` for the per-iteration poly schedule.
-        head_lr_mult: learning-rate multiplier of the decode head (10 in SegFormer/DeepLab recipes).
-        val_names: names of the datamodule's validation sets, in loader order.
         inference: test-time inference settings used in validation.
-        log_images_every_n_val: log a few prediction images every N validations (0 = never).
+        val_names: names of the datamodule's validation sets, in loader order.
+        init_from: whole-segmentor weights to start from (a previous stage's checkpoint).
+        seed: seeds every random draw inside a step (with the step and rank).
+        micro_batches: forward/backward the step's batch in this many sequential parts (see the module docstring).
         channels_last: NHWC memory format for the student's convolutions (see benchmarks/).
         compile_model: `torch.compile` the student in place (state-dict keys unchanged; see benchmarks/).
+        log_images_every_n_val: log a few prediction images every N validations (0 = never).
     """
 
     def __init__(
         self,
-        model_cfg: Mapping[str, Any],
+        model: Mapping[str, Any],
         label_set: str,
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        head_lr_mult: float = 10.0,
-        val_names: Sequence[str] = ("val",),
         inference: Mapping[str, Any] | None = None,
-        log_images_every_n_val: int = 1,
-        num_log_images: int = 4,
+        val_names: Sequence[str] = ("val",),
         init_from: str | None = None,
+        seed: int = 0,
+        micro_batches: int = 1,
         channels_last: bool = False,
         compile_model: bool = False,
-        seed: int = 0,
+        log_images_every_n_val: int = 1,
+        num_log_images: int = 4,
     ) -> None:
         super().__init__()
+        if int(micro_batches) < 1:
+            raise ValueError(f"micro_batches must be ≥ 1, got {micro_batches}")
         self.save_hyperparameters()
-        self.model: Segmentor = build_model(model_cfg)
+        self.automatic_optimization = int(micro_batches) == 1
+        self.model: Segmentor = build_model(model)
         if init_from:
             self.model.load_weights(init_from)
         if channels_last:
@@ -90,12 +113,13 @@ class SegmentationModule(pl.LightningModule):
         self.val_names = list(val_names)
         self.inference = InferenceConfig.from_config(inference or {})
         self.val_metrics = nn.ModuleList(SegMetric(self.labels) for _ in self.val_names)
+        self.last_val_results: dict[str, dict[str, float]] = {}
         self._val_count = 0
         self._val_images: list[dict[str, Any]] = []
 
     # --- hooks ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        for m in self.val_metrics:  # ddp_spawn shares metric state until the first reset (ECOSYSTEM §2.0/2)
+        for m in self.val_metrics:  # ddp_spawn shares metric state until the first reset
             m.reset()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -114,6 +138,33 @@ class SegmentationModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at input resolution for float images in [0, 1]."""
         return upsample(self.model(x).logits, x.shape[-2:], self.model.align_corners)
+
+    # --- training -------------------------------------------------------------------------------------
+    def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The stage's losses for one (micro-)batch; `loss` is what is back-propagated."""
+        raise NotImplementedError
+
+    def batch_size_of(self, batch: Mapping[str, Any]) -> int:
+        return int(batch["source"]["image"].shape[0])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self.automatic_optimization:
+            losses = self.step_losses(batch)
+            self.log_losses(losses, batch_size=self.batch_size_of(batch))
+            return losses["loss"]
+        parts = int(self.hparams.micro_batches)
+        opt = self.optimizers()
+        opt.zero_grad()
+        total: dict[str, torch.Tensor] = {}
+        for chunk in split_batch(batch, parts):
+            losses = self.step_losses(chunk)
+            self.manual_backward(losses["loss"] / parts)
+            for k, v in losses.items():
+                total[k] = total.get(k, 0) + v.detach() / parts
+        opt.step()
+        self.lr_schedulers().step()
+        self.log_losses(total, batch_size=self.batch_size_of(batch))
+        return None
 
     # --- validation -----------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -139,10 +190,13 @@ class SegmentationModule(pl.LightningModule):
             confmats[name] = metric.compute()  # all ranks: compute() all-reduces the confusion matrix
             metric.reset()
             results[name] = summary = summarize(confmats[name], self.labels)
-            self.log_dict({f"val/{name}/{k}": v for k, v in summary.items()}, sync_dist=False)
+            # float64: the numbers written to results.json are the confusion matrix's, not float32-rounded
+            self.log_dict({f"val/{name}/{k}": torch.tensor(v, dtype=torch.float64) for k, v in summary.items()},
+                          sync_dist=False)  # fmt: skip
         if results:
             self.log("val/mIoU", results[self.val_names[0]]["mIoU"], prog_bar=True)
         self.last_val_results = results
+        self.last_val_step = int(self.global_step)
         every = self.hparams.log_images_every_n_val
         if every and self._val_count % every == 0 and not self.trainer.sanity_checking:
             log_segmentation_images(self.logger, "val/predictions", self._val_images, self.labels, self.global_step)
@@ -153,7 +207,7 @@ class SegmentationModule(pl.LightningModule):
     # --- export -------------------------------------------------------------------------------------------
     def export(self, out_dir: str | Path) -> Path:
         """`final_model.pt`: config + weights of the student, what `diga.evaluate` and the next stage load."""
-        model_cfg = {**dict(self.hparams.model_cfg), "pretrained": None, "weights": None}
+        model_cfg = {**dict(self.hparams.model), "pretrained": None, "weights": None}
         path = Path(out_dir) / FINAL_MODEL
         atomic_torch_save({"model_cfg": model_cfg, "label_set": self.hparams.label_set,
                            "state_dict": self.model.state_dict()}, path)  # fmt: skip
@@ -164,9 +218,7 @@ class SegmentationModule(pl.LightningModule):
         return self.model.param_groups()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = build_optimizer(
-            self.hparams.optimizer, self.param_groups(), {"backbone": 1.0, "head": self.hparams.head_lr_mult}
-        )
+        opt = build_optimizer(self.hparams.optimizer, self.param_groups())
         sched_cfg = dict(self.hparams.scheduler or {})
         max_steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
         sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_lambda(max_steps, **sched_cfg))

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule from plain config dicts (kept out of hparams as objects, ECOSYSTEM §2.0/1)."""
+"""Optimizer and learning-rate schedule from plain config dicts (kept out of hparams as objects)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ import torch
 from hydra.utils import instantiate
 
 
-def build_optimizer(
-    cfg: Mapping[str, Any], groups: Mapping[str, list[torch.nn.Parameter]], lr_mults: Mapping[str, float]
-) -> torch.optim.Optimizer:
-    """`cfg` = {`_target_`: torch.optim.X, lr: …, …}; each named group gets `lr · lr_mults[name]`.
+def build_optimizer(cfg: Mapping[str, Any], groups: Mapping[str, list[torch.nn.Parameter]]) -> torch.optim.Optimizer:
+    """`cfg` = {`_target_`: torch.optim.X, lr, …, lr_mult: {group: factor}}; each named group gets lr · factor.
 
-    Parameters are de-duplicated across groups (the reference lists backbone weights up to 4×, METHOD.md §11.1).
+    Parameters are de-duplicated across groups (the reference lists backbone weights up to 4× — each would then be
+    updated several times per step).
     """
     cfg = dict(cfg)
+    lr_mult = dict(cfg.pop("lr_mult", None) or {})
     base_lr = float(cfg["lr"])
     seen: set[int] = set()
     param_groups = []
     for name, params in groups.items():
         unique = [p for p in params if id(p) not in seen and not seen.add(id(p))]  # type: ignore[func-returns-value]
         if unique:
-            param_groups.append({"params": unique, "lr": base_lr * float(lr_mults.get(name, 1.0)), "name": name})
+            param_groups.append({"params": unique, "lr": base_lr * float(lr_mult.get(name, 1.0)), "name": name})
     return instantiate(cfg, params=param_groups, _convert_="all")
 
 

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from diga.losses import cross_entropy, ohem_cross_entropy
+from diga.losses import build_seg_loss
 from diga.modules.base import SegmentationModule, upsample
 
 
 class SourceOnlyModule(SegmentationModule):
-    """`L = CE(student(x_s), y_s)` (or OHEM), logits up-sampled to the crop before the loss.
+    """`L = seg_loss(student(x_s), y_s)`, logits up-sampled to the crop before the loss.
 
     Args:
-        seg_loss: "ce" or "ohem".
-        ce_normalization: "valid" (standard) or "all_pixels" (the reference's CE_ref).
+        seg_loss: `{kind: ce, normalization: all_pixels|valid}` or `{kind: ohem, thresh, min_kept}` (conf/loss/).
     """
 
-    def __init__(self, *args: Any, seg_loss: str = "ce", ce_normalization: str = "valid", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, seg_loss: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._seg_loss = build_seg_loss(seg_loss)
 
     def seg_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.hparams.seg_loss == "ohem":
-            return ohem_cross_entropy(logits, target)
-        return cross_entropy(logits, target, self.hparams.ce_normalization)
+        return self._seg_loss(logits, target)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         src = batch["source"]
         x, y = self.prep(src["image"]), src["label"]
         logits = upsample(self.model(x).logits, y.shape[-2:], self.model.align_corners)
         loss = self.seg_loss(logits, y)
-        self.log_losses({"loss": loss, "loss_src": loss}, batch_size=x.shape[0])
-        return loss
+        return {"loss": loss, "loss_src": loss}

@@ -22,21 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diga.evaluation.visualize import log_image_rows, to_uint8_hwc
 from diga.modules.base import to_float_image
 from diga.modules.optim import poly_lambda
 from diga.translation.losses import VGGPerceptual, lsgan_d_loss, lsgan_g_loss, seg_edge_loss
 from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
+from diga.utils.artifacts import TRANSLATOR
 from diga.utils.checkpoint_io import atomic_torch_save
-from diga.utils.visualize import log_image_rows, to_uint8_hwc
-
-TRANSLATOR_FILE = "translator.pt"
 
 
 class TranslatorModule(pl.LightningModule):
     def __init__(self, width: int = 64, n_res: int = 4, disc_width: int = 64, disc_scales: int = 3, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.5, 0.999), poly_power: float = 0.9, w_adv: float = 0.5,
                  w_cyc: float = 10.0, w_edge: float = 20.0, w_percep: float = 0.1, w_self: float = 0.001,
-                 vgg_weights: str | None = None, log_images_every_n_steps: int = 0,
+                 vgg_weights: str | None = None, grad_checkpointing: bool = False, log_images_every_n_steps: int = 0,
                  label_set: str = "cityscapes19") -> None:  # fmt: skip
         super().__init__()
         self.save_hyperparameters()
@@ -45,6 +44,8 @@ class TranslatorModule(pl.LightningModule):
         self.dec_s2t, self.dec_t2s = ImgDecoder(width, n_res), ImgDecoder(width, n_res)
         self.dis_s2t = MultiScaleDiscriminator(disc_width, num_scales=disc_scales)
         self.dis_t2s = MultiScaleDiscriminator(disc_width, num_scales=disc_scales)
+        for net in self.generators():
+            net.set_grad_checkpointing(grad_checkpointing)
         self.vgg = VGGPerceptual(vgg_weights) if w_percep > 0 else None
         self.val_names: list[str] = []
 
@@ -120,7 +121,7 @@ class TranslatorModule(pl.LightningModule):
 
     def export(self, out_dir: str | Path) -> Path:
         """`translator.pt`: what LearnedTranslator loads (architecture + enc_s + dec_s2t)."""
-        path = Path(out_dir) / TRANSLATOR_FILE
+        path = Path(out_dir) / TRANSLATOR
         atomic_torch_save({"arch": {"width": self.hparams.width, "n_res": self.hparams.n_res},
                            "enc_s": self.enc_s.state_dict(), "dec_s2t": self.dec_s2t.state_dict()}, path)  # fmt: skip
         return path

@@ -1,5 +1,12 @@
 """Pseudo-label selection: bilateral consensus (DiGA) and the fixed-threshold baseline."""
 
-from diga.pseudo_labels.selection import bilateral_consensus, confidence_threshold, downsample_labels
+from diga.pseudo_labels.selection import (
+    PL_SELECTIONS,
+    bilateral_consensus,
+    confidence_threshold,
+    downsample_labels,
+    select_pseudo_labels,
+)
 
-__all__ = ["bilateral_consensus", "confidence_threshold", "downsample_labels"]
+__all__ = ["PL_SELECTIONS", "bilateral_consensus", "confidence_threshold", "downsample_labels",
+           "select_pseudo_labels"]  # fmt: skip

@@ -19,6 +19,21 @@ def bilateral_consensus(offline: torch.Tensor, centroid: torch.Tensor) -> torch.
     return torch.where(offline == centroid, offline, torch.full_like(offline, IGNORE_INDEX))
 
 
+PL_SELECTIONS = ("consensus", "offline", "centroid")
+
+
+def select_pseudo_labels(offline: torch.Tensor, centroid: torch.Tensor, mode: str = "consensus") -> torch.Tensor:
+    """Self-training's target labels: `consensus` (DiGA), `offline` (the offline pseudo-labels as they are — with a
+    thresholded pseudo-label stage this is the fixed-threshold baseline) or `centroid` (nearest-centroid only)."""
+    if mode == "consensus":
+        return bilateral_consensus(offline, centroid)
+    if mode == "offline":
+        return offline
+    if mode == "centroid":
+        return centroid
+    raise ValueError(f"pseudo-label selection must be one of {PL_SELECTIONS}, got {mode!r}")
+
+
 def confidence_threshold(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     """The fixed-threshold baseline: argmax where max softmax probability ≥ threshold, else 255."""
     conf, label = probs.max(1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 
-def run_task(cfg: DictConfig) -> dict[str, float]:
+def run_task(cfg: DictConfig) -> dict[str, Any]:
     # fail before building anything when a stage's mandatory input (`???`) was not given
     OmegaConf.to_container(cfg.stage, resolve=True, throw_on_missing=True)
     task = cfg.stage.get("task", "fit")

@@ -1,48 +1,33 @@
-"""Train one stage with Lightning, export the final segmentor, evaluate it on every validation set."""
+"""Train one stage with Lightning, export what it hands on, evaluate it on every validation set."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table
-from diga.modules.base import SegmentationModule
 from diga.tasks.results import write_results
 from diga.tasks.selection import apply_selection, restore_selected
+from diga.utils.artifacts import LAST_CHECKPOINT
 from diga.utils.checkpoint_io import AtomicCheckpointIO
-from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig, **extra: Any) -> pl.LightningModule:
-    """Instantiate the stage's LightningModule; segmentation stages also get the shared model/optim/val settings."""
-    cls = get_class(cfg.stage.module._target_)
-    common: dict[str, Any] = {}
-    if issubclass(cls, SegmentationModule):
-        common = {
-            "model_cfg": to_plain(cfg.model),
-            "label_set": cfg.label_set,
-            "optimizer": to_plain(cfg.optimizer),
-            "scheduler": to_plain(cfg.scheduler),
-            "head_lr_mult": cfg.head_lr_mult,
-            "val_names": list(cfg.datamodule.val or {}),
-            "inference": to_plain(cfg.inference),
-            "init_from": cfg.stage.get("init_from"),
-            "channels_last": bool(cfg.get("channels_last", False)),
-            "compile_model": bool(cfg.get("compile_model", False)),
-            "seed": int(cfg.seed),
-        }
-    # plain containers in hparams: checkpoints load with torch's weights_only=True
-    return instantiate(cfg.stage.module, _recursive_=False, _convert_="all", **common, **extra)
+def build_module(cfg: DictConfig) -> pl.LightningModule:
+    """The stage's LightningModule: its whole constructor is `stage.module` (plain containers in the hparams, so
+    checkpoints load with torch's weights_only=True)."""
+    return instantiate(cfg.stage.module, _recursive_=False, _convert_="all")
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
@@ -73,7 +58,7 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
     if not ckpt_path:
         return None
     if ckpt_path == "last":
-        last = Path(ckpt_dir) / "last.ckpt"
+        last = Path(ckpt_dir) / LAST_CHECKPOINT
         if last.is_file():
             return str(last)
         log.info("ckpt_path=last but %s does not exist yet: starting from scratch", last)
@@ -83,7 +68,23 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
     return str(ckpt_path)
 
 
-def run_fit(cfg: DictConfig) -> dict[str, float]:
+def results_from_metrics(metrics: Mapping[str, Any], val_names: list[str]) -> dict[str, dict[str, float]]:
+    """`val/<set>/<key>` entries of Lightning's logged metrics → {set: {key: value}}."""
+    out: dict[str, dict[str, float]] = {name: {} for name in val_names}
+    for key, value in metrics.items():
+        parts = key.split("/", 2)
+        if len(parts) == 3 and parts[0] == "val" and parts[1] in out:
+            out[parts[1]][parts[2]] = float(value)
+    return {k: v for k, v in out.items() if v}
+
+
+def validate(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+             val_names: list[str]) -> dict[str, dict[str, float]]:  # fmt: skip
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return results_from_metrics(trainer.callback_metrics, val_names)
+
+
+def run_fit(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     selection = apply_selection(cfg)
@@ -92,24 +93,30 @@ def run_fit(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    val_names = list(getattr(module, "val_names", []) or [])
+    labels = get_label_set(cfg.label_set)
     results: dict[str, dict[str, float]] = {}
-    has_val = bool(getattr(module, "val_names", None))
-    if has_val and selection != "last":  # also report the last model, so the effect of selection is visible
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+    # the validation that ran at the last step already scored the last weights: no second pass over the sets
+    validated_last = getattr(module, "last_val_step", None) == trainer.global_step and trainer.global_step > 0
+    if val_names and selection != "last":  # also report the last model, so the effect of selection is visible
+        last = results_from_metrics(trainer.callback_metrics, val_names) if validated_last else None
+        last = last or validate(trainer, module, datamodule, val_names)
         if trainer.is_global_zero:
-            write_results(module.last_val_results, module.labels, out_dir, stem="results_last")
-    restore_selected(trainer, module, selection)
+            write_results(last, labels, out_dir, stem="results_last")
+    restored = restore_selected(trainer, module, selection)
     if trainer.is_global_zero:
         module.export(out_dir)
-    if has_val:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        results = module.last_val_results
+    if val_names:
+        if validated_last and not restored:
+            results = results_from_metrics(trainer.callback_metrics, val_names)
+        results = results or validate(trainer, module, datamodule, val_names)
         if trainer.is_global_zero:
-            write_results(results, module.labels, out_dir)
+            write_results(results, labels, out_dir)
             print(f"\n[{cfg.experiment_name} / {cfg.stage.name}] target evaluation after {trainer.global_step} steps")
-            print(format_table(results, module.labels))
-    # other ranks go on to read what rank 0 wrote (the next stage's init_from, the pipeline's results.json)
+            print(format_table(results, labels))
+    # other ranks go on to read what rank 0 wrote (the next stage's init_from)
     trainer.strategy.barrier("diga-stage-outputs-written")
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     first = next(iter(results.values()), {})
-    return {"mIoU": first.get("mIoU", float("nan")), **{f"{k}/mIoU": v["mIoU"] for k, v in results.items()}}
+    return {"mIoU": first.get("mIoU", float("nan")), **{f"{k}/mIoU": v["mIoU"] for k, v in results.items()},
+            "results": results}  # fmt: skip

@@ -23,7 +23,7 @@ from diga.utils.hydra import to_plain
 
 # the parts of the run config the offline stages read; resolved in the launching process (Hydra's runtime
 # interpolations cannot be resolved in a spawned child)
-_OFFLINE_KEYS = ("stage", "paths", "datamodule", "inference", "pseudo_label_scales")
+_OFFLINE_KEYS = ("stage", "paths", "datamodule")
 
 
 def build_fabric(cfg: DictConfig) -> Fabric:

@@ -4,11 +4,11 @@ source-only baseline → translator → warm-up → pseudo-labels → centroids 
 pseudo-labels from the latest model, self-training again) → target-supervised upper bound, then one table.
 
 Every sub-stage runs in `<run dir>/<NN>_<name>/` with its own composed config (the pipeline's command-line
-overrides + the wiring to earlier outputs). A finished sub-stage leaves `DONE.json` (atomic) and is skipped
-when the pipeline is started again with the same `run_id`; an interrupted training sub-stage resumes from its
-`checkpoints/last.ckpt`; the pseudo-label stage resumes image by image. Under multi-process DDP
-(`trainer=ddp`) every rank runs the same plan (each stage synchronises its ranks); rank 0 writes the markers
-and the summary.
+overrides + the wiring to earlier outputs, named by `diga.utils.artifacts`). A finished sub-stage leaves
+`DONE.json` (atomic, holding the metrics its task returned) and is skipped when the pipeline is started again
+with the same `run_id`; an interrupted training sub-stage resumes from its last checkpoint; the pseudo-label stage
+resumes image by image. Under multi-process DDP (`trainer=ddp`) every rank runs the same plan (each stage
+synchronises its ranks); rank 0 writes the markers and the summary.
 """
 
 from __future__ import annotations
@@ -18,65 +18,62 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from diga.data.io import atomic_write_bytes
-from diga.utils.hydra import CONFIG_DIR, to_plain
+from diga.tasks.config import compose_stage
+from diga.utils.artifacts import StageOutputs
+from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
-DONE = "DONE.json"
 
 
 @dataclass
 class Step:
     name: str  # directory / row name
     stage: str  # conf/stage/<stage>.yaml
+    out: StageOutputs  # its run directory
     overrides: list[str] = field(default_factory=list)
     oracle: bool = False  # train on the target with its labels (upper bound)
     row: str | None = None  # label in the results table (None: not a table row)
 
 
 def plan(cfg: DictConfig, root: Path) -> list[Step]:
-    """The sub-stages and how each one's inputs point at earlier outputs."""
+    """The sub-stages, each with its directory and the overrides that point its inputs at earlier outputs."""
     st = cfg.stage
-    d = {}
     steps: list[Step] = []
 
-    def add(step: Step) -> Path:
-        out = root / f"{len(steps):02d}_{step.name}"
-        d[step.name] = out
-        steps.append(step)
+    def add(name: str, stage: str, overrides: list[str] | None = None, **kw: Any) -> StageOutputs:
+        out = StageOutputs(root / f"{len(steps):02d}_{name}")
+        steps.append(Step(name, stage, out, list(overrides or []), **kw))
         return out
 
     if st.baseline:
-        add(Step("source_only", "source_only", row="source-only"))
-    tr_kind = st.translator
-    tr = [f"translator.kind={tr_kind}"]
-    if tr_kind == "learned":
-        out = add(Step("translator", "translator"))
-        tr.append(f"translator.checkpoint={out / 'translator.pt'}")
-    warm = add(Step("warmup", "warmup", tr, row="warm-up"))
-    model = warm / "final_model.pt"
-    pl = add(Step("pseudolabel", "pseudolabel", [f"stage.init_from={model}"]))
-    cen = add(Step("centroids", "centroids", [f"stage.init_from={model}"]))
-    centroids = cen / "centroids.pt"
-    for r in range(int(st.refine_rounds) + 1):
-        sfx = "" if r == 0 else f"_r{r + 1}"
-        if r > 0:
-            pl = add(Step(f"pseudolabel{sfx}", "pseudolabel", [f"stage.init_from={model}"]))
-            if st.recompute_centroids_each_round:
-                centroids = add(Step(f"centroids{sfx}", "centroids", [f"stage.init_from={model}"])) / "centroids.pt"
-        wiring = [f"stage.init_from={model}", f"pseudo_label_dir={pl / 'pseudo_labels'}", f"centroids_path={centroids}"]
-        out = add(Step(f"selftrain{sfx}", "selftrain", [*tr, *wiring],
-                       row="self-training" if r == 0 else f"refinement {r}"))  # fmt: skip
-        model = out / "final_model.pt"
+        add("source_only", "source_only", row="source-only")
+    tr = [f"stage.module.translator.kind={st.translator}"]
+    if st.translator == "learned":
+        tr.append(f"stage.module.translator.checkpoint={add('translator', 'translator').translator}")
+    else:
+        tr.append("stage.module.translator.checkpoint=null")
+    model = add("warmup", "warmup", tr, row="warm-up").final_model
+    if st.get("adaptation", True):
+        pls = add("pseudolabel", "pseudolabel", [f"stage.init_from={model}"]).pseudo_labels
+        centroids = add("centroids", "centroids", [f"stage.init_from={model}"]).centroids
+        for r in range(int(st.refine_rounds) + 1):
+            sfx = "" if r == 0 else f"_r{r + 1}"
+            if r > 0:
+                pls = add(f"pseudolabel{sfx}", "pseudolabel", [f"stage.init_from={model}"]).pseudo_labels
+                if st.recompute_centroids_each_round:
+                    centroids = add(f"centroids{sfx}", "centroids", [f"stage.init_from={model}"]).centroids
+            wiring = [f"stage.init_from={model}", f"stage.pseudo_labels={pls}", f"stage.centroids={centroids}"]
+            row = "self-training" if r == 0 else f"refinement {r}"
+            model = add(f"selftrain{sfx}", "selftrain", [*tr, *wiring], row=row).final_model
     if st.oracle:
-        add(Step("target_supervised", "source_only", oracle=True, row="target-supervised (upper bound)"))
+        add("target_supervised", "source_only", oracle=True, row="target-supervised (upper bound)")
     return steps
 
 
@@ -87,19 +84,14 @@ def _base_overrides() -> list[str]:
     except ValueError as e:  # composed without Hydra's runtime: the sub-stages would silently lose the overrides
         raise RuntimeError(
             "stage=pipeline needs the Hydra runtime config to recompose its sub-stages: run it with "
-            "`python -m diga.train … stage=pipeline` or compose with diga.utils.hydra.compose_config(overrides)"
+            "`python -m diga.train … stage=pipeline` or compose with diga.tasks.config.compose_config(overrides)"
         ) from e
     skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.")
     return [o for o in task if not o.lstrip("+~").startswith(skip)]
 
 
-def compose_step(step: Step, out_dir: Path, base: list[str], extra: list[str]) -> DictConfig:
-    overrides = [*base, f"stage={step.stage}", *step.overrides, *extra, f"paths.output_dir={out_dir}"]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name="train", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
+def compose_step(step: Step, base: list[str], extra: list[str]) -> DictConfig:
+    cfg = compose_stage([*base, f"stage={step.stage}", *step.overrides, *extra, f"paths.output_dir={step.out.root}"])
     if step.oracle:
         with open_dict(cfg):
             cfg.datamodule.source = copy.deepcopy(cfg.datamodule.target)
@@ -108,43 +100,49 @@ def compose_step(step: Step, out_dir: Path, base: list[str], extra: list[str]) -
     return cfg
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, float]:
+def step_configs(cfg: DictConfig) -> list[tuple[Step, DictConfig]]:
+    """Every sub-stage with its composed config (without resume overrides): for checks before anything runs."""
+    base = _base_overrides()
+    per_step = to_plain(cfg.stage.get("step_overrides")) or {}
+    return [(s, compose_step(s, base, list(per_step.get(s.name, per_step.get(s.stage, [])))))
+            for s in plan(cfg, Path(cfg.paths.output_dir))]  # fmt: skip
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     from diga.tasks import run_task
 
     root = Path(cfg.paths.output_dir)
     base = _base_overrides()
     per_step = to_plain(cfg.stage.get("step_overrides")) or {}
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, Path] = {}
-    for i, step in enumerate(plan(cfg, root)):
-        out = root / f"{i:02d}_{step.name}"
-        done = out / DONE
-        if done.is_file():
-            metrics = json.loads(done.read_text())
+    for step in plan(cfg, root):
+        if step.out.done.is_file():
+            metrics = json.loads(step.out.done.read_text())
             log.info("pipeline: %s already done, skipping", step.name)
         else:
             extra = list(per_step.get(step.name, per_step.get(step.stage, [])))
-            if (out / "checkpoints" / "last.ckpt").is_file():
-                extra.append(f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}")
+            if step.out.last_checkpoint.is_file():
+                extra.append(f"ckpt_path={step.out.last_checkpoint}")
                 log.info("pipeline: resuming %s from its last checkpoint", step.name)
-            log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, out)
-            metrics = run_task(compose_step(step, out, base, extra))
+            log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, step.out.root)
+            metrics = run_task(compose_step(step, base, extra))
             if rank_zero_only.rank == 0:
-                atomic_write_bytes(done, json.dumps(metrics, indent=1).encode())
+                atomic_write_bytes(step.out.done, json.dumps(metrics, indent=1).encode())
         if step.row:
-            results = json.loads((out / "results.json").read_text())
-            rows[step.row] = {name: r["mIoU"] for name, r in results.items()}
-            models[step.row] = out / "final_model.pt"
-    summary = {f"{row}/{name}": v for row, sets in rows.items() for name, v in sets.items()} | {
-        "mIoU": next(iter(rows.get("self-training", {}).values()), float("nan"))
-    }
+            rows[step.row] = metrics.get("results", {})
+            models[step.row] = step.out.final_model
+    summary = {f"{row}/{name}": r["mIoU"] for row, sets in rows.items() for name, r in sets.items()}
+    last_row = next((r for r in ("self-training", "warm-up") if r in rows), None)
+    summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")
     if rank_zero_only.rank != 0:  # under multi-process DDP every rank runs the plan; one writes the summary
         return summary
-    table = format_pipeline_table(rows)
+    miou_rows = {row: {name: r["mIoU"] for name, r in sets.items()} for row, sets in rows.items()}
+    table = format_pipeline_table(miou_rows)
     print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}")
-    atomic_write_bytes(root / "pipeline_results.json", json.dumps(rows, indent=1).encode())
-    atomic_write_bytes(root / "pipeline_results.csv", _csv(rows).encode())
-    write_pictures(cfg, root, rows, models)
+    atomic_write_bytes(root / "pipeline_results.json", json.dumps(miou_rows, indent=1).encode())
+    atomic_write_bytes(root / "pipeline_results.csv", _csv(miou_rows).encode())
+    write_pictures(cfg, root, miou_rows, models)
     print(f"results: {root / 'pipeline_results.csv'}, {root / 'pipeline_results.png'}, {root / 'predictions.png'}")
     return summary
 
@@ -162,12 +160,13 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     if not val_cfgs or not models:
         return
     dataset = DomainAdaptationDataModule.build_eval_dataset(next(iter(val_cfgs.values())))
-    batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
-    images = batch["image"].float() / 255
-    if len({tuple(dataset[i]["image"].shape) for i in range(min(num_images, len(dataset)))}) != 1:
+    items = [dataset[i] for i in range(min(num_images, len(dataset)))]
+    if len({tuple(it["image"].shape) for it in items}) != 1:
         return  # differently sized val images: no grid
+    batch = collate(items)
     loaded = {row: load_segmentor(path)[0] for row, path in models.items()}
-    prediction_grid(loaded, images, batch["label"], get_label_set(cfg.label_set), root / "predictions.png")
+    prediction_grid(loaded, batch["image"].float() / 255, batch["label"], get_label_set(cfg.label_set),
+                    root / "predictions.png")  # fmt: skip
 
 
 def format_pipeline_table(rows: dict[str, dict[str, float]]) -> str:

@@ -27,10 +27,11 @@ from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.models.checkpoint import load_segmentor
 from diga.pseudo_labels import confidence_threshold
 from diga.tasks.offline import launch, shard
+from diga.utils.artifacts import PSEUDO_LABEL_MANIFEST as MANIFEST
+from diga.utils.artifacts import PSEUDO_LABELS
 from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 
 
 def target_train_dataset(cfg: DictConfig, **overrides: Any):
@@ -45,7 +46,7 @@ def target_train_dataset(cfg: DictConfig, **overrides: Any):
 
 
 def inference_config(cfg: DictConfig) -> InferenceConfig:
-    return InferenceConfig.from_config(cfg.stage.get("inference") or cfg.inference)
+    return InferenceConfig.from_config(cfg.stage.inference)
 
 
 def run_pseudolabel(cfg: DictConfig) -> dict[str, float]:
@@ -57,7 +58,7 @@ def run_pseudolabel(cfg: DictConfig) -> dict[str, float]:
 def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
     """One process's share of the images; rank 0 writes the manifest once every process has finished."""
     st = cfg.stage
-    out_dir = Path(st.get("output_dir") or Path(cfg.paths.output_dir) / "pseudo_labels")
+    out_dir = Path(st.get("output_dir") or Path(cfg.paths.output_dir) / PSEUDO_LABELS)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, label_set = load_segmentor(st.init_from)
     palette = get_label_set(label_set).palette_bytes()

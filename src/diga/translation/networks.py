@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diga.models.checkpointing import checkpointed
+
 
 def conv_block(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, norm: bool = True,
                act: str | None = "relu", pad_mode: str = "reflect", bias: bool = True) -> nn.Sequential:  # fmt: skip
@@ -39,7 +41,22 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-class ImgEncoder(nn.Module):
+class _CheckpointableSequential(nn.Module):
+    """`self.net` applied in order; residual blocks recomputed in the backward pass when checkpointing is on."""
+
+    net: nn.Sequential
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = checkpointed(layer, x) if self.grad_checkpointing and isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class ImgEncoder(_CheckpointableSequential):
     """7×7 conv → two stride-2 4×4 convs → residual blocks. Output: 4·width channels at 1/4 resolution."""
 
     def __init__(self, width: int = 64, n_res: int = 4) -> None:
@@ -51,11 +68,8 @@ class ImgEncoder(nn.Module):
             *[ResBlock(4 * width) for _ in range(n_res)],
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
-
-class ImgDecoder(nn.Module):
+class ImgDecoder(_CheckpointableSequential):
     """Residual blocks → 2× [nearest ×2, 5×5 conv, IN, ReLU] → 7×7 conv → tanh (image in [−1, 1])."""
 
     def __init__(self, width: int = 64, n_res: int = 4) -> None:
@@ -68,9 +82,6 @@ class ImgDecoder(nn.Module):
             conv_block(2 * width, width, 5, pad=2),
             conv_block(width, 3, 7, pad=3, norm=False, act="tanh"),
         )
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net(f)
 
 
 class MultiScaleDiscriminator(nn.Module):

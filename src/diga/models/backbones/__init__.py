@@ -1,4 +1,4 @@
-"""Encoders built from timm, with local-file weight loading."""
+"""Encoders built from timm, with local-file weight loading. Importing this package registers them."""
 
 from diga.models.backbones.mit import MiTBackbone
 from diga.models.backbones.resnet import ResNetBackbone

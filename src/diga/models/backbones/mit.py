@@ -8,6 +8,7 @@ import timm
 import torch
 from torch import nn
 
+from diga.models.registry import register_backbone
 from diga.models.weights import load_into, mit_to_timm_features, read_state_dict
 
 MIT_VARIANTS = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
@@ -21,6 +22,9 @@ class MiTBackbone(nn.Module):
         pretrained: local weight file (NVlabs `mit_bN.pth`, timm, or mmseg/DAFormer `backbone.`-prefixed).
         drop_path_rate: stochastic depth (SegFormer/DAFormer use 0.1).
     """
+
+    input_normalization = "imagenet"
+    align_corners = False
 
     def __init__(
         self, variant: str = "mit_b5", pretrained: str | Path | None = None, drop_path_rate: float = 0.1
@@ -39,11 +43,29 @@ class MiTBackbone(nn.Module):
         )
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
+        # SegFormer's all-MLP head is 256 wide on B0/B1 and 768 wide on B2–B5
+        self.default_head_width = {"segformer": 256 if variant in ("mit_b0", "mit_b1") else 768}
         if pretrained:
             self.load_pretrained(pretrained)
 
     def load_pretrained(self, path: str | Path) -> int:
         return load_into(self.body, mit_to_timm_features(read_state_dict(path)), path, f"{self.variant} encoder")
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each transformer block in the backward pass (timm's checkpoint_seq)."""
+        self.body.set_grad_checkpointing(enable)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.body(x)
+
+
+def _mit_builder(variant: str):
+    def build(pretrained: str | Path | None = None, drop_path_rate: float = 0.1) -> MiTBackbone:
+        return MiTBackbone(variant, pretrained=pretrained, drop_path_rate=drop_path_rate)
+
+    build.__doc__ = f"MiT encoder `{variant}` (SegFormer)."
+    return build
+
+
+for _variant in MIT_VARIANTS:
+    register_backbone(_variant)(_mit_builder(_variant))

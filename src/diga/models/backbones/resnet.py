@@ -1,4 +1,4 @@
-"""DeepLabV2's dilated ResNet-101 (output stride 8) from timm, with the reference's frozen BN affine."""
+"""DeepLabV2's dilated ResNet (output stride 8) from timm, with the reference's frozen BN affine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import timm
 import torch
 from torch import nn
 
+from diga.models.checkpointing import checkpointed
+from diga.models.registry import register_backbone
 from diga.models.weights import load_into, read_state_dict, resnet_to_timm
+
+RESNET_VARIANTS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 class ResNetBackbone(nn.Module):
@@ -19,6 +23,9 @@ class ResNetBackbone(nn.Module):
     ImageNet files load, but Caffe weights are then used in a torchvision-style block.
     """
 
+    input_normalization = "imagenet"
+    align_corners = True  # the reference's DeepLab up-samples with align_corners=True
+
     def __init__(
         self,
         variant: str = "resnet101",
@@ -27,12 +34,15 @@ class ResNetBackbone(nn.Module):
         freeze_bn_affine: bool = True,
     ) -> None:
         super().__init__()
+        if variant not in RESNET_VARIANTS:
+            raise ValueError(f"unknown ResNet variant {variant!r}; choose one of {RESNET_VARIANTS}")
         self.variant = variant
         self.body = timm.create_model(
             variant, pretrained=False, features_only=True, output_stride=output_stride, out_indices=(4,)
         )
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
+        self.grad_checkpointing = False
         if pretrained:
             self.load_pretrained(pretrained)
         if freeze_bn_affine:  # REF: BN γ/β frozen, statistics still follow train/eval mode (METHOD.md §11.1)
@@ -44,5 +54,29 @@ class ResNetBackbone(nn.Module):
     def load_pretrained(self, path: str | Path) -> int:
         return load_into(self.body, resnet_to_timm(read_state_dict(path)), path, f"{self.variant} encoder")
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every residual block in the backward pass (BN running statistics updated once)."""
+        self.grad_checkpointing = enable
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.body(x)
+        if not self.grad_checkpointing:
+            return self.body(x)
+        for name, module in self.body.items():
+            if name.startswith("layer"):
+                for block in module:
+                    x = checkpointed(block, x)
+            else:
+                x = module(x)
+        return [x]
+
+
+def _resnet_builder(variant: str):
+    def build(pretrained: str | Path | None = None, output_stride: int = 8, freeze_bn_affine: bool = True):
+        return ResNetBackbone(variant, pretrained, output_stride, freeze_bn_affine)
+
+    build.__doc__ = f"Dilated `{variant}` encoder (DeepLabV2)."
+    return build
+
+
+for _variant in RESNET_VARIANTS:
+    register_backbone(_variant)(_resnet_builder(_variant))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diga.models.registry import register_head
 
+
+@register_head("deeplabv2")
 class DeepLabV2Head(nn.Module):
     """5 parallel branches (1×1 and 3×3 dilated 6/12/18/24, each conv+GN(32)+ReLU) → concat → SE →
     3×3 conv + GN (no ReLU) = 256-d `feat` → Dropout2d(0.1) → 1×1 conv (no bias) → logits.

@@ -6,13 +6,16 @@ import torch
 from torch import nn
 
 from diga.models.heads.common import MLPEmbed, conv_bn_relu, resize_to, sep_conv_bn_relu
+from diga.models.registry import register_head
 
 
+@register_head("daformer")
 class DAFormerHead(nn.Module):
     """MLP-embed every level to `embed_dim`, up-sample to 1/4, concat, fuse with a depthwise-separable ASPP
-    (dilations 1/6/12/18, no image pooling) and a separable 3×3 bottleneck, dropout, 1×1 classifier.
+    (dilations 1/6/12/18, no image pooling) and a dense 3×3 conv+BN+ReLU bottleneck over the concatenated ASPP
+    outputs (DAFormer's `ASPPWrapper`: 1024→256, 2.36 M weights), dropout, 1×1 classifier.
 
-    `feat` is the fused `embed_dim` map (DAFormer's setting; 256-d like the reference's centroids, METHOD.md §11.3).
+    `feat` is the fused `embed_dim` map (DAFormer's setting; 256-d like the reference's centroids).
     """
 
     def __init__(
@@ -29,7 +32,7 @@ class DAFormerHead(nn.Module):
         self.aspp = nn.ModuleList(
             conv_bn_relu(cat, embed_dim, 1) if d == 1 else sep_conv_bn_relu(cat, embed_dim, 3, d) for d in dilations
         )
-        self.bottleneck = sep_conv_bn_relu(embed_dim * len(dilations), embed_dim, 3)
+        self.bottleneck = conv_bn_relu(embed_dim * len(dilations), embed_dim, 3)
         self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(embed_dim, num_classes, 1)
         self.feat_dim = embed_dim

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from diga.models.heads.common import MLPEmbed, conv_bn_relu, resize_to
+from diga.models.registry import register_head
 
 
+@register_head("segformer")
 class SegFormerHead(nn.Module):
     """Embed each level to `embed_dim`, up-sample to 1/4, concat, fuse with 1×1 conv+BN+ReLU, classify.
 
