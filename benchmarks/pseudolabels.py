@@ -20,8 +20,8 @@ from benchmarks.device import bench_device
 from diga.data.io import save_label_png
 from diga.models.checkpoint import load_segmentor
 from diga.tasks import run_task
-from diga.tasks.pseudolabel import target_train_dataset
 from diga.tasks.config import compose_config
+from diga.tasks.pseudolabel import target_train_dataset
 
 
 def _overrides(model: Path, work: Path, case: list[str], images: int) -> list[str]:

@@ -30,8 +30,10 @@ from benchmarks.isolate import MeasurementFailed, isolated
 TOY = ["experiment=toy", "+datamodule.val.toy_target.limit=8"]
 BIG = ["experiment=toy", "toy_spec={height:512,width:1024,source_train:4,source_val:1,target_train:4,target_val:1}",
        "datamodule.crop_size=[512,1024]", "datamodule.source.loader.random_scale=[1.0,1.0]",
-       "datamodule.target.loader.random_scale=[1.0,1.0]", "datamodule.source.loader.streams=[{resize:null,batch_size:1}]",
-       "datamodule.target.loader.streams=[{resize:null,batch_size:1}]", "+datamodule.val.toy_target.limit=1"]  # fmt: skip
+       "datamodule.target.loader.random_scale=[1.0,1.0]",
+       "datamodule.source.loader.streams=[{resize:null,batch_size:1}]",
+       "datamodule.target.loader.streams=[{resize:null,batch_size:1}]",
+       "+datamodule.val.toy_target.limit=1"]  # fmt: skip
 
 
 def cases(quick: bool, steps: int) -> dict[str, dict[str, Any]]:
