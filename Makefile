@@ -14,7 +14,7 @@ export WANDB_SILENT := true
 PYTEST_ARGS ?=
 DEMO_STAGE ?= pipeline
 
-.PHONY: help install test test-slow test-full lint format demo train bench clean clean-logs
+.PHONY: help install test test-fast test-gpu test-reference lint format demo train bench rehearsal clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test-fast: ## unit tests only (no multi-step training)
 test-gpu: ## GPU tests (on a machine with CUDA)
 	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)
 
+test-reference: ## numerical comparisons with the authors' code (DIGA_REFERENCE_DIR=<folder with DiGA/ DAFormer/ MIC/>)
+	$(PYTHON) -m pytest -q -m reference tests/reference $(PYTEST_ARGS)
+
 lint: ## ruff lint + format check
 	$(PYTHON) -m ruff check src tests benchmarks
 	$(PYTHON) -m ruff format --check src tests benchmarks
@@ -48,6 +51,9 @@ train: ## python -m diga.train experiment=$(EXP) stage=$(STAGE)
 
 bench: ## performance benchmarks (see benchmarks/README.md)
 	$(PYTHON) -m benchmarks.run
+
+rehearsal: ## every real experiment's pipeline on fake data at the real image sizes (CPU, small encoder; ~1 h)
+	$(PYTHON) -m benchmarks.rehearsal $(REHEARSAL_ARGS)
 
 clean-logs: ## remove run directories
 	rm -rf logs/ outputs/ multirun/ wandb/

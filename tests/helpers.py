@@ -53,3 +53,14 @@ def tiny_pipeline_overrides(refine_rounds: int = 1) -> list[str]:
 def set_output_dir(cfg: DictConfig, path: Path) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = str(path)
+
+
+def run_if(min_cuda_gpus: int = 0):
+    """Lightning-style RunIf: a skip mark naming what the machine lacks (GPU tests skip cleanly on CPU-only CI)."""
+    import pytest
+    import torch
+
+    reasons = []
+    if min_cuda_gpus and torch.cuda.device_count() < min_cuda_gpus:
+        reasons.append(f"needs {min_cuda_gpus} CUDA GPU(s), found {torch.cuda.device_count()}")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))

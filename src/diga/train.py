@@ -6,6 +6,7 @@ The function `train(cfg)` does the work (tests call it directly); `main` is the 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations queries PyPI at import otherwise
 
@@ -20,8 +21,13 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from diga.tasks import run_task
+    from diga.tasks.preflight import PreflightError
 
-    metrics = run_task(cfg)
+    try:
+        metrics = run_task(cfg)
+    except PreflightError as e:  # a user-facing message, not a stack trace
+        print(f"diga: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     return metrics.get("mIoU") if metrics else None
 
 

@@ -51,6 +51,10 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         use_target: whether the training loader includes the target streams (stages that need them).
         paired: the stage combines source image b with target image b (self-training's class-mix), so both
             domains must deliver the same number of images per step; checked here, before any model is built.
+        target_as_source: train on the target training set *with its labels* in the source slot (the
+            target-supervised upper bound of the pipeline); the target stream is then not loaded.
+        scale: multiplies every configured image size (crop, stream resizes, evaluation resizes) — a configuration
+            at reduced resolution without editing its sizes (the rehearsal runs the real experiments at 1/8).
         target_pseudo_label_dir: pseudo-labels to read with the target images (self-training).
         step_sampler: training order and augmentation as a function of (seed, global step) — a resumed run sees
             what the uninterrupted one would (`StepSampler`); False = plain shuffled epochs.
@@ -64,6 +68,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         crop_size: tuple[int, int] = (512, 896),
         use_target: bool = True,
         paired: bool = False,
+        target_as_source: bool = False,
+        scale: float = 1.0,
         target_pseudo_label_dir: str | None = None,
         num_workers: int = 2,
         val_batch_size: int = 1,
@@ -74,8 +80,17 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.cfg = {"source": _plain(source), "target": _plain(target) if target else None}
+        if target_as_source:
+            if target is None:
+                raise ValueError("datamodule.target_as_source needs a target dataset")
+            self.cfg["source"] = {
+                **_plain(target),
+                "loader": {**_plain(target).get("loader", {}), "class_retry": False},
+            }
+            use_target = False
         self.val_cfg = {k: _plain(v) for k, v in (val or {}).items()}
-        self.crop_size = tuple(crop_size)
+        self.scale = float(scale)
+        self.crop_size = scaled_size(crop_size, self.scale)
         self.use_target = use_target and target is not None
         self.paired = paired
         if paired and self.use_target:
@@ -101,7 +116,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
 
     def build_train_dataset(self, domain: str, stream: Mapping[str, Any], **overrides: Any) -> SegmentationDataset:
         ds_cfg, loader = self.split_cfg(self.cfg[domain] or {})
-        tf = train_transform(self.crop_size, stream.get("resize"), loader.get("random_scale", (0.7, 1.0)))
+        resize = scaled_size(stream.get("resize"), self.scale)
+        tf = train_transform(self.crop_size, resize, loader.get("random_scale", (0.7, 1.0)))
         transform: Any = ClassContentRetry(tf) if domain == "source" and loader.get("class_retry", False) else tf
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get("train", "train"),
@@ -114,12 +130,14 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         return instantiate(ds_cfg, **kwargs, _convert_="all")
 
     @staticmethod
-    def build_eval_dataset(cfg: Mapping[str, Any], split_key: str = "val", **overrides: Any) -> SegmentationDataset:
+    def build_eval_dataset(cfg: Mapping[str, Any], split_key: str = "val", scale: float = 1.0,
+                           **overrides: Any) -> SegmentationDataset:  # fmt: skip
         """Un-augmented dataset (validation, evaluation, pseudo-labelling, centroids)."""
         ds_cfg, loader = DomainAdaptationDataModule.split_cfg(cfg)
+        resize = scaled_size(loader.get("eval_resize"), scale)
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get(split_key, split_key),
-            "transform": eval_transform(loader.get("eval_resize"), loader.get("eval_resize_label", False)),
+            "transform": eval_transform(resize, loader.get("eval_resize_label", False)),
             "with_labels": True,
         }
         kwargs.update(overrides)
@@ -144,7 +162,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                         self.train_sets[key].transform, self.seed + 1000 * i + (0 if domain == "source" else 1)
                     )
         if stage in (None, "fit", "validate", "test") and not self.val_sets:
-            self.val_sets = {name: self.build_eval_dataset(cfg) for name, cfg in self.val_cfg.items()}
+            self.val_sets = {name: self.build_eval_dataset(cfg, scale=self.scale) for name, cfg in self.val_cfg.items()}
 
     @property
     def val_names(self) -> list[str]:
@@ -186,6 +204,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.training and isinstance(batch, dict):
             return merge_streams(batch)
         return batch
+
+
+def scaled_size(size: Any, scale: float) -> tuple[int, int] | None:
+    """(H, W) × `scale`, rounded (None stays None)."""
+    if size is None:
+        return None
+    return (max(1, round(int(size[0]) * scale)), max(1, round(int(size[1]) * scale)))
 
 
 def describe_streams(cfg: Mapping[str, Any]) -> str:

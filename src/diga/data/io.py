@@ -7,11 +7,12 @@ size mismatch, unknown label ids) raises `DatasetError` with the offending path 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from diga.utils.io import atomic_write_bytes  # re-exported: data writers use it
 
 
 class DatasetError(RuntimeError):
@@ -103,22 +104,6 @@ def check_ids(label: np.ndarray, num_classes: int, path: str | Path) -> np.ndarr
         ids = sorted({int(v) for v in np.unique(label[bad])})[:10]
         raise DatasetError(f"{path}: label ids {ids} are neither a class id (0..{num_classes - 1}) nor 255")
     return label
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and `os.replace`, so a crash never leaves a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_label_png(path: str | Path, label: np.ndarray, palette: list[int] | None = None) -> None:

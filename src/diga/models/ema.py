@@ -70,7 +70,7 @@ class EMATeacher(nn.Module):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.module = make_teacher(student)
-        self.decay, self.ramp, self.mode, self.buffers = decay, ramp, mode, buffers
+        self.decay, self.ramp, self.mode, self.average_buffers = decay, ramp, mode, buffers
         self.warmup_gamma, self.warmup_power = warmup_gamma, warmup_power
 
     def momentum(self, step: int) -> float:
@@ -85,7 +85,7 @@ class EMATeacher(nn.Module):
     def update(self, student: nn.Module, step: int) -> float:
         """Average `student` in with the momentum of `step`; puts the teacher in its configured mode."""
         alpha = self.momentum(step)
-        ema_update(self.module, student, alpha, buffers=self.buffers)
+        ema_update(self.module, student, alpha, buffers=self.average_buffers)
         self.module.train(self.mode == "train")
         return alpha
 

@@ -30,6 +30,9 @@ from diga.models.segmentor import Segmentor
 from diga.modules.optim import build_optimizer, poly_lambda
 from diga.utils.artifacts import FINAL_MODEL
 from diga.utils.checkpoint_io import atomic_torch_save
+from diga.utils.memory import MemoryEstimate, scaled_activation_bytes, tensor_bytes
+
+OPTIMIZER_STATE_PER_WEIGHT = {"AdamW": 2, "Adam": 2, "SGD": 1}  # moments kept per trainable weight
 
 
 def build_model(model_cfg: Mapping[str, Any]) -> Segmentor:
@@ -102,7 +105,8 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"micro_batches must be ≥ 1, got {micro_batches}")
         self.save_hyperparameters()
         self.automatic_optimization = int(micro_batches) == 1
-        self.model: Segmentor = build_model(model)
+        # starting from a previous stage's model: its weights replace the ImageNet encoder, which is then not read
+        self.model: Segmentor = build_model({**model, "pretrained": None} if init_from else model)
         if init_from:
             self.model.load_weights(init_from)
         if channels_last:
@@ -138,6 +142,26 @@ class SegmentationModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at input resolution for float images in [0, 1]."""
         return upsample(self.model(x).logits, x.shape[-2:], self.model.align_corners)
+
+    # --- memory -----------------------------------------------------------------------------------------
+    grad_forwards_per_image = 1  # student forwards with gradients per source image and step
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Networks held besides the student (teacher, translator): weights only."""
+        return []
+
+    def estimate_memory(self, crop: tuple[int, int], source_images: int, target_images: int,
+                        precision: str | None = None) -> MemoryEstimate:  # fmt: skip
+        """Weights, gradients, optimiser state and the activations one training step keeps (see diga.utils.memory)."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        opt = str(dict(self.hparams.optimizer).get("_target_", "")).rsplit(".", 1)[-1]
+        states = OPTIMIZER_STATE_PER_WEIGHT.get(opt, 2)
+        weights = tensor_bytes(self.model.parameters()) + tensor_bytes(trainable) * (1 + states)
+        weights += sum(tensor_bytes(m.parameters()) + tensor_bytes(m.buffers()) for m in self.frozen_modules())
+        images = self.grad_forwards_per_image * source_images / int(self.hparams.micro_batches)
+        acts = scaled_activation_bytes(self.model, crop, max(1, round(images)), precision,
+                                       forward=lambda x: self.model(x).logits)  # fmt: skip
+        return MemoryEstimate(weights, acts)
 
     # --- training -------------------------------------------------------------------------------------
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

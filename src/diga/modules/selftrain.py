@@ -41,6 +41,8 @@ class SelfTrainModule(WarmupModule):
                 else torch.zeros(self.model.num_classes, self.model.feat_dim))  # fmt: skip
         self.register_buffer("centroids", init)  # checkpointed; identical on every rank
 
+    grad_forwards_per_image = 3  # cat(x_s, x̃_s), then the class-mixed target image
+
     @torch.no_grad()
     def update_centroids(
         self, feats: list[torch.Tensor], labels: list[torch.Tensor], preds: list[torch.Tensor]

@@ -29,6 +29,7 @@ from diga.translation.losses import VGGPerceptual, lsgan_d_loss, lsgan_g_loss, s
 from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
 from diga.utils.artifacts import TRANSLATOR
 from diga.utils.checkpoint_io import atomic_torch_save
+from diga.utils.memory import MemoryEstimate, autocast_context, probe_size, saved_activation_bytes, tensor_bytes
 
 
 class TranslatorModule(pl.LightningModule):
@@ -48,6 +49,27 @@ class TranslatorModule(pl.LightningModule):
             net.set_grad_checkpointing(grad_checkpointing)
         self.vgg = VGGPerceptual(vgg_weights) if w_percep > 0 else None
         self.val_names: list[str] = []
+
+    def estimate_memory(self, crop: tuple[int, int], source_images: int, target_images: int,
+                        precision: str | None = None) -> MemoryEstimate:  # fmt: skip
+        """Six networks with Adam state, the frozen VGG, and what one step's graphs keep (probe at half the crop)."""
+        nets = [*self.generators(), self.dis_s2t, self.dis_t2s]
+        weights = sum(tensor_bytes(p for p in n.parameters()) for n in nets) * 4  # weight, gradient, 2 Adam moments
+        weights += tensor_bytes(self.vgg.parameters()) if self.vgg is not None else 0
+        h, w = probe_size(crop)
+        s, t = torch.rand(1, 3, h, w) * 2 - 1, torch.rand(1, 3, h, w) * 2 - 1
+
+        def step_graph() -> torch.Tensor:
+            out = self.forward_all(s, t)
+            loss = sum(m.mean() for m in self.dis_s2t(out["s2t"])) + sum(m.mean() for m in self.dis_t2s(out["t2s"]))
+            if self.vgg is not None:
+                loss = loss + self.vgg(out["s2t"], s) + self.vgg(out["t2s"], t)
+            return loss
+
+        with autocast_context(precision):
+            per_pair = saved_activation_bytes(step_graph, exclude=[p for n in nets for p in n.parameters()])
+        pairs = (source_images + target_images) / 2
+        return MemoryEstimate(weights, int(per_pair * crop[0] * crop[1] / (h * w) * pairs))
 
     def generators(self) -> list[nn.Module]:
         return [self.enc_s, self.enc_t, self.dec_s2t, self.dec_t2s]

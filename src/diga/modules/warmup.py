@@ -46,6 +46,11 @@ class WarmupModule(SourceOnlyModule):
         self._generator: torch.Generator | None = None
         self._generator_step = -1
 
+    grad_forwards_per_image = 2  # cat(x, x̃)
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.teacher, self.translator]
+
     @property
     def generator(self) -> torch.Generator:
         """RNG for class-mask draws: reseeded every step from (mask_seed, step, rank), so a resumed run draws the

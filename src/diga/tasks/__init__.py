@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
-    # fail before building anything when a stage's mandatory input (`???`) was not given
+    """Run the stage `cfg` describes; its metrics are returned and written to `<run dir>/metrics.json`."""
+    from diga.tasks.preflight import check_inputs
+
+    # fail before building anything: a mandatory key (`???`) not given, an input of any planned step missing, no GPU
     OmegaConf.to_container(cfg.stage, resolve=True, throw_on_missing=True)
+    check_inputs(cfg)
+    metrics = _run(cfg)
+    _write_metrics(cfg, metrics)
+    return metrics
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     task = cfg.stage.get("task", "fit")
     if task == "fit":
         from diga.tasks.fit import run_fit
@@ -28,3 +40,13 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
 
         return run_pipeline(cfg)
     raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}")
+
+
+def _write_metrics(cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    from diga.utils.artifacts import METRICS
+    from diga.utils.io import atomic_write_bytes
+
+    if rank_zero_only.rank == 0 and metrics is not None:
+        atomic_write_bytes(Path(cfg.paths.output_dir) / METRICS, json.dumps(metrics, indent=1).encode())

@@ -14,12 +14,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from diga.callbacks.timing import PhaseTimer
 from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table
 from diga.tasks.results import write_results
 from diga.tasks.selection import apply_selection, restore_selected
-from diga.utils.artifacts import LAST_CHECKPOINT
+from diga.utils.artifacts import LAST_CHECKPOINT, TIMINGS
 from diga.utils.checkpoint_io import AtomicCheckpointIO
+from diga.utils.hydra import to_plain
+from diga.utils.timing import PhaseTimes
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +87,53 @@ def validate(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lig
     return results_from_metrics(trainer.callback_metrics, val_names)
 
 
+def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | None:
+    """CPU runs: estimate the stage's memory before it starts; one line when it exceeds what is free."""
+    from diga.data.datamodule import images_per_step, scaled_size
+    from diga.utils.memory import available_bytes
+
+    if cfg.trainer.get("accelerator") != "cpu" or not cfg.get("memory_estimate", True):
+        return None
+    if not hasattr(module, "estimate_memory"):
+        return None
+    dm = cfg.datamodule
+    n_src = images_per_step(to_plain(dm.source))
+    n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
+    crop = scaled_size(dm.crop_size, float(dm.get("scale", 1.0)))
+    est = module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+    processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
+    total, free = est.total * processes, available_bytes()
+    line = est.line(free) + (f" (× {processes} processes)" if processes > 1 else "")
+    if free is not None and total > free:
+        msg = (
+            f"{line} — this stage will probably be killed for memory. Lower the batch (datamodule.*.loader.streams)"
+            ", or use stage.module.micro_batches=N, trainer.precision=bf16-mixed, model.grad_checkpointing=true"
+        )
+        log.warning(msg)
+        print(f"diga: {msg}", flush=True)
+    else:
+        log.info(line)
+    return total
+
+
 def run_fit(cfg: DictConfig) -> dict[str, Any]:
+    times = PhaseTimes()
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     selection = apply_selection(cfg)
-    datamodule = instantiate(cfg.datamodule, _recursive_=False)
-    module = build_module(cfg)
-    trainer = build_trainer(cfg)
+    with times.phase("build data, model, trainer"):
+        datamodule = instantiate(cfg.datamodule, _recursive_=False)
+        module = build_module(cfg)
+        trainer = build_trainer(cfg)
+    with times.phase("memory estimate"):
+        estimate = warn_if_memory_short(cfg, module)
+    trainer.callbacks.append(PhaseTimer(times))
     ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    with times.phase("fit (all of the above inside)"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+    ckpt_io = trainer.strategy.checkpoint_io
+    if isinstance(ckpt_io, AtomicCheckpointIO):
+        times.add("checkpoint writes", ckpt_io.write_seconds, ckpt_io.writes)
     val_names = list(getattr(module, "val_names", []) or [])
     labels = get_label_set(cfg.label_set)
     results: dict[str, dict[str, float]] = {}
@@ -105,18 +146,24 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
             write_results(last, labels, out_dir, stem="results_last")
     restored = restore_selected(trainer, module, selection)
     if trainer.is_global_zero:
-        module.export(out_dir)
+        with times.phase("export"):
+            module.export(out_dir)
     if val_names:
         if validated_last and not restored:
             results = results_from_metrics(trainer.callback_metrics, val_names)
-        results = results or validate(trainer, module, datamodule, val_names)
+        if not results:
+            with times.phase("final validation"):
+                results = validate(trainer, module, datamodule, val_names)
         if trainer.is_global_zero:
             write_results(results, labels, out_dir)
             print(f"\n[{cfg.experiment_name} / {cfg.stage.name}] target evaluation after {trainer.global_step} steps")
             print(format_table(results, labels))
+    if trainer.is_global_zero:
+        times.write(out_dir / TIMINGS)
+        log.info("%s timings: %s", cfg.stage.name, times.summary())
     # other ranks go on to read what rank 0 wrote (the next stage's init_from)
     trainer.strategy.barrier("diga-stage-outputs-written")
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     first = next(iter(results.values()), {})
     return {"mIoU": first.get("mIoU", float("nan")), **{f"{k}/mIoU": v["mIoU"] for k, v in results.items()},
-            "results": results}  # fmt: skip
+            "results": results, "memory_estimate_bytes": estimate}  # fmt: skip

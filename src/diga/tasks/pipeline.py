@@ -13,7 +13,6 @@ synchronises its ranks); rank 0 writes the markers and the summary.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from lightning_utilities.core.rank_zero import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from diga.data.io import atomic_write_bytes
 from diga.tasks.config import compose_stage
@@ -90,14 +89,14 @@ def _base_overrides() -> list[str]:
     return [o for o in task if not o.lstrip("+~").startswith(skip)]
 
 
+def step_overrides(step: Step, base: list[str], extra: list[str]) -> list[str]:
+    """The full override list of one sub-stage (what `python -m diga.train` would be given for it)."""
+    oracle = ["datamodule.target_as_source=true"] if step.oracle else []  # target images with their labels
+    return [*base, f"stage={step.stage}", *step.overrides, *oracle, *extra, f"paths.output_dir={step.out.root}"]
+
+
 def compose_step(step: Step, base: list[str], extra: list[str]) -> DictConfig:
-    cfg = compose_stage([*base, f"stage={step.stage}", *step.overrides, *extra, f"paths.output_dir={step.out.root}"])
-    if step.oracle:
-        with open_dict(cfg):
-            cfg.datamodule.source = copy.deepcopy(cfg.datamodule.target)
-            cfg.datamodule.source.loader.class_retry = False
-            cfg.datamodule.use_target = False
-    return cfg
+    return compose_stage(step_overrides(step, base, extra))
 
 
 def step_configs(cfg: DictConfig) -> list[tuple[Step, DictConfig]]:
@@ -108,14 +107,38 @@ def step_configs(cfg: DictConfig) -> list[tuple[Step, DictConfig]]:
             for s in plan(cfg, Path(cfg.paths.output_dir))]  # fmt: skip
 
 
+def run_in_subprocess(step: Step, overrides: list[str]) -> tuple[dict[str, Any], int]:
+    """`python -m diga.train OVERRIDES` for one sub-stage in a fresh process → (its metrics, its peak RSS in bytes).
+
+    A fresh process per stage returns all memory between stages and measures each stage's peak on its own.
+    """
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "diga.train", *overrides, f"hydra.run.dir={step.out.root}"]
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        why = " (killed: out of memory?)" if code == -9 else ""
+        raise RuntimeError(f"pipeline step {step.name} (stage={step.stage}) exited with {code}{why}: {' '.join(cmd)}")
+    return json.loads(step.out.metrics.read_text()), int(usage.ru_maxrss) * 1024
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    import time
+
     from diga.tasks import run_task
+    from diga.utils.memory import peak_rss_bytes
 
     root = Path(cfg.paths.output_dir)
     base = _base_overrides()
     per_step = to_plain(cfg.stage.get("step_overrides")) or {}
+    isolate = bool(cfg.stage.get("isolate_steps", False))
     rows: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, Path] = {}
+    profile: dict[str, dict[str, Any]] = {}
     for step in plan(cfg, root):
         if step.out.done.is_file():
             metrics = json.loads(step.out.done.read_text())
@@ -126,12 +149,22 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
                 extra.append(f"ckpt_path={step.out.last_checkpoint}")
                 log.info("pipeline: resuming %s from its last checkpoint", step.name)
             log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, step.out.root)
-            metrics = run_task(compose_step(step, base, extra))
+            t = time.perf_counter()
+            if isolate:
+                metrics, peak = run_in_subprocess(step, step_overrides(step, base, extra))
+            else:
+                metrics, peak = run_task(compose_step(step, base, extra)), peak_rss_bytes()
+            profile[step.name] = {"stage": step.stage, "seconds": round(time.perf_counter() - t, 2),
+                                  "peak_rss_bytes": peak, "peak_is_per_step": isolate}  # fmt: skip
+            if step.out.timings.is_file():
+                profile[step.name]["phases"] = json.loads(step.out.timings.read_text())
             if rank_zero_only.rank == 0:
                 atomic_write_bytes(step.out.done, json.dumps(metrics, indent=1).encode())
         if step.row:
             rows[step.row] = metrics.get("results", {})
             models[step.row] = step.out.final_model
+    if profile and rank_zero_only.rank == 0:
+        atomic_write_bytes(root / "pipeline_profile.json", json.dumps(profile, indent=1).encode())
     summary = {f"{row}/{name}": r["mIoU"] for row, sets in rows.items() for name, r in sets.items()}
     last_row = next((r for r in ("self-training", "warm-up") if r in rows), None)
     summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")
@@ -159,7 +192,8 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     val_cfgs = to_plain(cfg.datamodule.val) or {}
     if not val_cfgs or not models:
         return
-    dataset = DomainAdaptationDataModule.build_eval_dataset(next(iter(val_cfgs.values())))
+    dataset = DomainAdaptationDataModule.build_eval_dataset(next(iter(val_cfgs.values())), "val",
+                                                            float(cfg.datamodule.get("scale", 1.0)))  # fmt: skip
     items = [dataset[i] for i in range(min(num_images, len(dataset)))]
     if len({tuple(it["image"].shape) for it in items}) != 1:
         return  # differently sized val images: no grid

@@ -20,7 +20,7 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from diga.data.datamodule import DomainAdaptationDataModule, collate
+from diga.data.datamodule import DomainAdaptationDataModule, collate, scaled_size
 from diga.data.io import atomic_write_bytes, save_label_png
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
@@ -38,11 +38,12 @@ def target_train_dataset(cfg: DictConfig, **overrides: Any):
     """Target training images without labels or augmentation (optionally resized: `stage.resize`)."""
     from diga.data.transforms import eval_transform
 
-    resize = cfg.stage.get("resize")
+    scale = float(cfg.datamodule.get("scale", 1.0))
+    resize = scaled_size(cfg.stage.get("resize"), scale)
     kwargs = {"with_labels": False, **overrides}
     if resize:
         kwargs["transform"] = eval_transform(list(resize))
-    return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.target), "train", **kwargs)
+    return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.target), "train", scale, **kwargs)
 
 
 def inference_config(cfg: DictConfig) -> InferenceConfig:

@@ -15,6 +15,8 @@ CENTROIDS = "centroids.pt"  # centroids stage: C×D class centroids + counts + l
 PSEUDO_LABELS = "pseudo_labels"  # pseudolabel stage: one palettised <image name>.png per target training image
 PSEUDO_LABEL_MANIFEST = "manifest.json"  # inside PSEUDO_LABELS: written last, marks the set complete
 RESULTS = "results.json"  # evaluation of the handed-on model on every validation set (also results.csv)
+METRICS = "metrics.json"  # what the stage's task returned (mIoU, per-set results, …); written by every run
+TIMINGS = "timings.json"  # where a stage's wall time went (diga.utils.timing)
 DONE = "DONE.json"  # pipeline: a finished sub-stage (its metrics), written atomically
 CHECKPOINTS = "checkpoints"  # Lightning checkpoints of a training stage; LAST_CHECKPOINT resumes it
 LAST_CHECKPOINT = "last.ckpt"
@@ -45,6 +47,14 @@ class StageOutputs:
     @property
     def results(self) -> Path:
         return self.root / RESULTS
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def timings(self) -> Path:
+        return self.root / TIMINGS
 
     @property
     def done(self) -> Path:

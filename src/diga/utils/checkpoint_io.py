@@ -7,20 +7,29 @@ temporary file in the same directory, is fsync'ed, then `os.replace`d over the t
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from diga.data.io import atomic_write_bytes
+from diga.utils.io import atomic_write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Also counts the seconds spent writing (`write_seconds`), for the stage's timings."""
+
+    write_seconds = 0.0
+    writes = 0
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        t = time.perf_counter()
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
         atomic_write_bytes(path, buf.getvalue())
+        self.write_seconds += time.perf_counter() - t
+        self.writes += 1
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -44,6 +44,8 @@ class SegmentationDataset(Dataset):
     """
 
     label_map: dict[int, int] | None = None  # raw id → train-id; None = labels are train-ids already
+    # how the official download is laid out (for the up-front check of a run's inputs)
+    layout_help = ""
     label_lut_size = 256
     max_raw_id: int | None = None  # largest id the raw annotation format defines; larger ids are an error
 
@@ -84,6 +86,11 @@ class SegmentationDataset(Dataset):
             raise DatasetError(f"{self.pseudo_label_dir}: pseudo-label directory does not exist")
 
     # --- what subclasses provide -------------------------------------------------------------------
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        """Folders that must exist under `root` for `split` — checked before a run builds anything."""
+        return [root]
+
     def find_samples(self) -> list[Sample]:
         raise NotImplementedError
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import trainid19_to_trainid
 
 
 class BDD100K(SegmentationDataset):
+    layout_help = "bdd100k/images/val/<name>.jpg, bdd100k/gtFine/val/<name>_train_id.png (train-ids)"
+
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        return [root / "images" / split, *([root / "gtFine" / split] if with_labels else [])]
+
     def find_samples(self) -> list[Sample]:
         images = sorted_files(self.root / "images" / self.split, "*.jpg")
         lbl_dir = self.root / "gtFine" / self.split

@@ -13,6 +13,14 @@ LBL_SUFFIX = "_gtFine_labelIds.png"
 
 class Cityscapes(SegmentationDataset):
     max_raw_id = 33
+    layout_help = (
+        "cityscapes/leftImg8bit/{train,val}/<city>/<stem>_leftImg8bit.png, "
+        "cityscapes/gtFine/{train,val}/<city>/<stem>_gtFine_labelIds.png"
+    )
+
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        return [root / "leftImg8bit" / split, *([root / "gtFine" / split] if with_labels else [])]
 
     def find_samples(self) -> list[Sample]:
         img_root = self.root / "leftImg8bit" / self.split

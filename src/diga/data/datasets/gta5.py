@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import cityscapes_labelid_to_trainid
 
@@ -10,6 +12,11 @@ class GTA5(SegmentationDataset):
     """All frames by default (one split); `list_file` selects e.g. the authors' `train_modified.txt`."""
 
     max_raw_id = 33
+    layout_help = "GTA5/images/00001.png …, GTA5/labels/00001.png … (Cityscapes labelIds)"
+
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        return [root / "images", *([root / "labels"] if with_labels else [])]
 
     def find_samples(self) -> list[Sample]:
         images = sorted_files(self.root / "images", "*.png")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import mapillary_to_trainid
 
 
 class Mapillary(SegmentationDataset):
     max_raw_id = 65
+    layout_help = "mapillary/validation/images/<id>.jpg, mapillary/validation/labels/<id>.png (Vistas v1.2, 66 classes)"
+
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        return [root / split / "images", *([root / split / "labels"] if with_labels else [])]
 
     def find_samples(self) -> list[Sample]:
         images = sorted_files(self.root / self.split / "images", "*.jpg")

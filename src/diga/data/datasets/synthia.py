@@ -14,6 +14,13 @@ from diga.data.labels import synthia_raw_to_trainid
 class Synthia(SegmentationDataset):
     max_raw_id = 22
     label_lut_size = 65536  # raw ids are read from a 16-bit channel
+    layout_help = (
+        "RAND_CITYSCAPES/RGB/0000000.png …, RAND_CITYSCAPES/GT/LABELS/0000000.png … (16-bit, class id in channel 0)"
+    )
+
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        return [root / "RGB", *([root / "GT" / "LABELS"] if with_labels else [])]
 
     def find_samples(self) -> list[Sample]:
         images = sorted_files(self.root / "RGB", "*.png")

@@ -13,6 +13,12 @@ from diga.data.toy.generator import ToySpec, ensure_toy_dataset
 
 
 class ToyDataset(SegmentationDataset):
+    layout_help = "rendered on first use under <root>/<spec folder>/ (no download)"
+
+    @classmethod
+    def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
+        return []  # generated when missing
+
     def __init__(
         self,
         root: str | Path,

@@ -1,0 +1,164 @@
+"""`make rehearsal` / `python -m benchmarks.rehearsal` — every real experiment's pipeline on fake data at real sizes.
+
+For gta2cs, synthia2cs, gta_dg and cs_semi: fake trees in the official layouts at the official image sizes
+(`benchmarks/fake_datasets.py`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760, BDD100K 1280×720, Mapillary
+4032×3024 / 3264×2448 JPEGs) and random-init weight files, then `python -m diga.train experiment=X stage=pipeline`
+with the experiment's real crops, batch compositions, inference scales and evaluation sets — a few steps per stage,
+on the CPU, with a small encoder (MiT-B0 for the MiT experiments, ResNet-18 for DeepLabV2) — every step in its own
+process (`stage.isolate_steps`). Reported per step: wall time, peak resident memory next to diga's estimate, where
+the time went (`timings.json`); per training stream: data-loader images/s of one worker at the real sizes.
+`--scale 0.125` is the reduced size the slow test runs. Results: benchmarks/results/rehearsal-<host>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.fake_datasets import write_all, write_weights
+
+EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi")
+GB = 1024**3
+
+
+def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps: int, scale: float) -> list[str]:
+    """The rehearsal's changes to the real experiment: small encoder, few steps, the CPU, this data."""
+    common = [f"experiment={name}", "trainer=cpu", f"paths.data_dir={data}", f"datamodule.scale={scale}",
+              *(f"steps.{s}={steps}" for s in ("source_only", "translator", "warmup", "selftrain")),
+              f"val_every={steps}", f"ckpt_every={steps}", "datamodule.num_workers=1", "logger=csv",
+              "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+              f"paths.pretrained_dir={weights['vgg19'].parent}"]  # fmt: skip
+    if name == "gta_dg":
+        return [*common, "model.backbone=resnet18", f"model.pretrained={weights['resnet18']}"]
+    return [*common, "model=segformer_b0", "model.head=daformer", f"model.pretrained={weights['mit_b0']}"]
+
+
+def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: float,
+                      images: int = 4) -> list[dict[str, Any]]:  # fmt: skip
+    """Images/s of one data-loader worker for every training stream of every training stage (real sizes)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from diga.data.datamodule import describe_streams, scaled_size
+    from diga.tasks.config import compose_config
+
+    out = []
+    stages = ("translator", "warmup", "selftrain") if name != "gta_dg" else ("warmup",)
+    for stage in stages:
+        GlobalHydra.instance().clear()
+        extra = ["stage.pseudo_labels=null", "stage.centroids=null", "stage.init_from=null",
+                 "stage.module.translator.checkpoint=null", "stage.module.pl_selection=offline",
+                 "datamodule.target_pseudo_label_dir=null"] if stage == "selftrain" else []  # fmt: skip
+        if stage == "warmup":
+            extra = ["stage.module.translator.checkpoint=null"]
+        cfg = compose_config([*experiment_overrides(name, data, weights, 1, scale), f"stage={stage}",
+                              "paths.output_dir=/tmp/diga-rehearsal-loader", *extra])  # fmt: skip
+        dm = instantiate(cfg.datamodule, _recursive_=False)
+        dm.setup("fit")
+        for key, ds in dm.train_sets.items():
+            domain, i = key.rsplit("_", 1)
+            stream = dm.cfg[domain]["loader"]["streams"][int(i)]
+            ds[(0, 0)]  # warm caches (file system, codecs)
+            t = time.perf_counter()
+            for k in range(images):
+                ds[(k % len(ds), k + 1)]
+            dt = time.perf_counter() - t
+            resize = scaled_size(stream.get("resize"), scale)
+            size = "native" if not resize else "×".join(map(str, resize))
+            out.append({"stage": stage, "stream": f"{domain} {describe_streams(dm.cfg[domain]).split(':')[0]} "
+                        f"@{size}", "img_per_s_per_worker": images / dt})  # fmt: skip
+    GlobalHydra.instance().clear()
+    return out
+
+
+def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], steps: int, scale: float,
+                 isolate: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The experiment's pipeline in a subprocess; returns its profile and results."""
+    run_id = f"rehearsal-{name}-s{scale}"
+    overrides = [*experiment_overrides(name, data, weights, steps, scale), "stage=pipeline", f"run_id={run_id}",
+                 f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}"]  # fmt: skip
+    run = work / "logs" / "train" / name / "pipeline" / run_id
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run: every step runs (and is timed)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "diga.train", *overrides], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    result: dict[str, Any] = {"experiment": name, "wall_s": wall, "returncode": proc.returncode, "run_dir": str(run)}
+    if proc.returncode != 0:
+        result["error"] = (proc.stdout + proc.stderr)[-6000:]
+        return result
+    profile = json.loads((run / "pipeline_profile.json").read_text())
+    for step, rec in profile.items():
+        metrics_file = next(run.glob(f"*_{step}/metrics.json"), None)
+        metrics = json.loads(metrics_file.read_text()) if metrics_file else {}
+        rec["memory_estimate_bytes"] = metrics.get("memory_estimate_bytes")
+        rec["results"] = {k: {m: v for m, v in r.items() if not m.startswith("iou/")}
+                          for k, r in (metrics.get("results") or {}).items()}  # fmt: skip
+    result["steps"] = profile
+    result["pipeline_results"] = json.loads((run / "pipeline_results.json").read_text())
+    return result
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [f"## {res['experiment']} — {res['wall_s']:.0f} s in all"]
+    if res.get("error"):
+        return "\n".join([*lines, "FAILED:", res["error"]])
+    lines.append("| step | wall s | peak RSS GB | estimate GB | where the time went |")
+    lines.append("|---|---|---|---|---|")
+    for step, rec in res["steps"].items():
+        phases = rec.get("phases", {})
+        top = sorted(((k, v["seconds"]) for k, v in phases.items() if k not in ("total",) and "inside" not in k),
+                     key=lambda kv: -kv[1])[:4]  # fmt: skip
+        est = rec.get("memory_estimate_bytes")
+        lines.append(f"| {step} | {rec['seconds']:.1f} | {rec['peak_rss_bytes'] / GB:.2f} | "
+                     f"{est / GB:.2f} | " if est else f"| {step} | {rec['seconds']:.1f} | "
+                     f"{rec['peak_rss_bytes'] / GB:.2f} | – | ")  # fmt: skip
+        lines[-1] += ", ".join(f"{k} {v:.1f} s" for k, v in top) + " |"
+    for row in res.get("loader", []):
+        lines.append(f"- data loader, {row['stage']}: {row['stream']}: {row['img_per_s_per_worker']:.2f} img/s/worker")
+    evals = {k: v for step in res["steps"].values() for k, v in step.get("results", {}).items()}
+    for name, r in evals.items():
+        extra = "".join(f", {k} {v:.2f}" for k, v in r.items() if k.startswith("mIoU") and k != "mIoU")
+        lines.append(f"- evaluated on {name}: mIoU {r['mIoU']:.2f}{extra} (random-init encoder, {name} fake data)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    parser.add_argument("--scale", type=float, default=1.0, help="image-size factor (0.125 for the quick version)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per stage")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("DIGA_REHEARSAL_DIR", "/tmp/diga-rehearsal")))
+    parser.add_argument("--in-process", action="store_true", help="run the steps in one process (no per-step peaks)")
+    args = parser.parse_args()
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    data = args.work / f"data-{args.scale}"
+    t = time.perf_counter()
+    write_all(data, args.scale)
+    weights = write_weights(args.work / "weights")
+    print(f"fake datasets and weights ready in {time.perf_counter() - t:.0f} s under {args.work}", flush=True)
+    results = []
+    for name in args.experiments.split(","):
+        res = run_pipeline(name, args.work, data, weights, args.steps, args.scale, isolate=not args.in_process)
+        if not res.get("error"):
+            res["loader"] = loader_throughput(name, data, weights, args.scale)
+        results.append(res)
+        print(report(res), flush=True)
+    out = Path(__file__).parent / "results" / f"rehearsal-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"scale": args.scale, "steps": args.steps, "cpu_count": os.cpu_count(),
+                               "results": results}, indent=1))  # fmt: skip
+    print(f"wrote {out}")
+    if any(r.get("error") for r in results):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

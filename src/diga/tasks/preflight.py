@@ -1,0 +1,226 @@
+"""Checks before anything is built: every input the composed plan will read exists, and the requested device does.
+
+A real schedule runs for days; a file that is only opened by its third stage must not cost the first two. For a
+single stage or a whole pipeline this collects what every step will read — dataset folders in their official layout,
+pretrained encoder weights, the VGG-19 of the perceptual loss, a translator checkpoint, pseudo-labels, centroids,
+the model to start from — leaves out what earlier steps of the same pipeline produce, and reports everything that
+is missing in one message, with where to put it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from diga.utils.hydra import to_plain
+
+
+class PreflightError(RuntimeError):
+    """The run cannot start: the message lists every problem found."""
+
+
+@dataclass
+class Input:
+    group: str  # dataset | weights | earlier output
+    what: str
+    path: Path
+    set_with: str  # the config key(s) that point diga at it
+    expected: str = ""
+    needed_by: list[str] = field(default_factory=list)
+    required: list[Path] = field(default_factory=list)  # what must exist (default: `path`)
+
+    def missing(self) -> list[Path]:
+        return [p for p in (self.required or [self.path]) if not p.exists()]
+
+
+GROUP_HINTS = {
+    "dataset": "datasets: put them under paths.data_dir (or the DIGA_DATA environment variable), in the official "
+    "layouts below, or point datamodule.<source|target|val.NAME>.root at each",
+    "weights": "weights: local files only (nothing is downloaded); put them under paths.pretrained_dir or set the "
+    "key shown",
+    "earlier output": "outputs of earlier stages: run those stages first (or stage=pipeline, which chains them)",
+}
+
+
+def _dataset_inputs(cfg: Mapping[str, Any] | None, split_key: str, with_labels: bool, role: str) -> list[Input]:
+    if not cfg or "_target_" not in cfg:
+        return []
+    cls = get_class(str(cfg["_target_"]))
+    loader = cfg.get("loader") or {}
+    split = (loader.get("splits") or {}).get(split_key, split_key)
+    name = cls.__name__
+    if cfg.get("generate") is False and hasattr(cls, "layout"):
+        paths = [Path(cfg["root"])]
+    else:
+        paths = cls.layout(Path(cfg["root"]), split, with_labels) if hasattr(cls, "layout") else [Path(cfg["root"])]
+    slots = {"source": "datamodule.source", "target": "datamodule.target", "target with labels": "datamodule.target"}
+    key = slots.get(role, f"datamodule.val.{role}")
+    return (
+        [
+            Input(
+                "dataset",
+                name,
+                Path(cfg["root"]),
+                f"paths.data_dir or {key}.root",
+                cls.layout_help,
+                required=list(paths),
+            )
+        ]
+        if paths
+        else []
+    )
+
+
+def _file(group: str, what: str, path: Any, key: str, expected: str = "") -> list[Input]:
+    return [Input(group, what, Path(str(path)), key, expected)] if path else []
+
+
+def stage_inputs(cfg: DictConfig) -> list[Input]:
+    """What one composed stage will read."""
+    st = to_plain(cfg.stage)
+    task = st.get("task", "fit")
+    dm = to_plain(cfg.get("datamodule")) or {}
+    out: list[Input] = []
+    if task in ("pseudolabel", "centroids"):
+        out += _dataset_inputs(dm.get("target"), "train", False, "target")
+        out += _file(
+            "earlier output",
+            "model to predict with",
+            st.get("init_from"),
+            "stage.init_from",
+            "a final_model.pt of a warm-up or self-training run",
+        )
+        return out
+    if task != "fit":
+        return out
+    module = st.get("module") or {}
+    is_translator = str(module.get("_target_", "")).endswith("TranslatorModule")
+    out += _dataset_inputs(dm.get("target") if dm.get("target_as_source") else dm.get("source"), "train", True,
+                           "target with labels" if dm.get("target_as_source") else "source")  # fmt: skip
+    if dm.get("use_target") and dm.get("target") and not dm.get("target_as_source"):
+        out += _dataset_inputs(dm["target"], "train", False, "target")
+    if not is_translator:
+        for name, val in (dm.get("val") or {}).items():
+            out += _dataset_inputs(val, "val", True, name)
+    model = module.get("model") or {}
+    if model and not st.get("init_from") and not model.get("weights"):
+        out += _file(
+            "weights",
+            f"ImageNet weights of the {model.get('backbone')} encoder",
+            model.get("pretrained"),
+            "model.pretrained",
+            "e.g. NVlabs SegFormer mit_bN.pth or a torchvision/timm ResNet file",
+        )
+    out += _file("weights", "whole-model weights", model.get("weights"), "model.weights")
+    out += _file(
+        "earlier output",
+        "model to start from",
+        st.get("init_from"),
+        "stage.init_from",
+        "a final_model.pt (or .ckpt) of the previous stage",
+    )
+    translator = module.get("translator") or {}
+    if translator.get("kind") == "learned":
+        out += _file(
+            "earlier output",
+            "image translator",
+            translator.get("checkpoint"),
+            "stage.module.translator.checkpoint",
+            "translator.pt of a stage=translator run",
+        )
+    if is_translator and float(module.get("w_percep", 0) or 0) > 0:
+        out += _file(
+            "weights",
+            "VGG-19 ImageNet weights for the translator's perceptual loss",
+            module.get("vgg_weights"),
+            "stage.module.vgg_weights, or stage.module.w_percep=0 to drop the loss",
+            "torchvision's vgg19-dcbb9e9d.pth",
+        )
+    out += _file(
+        "earlier output",
+        "offline pseudo-labels",
+        st.get("pseudo_labels"),
+        "stage.pseudo_labels",
+        "the pseudo_labels/ folder of a stage=pseudolabel run",
+    )
+    out += _file(
+        "earlier output",
+        "initial class centroids",
+        module.get("centroids_path"),
+        "stage.centroids",
+        "centroids.pt of a stage=centroids run",
+    )
+    return out
+
+
+def plan_inputs(cfg: DictConfig) -> list[Input]:
+    """What the whole run reads: one stage, or every step of a pipeline minus what earlier steps produce."""
+    if cfg.stage.get("task") != "pipeline":
+        inputs = stage_inputs(cfg)
+        for i in inputs:
+            i.needed_by.append(str(cfg.stage.name))
+        return inputs
+    from diga.tasks.pipeline import step_configs
+
+    root = Path(cfg.paths.output_dir).resolve()
+    merged: dict[tuple[str, Path], Input] = {}
+    for step, step_cfg in step_configs(cfg):
+        for i in stage_inputs(step_cfg):
+            if i.path.resolve().is_relative_to(root):  # written by an earlier step of this pipeline
+                continue
+            seen = merged.setdefault((i.group, i.path), i)
+            seen.required = sorted(set(seen.required) | set(i.required))
+            if step.name not in seen.needed_by:
+                seen.needed_by.append(step.name)
+    return list(merged.values())
+
+
+def device_problem(cfg: DictConfig) -> str | None:
+    import torch
+
+    accel = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
+    device = str(cfg.stage.get("device", "auto"))
+    wants_cuda = accel in ("gpu", "cuda") or device.startswith("cuda")
+    if wants_cuda and not torch.cuda.is_available():
+        which = f"trainer.accelerator={accel}" if accel in ("gpu", "cuda") else f"stage.device={device}"
+        return f"{which} asks for a CUDA GPU, but this machine has none visible: run with trainer=cpu"
+    return None
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Raise one `PreflightError` naming every missing input (and a missing GPU), before any model is built."""
+    device = device_problem(cfg)
+    missing = [i for i in plan_inputs(cfg) if i.missing()]
+    if not missing:
+        if device:
+            raise PreflightError(device)
+        return
+    run = f"experiment={cfg.get('experiment_name')} stage={cfg.stage.name}"
+    lines = [f"cannot start {run}: {len(missing)} input(s) missing" + (f"; {device}" if device else "")]
+    data_dir = cfg.get("paths", {}).get("data_dir")
+    pretrained_dir = cfg.get("paths", {}).get("pretrained_dir")
+    for group in ("dataset", "weights", "earlier output"):
+        items = [i for i in missing if i.group == group]
+        if not items:
+            continue
+        now = {
+            "dataset": f" (paths.data_dir is now {data_dir})",
+            "weights": f" (paths.pretrained_dir is now {pretrained_dir})",
+        }.get(group, "")
+        lines.append(f"  {GROUP_HINTS[group]}{now}:")
+        for i in items:
+            gone = i.missing()
+            where = (
+                f"{i.path} is missing {', '.join(str(p.relative_to(i.path)) + '/' for p in gone)}"
+                if i.required and all(p.is_relative_to(i.path) and p != i.path for p in gone)
+                else f"{gone[0]} not found"
+            )
+            lines.append(f"    - {i.what}: {where} (set {i.set_with}; needed by {', '.join(i.needed_by)})")
+            if i.expected:
+                lines.append(f"        expected: {i.expected}")
+    raise PreflightError("\n".join(lines))

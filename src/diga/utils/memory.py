@@ -1,0 +1,107 @@
+"""How much memory a training step will need, estimated before the stage starts (CPU runs).
+
+On a CPU the kernel's out-of-memory killer ends an over-sized run without a word (exit −9). The estimate here is
+measured, not guessed: one forward of the network on a small probe crop, recording every tensor autograd keeps for
+the backward pass (`saved_tensors_hooks`), scaled to the real crop and to the number of images a step forwards
+with gradients; plus weights, gradients and optimiser state. It is an estimate (allocator overhead, the data
+loader and transient buffers come on top) — the rehearsal prints it next to the measured peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+GIB = 1024**3
+
+
+def available_bytes() -> int | None:
+    """Memory the kernel can still give this process (Linux `MemAvailable`), or None when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux: kilobytes in ru_maxrss)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct tensors autograd saves for the backward pass while `forward()` runs.
+
+    Tensors sharing storage with `exclude` (the weights, counted separately) are left out.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(seen.values())
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int  # student weights + gradients + optimiser state, frozen networks (teacher, translator, VGG)
+    activations: int  # what one step keeps for its backward pass
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+    def line(self, available: int | None) -> str:
+        free = f"{available / GIB:.1f} GB are available" if available is not None else "free memory unknown"
+        return (f"memory estimate for this stage: about {self.total / GIB:.1f} GB ({self.weights / GIB:.1f} GB weights "
+                f"and optimiser state, {self.activations / GIB:.1f} GB activations); {free}")  # fmt: skip
+
+
+def probe_size(crop: tuple[int, int], multiple: int = 32, smallest: int = 128) -> tuple[int, int]:
+    """Half the crop per side, rounded to `multiple` (strided encoders), but never below `smallest` (or the crop):
+    multi-scale discriminators and deep encoders need a few pixels at their coarsest level."""
+    return tuple(min(c, max(smallest, (c // 2) // multiple * multiple)) for c in crop)  # type: ignore[return-value]
+
+
+def autocast_context(precision: str | None, device: str = "cpu") -> contextlib.AbstractContextManager:
+    if precision and str(precision).startswith("bf16"):
+        return torch.autocast(device, dtype=torch.bfloat16)
+    if precision and str(precision).startswith("16"):
+        return torch.autocast(device, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def scaled_activation_bytes(network: nn.Module, crop: tuple[int, int], images: int, precision: str | None,
+                            forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:  # fmt: skip
+    """Saved activations of `images` forwards of `network` at `crop`, from one probe forward at half the size."""
+    h, w = probe_size(crop)
+    x = torch.rand(1, 3, h, w)
+    run = forward or (lambda t: network(t)[0])
+    was_training = network.training
+    network.train()
+    try:
+        with autocast_context(precision):
+            per_probe = saved_activation_bytes(lambda: run(x), exclude=network.parameters())
+    finally:
+        network.train(was_training)
+    return int(per_probe * (crop[0] * crop[1]) / (h * w) * images)

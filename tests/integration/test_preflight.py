@@ -1,0 +1,132 @@
+"""Every input the composed plan needs is checked before anything is built; all that is missing in one message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diga.tasks import run_task
+from diga.tasks.preflight import PreflightError
+from tests.helpers import compose_cfg
+
+
+def _never_build(*args, **kwargs):
+    raise AssertionError("a model was built before the inputs were checked")
+
+
+def test_real_pipeline_without_data_or_weights_names_everything_at_once(tmp_path: Path, monkeypatch) -> None:
+    import diga.tasks.fit as fit
+
+    monkeypatch.setattr(fit, "build_module", _never_build)
+    cfg = compose_cfg(
+        [
+            "experiment=gta2cs",
+            "stage=pipeline",
+            "trainer=cpu",
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path}/run",
+        ]
+    )
+    with pytest.raises(PreflightError) as err:
+        run_task(cfg)
+    msg = str(err.value)
+    for expected in (
+        "GTA5",
+        "images/",
+        "labels/",
+        "Cityscapes",
+        "leftImg8bit/train/",
+        "gtFine/val/",
+        "mit_b5.pth",
+        "vgg19-dcbb9e9d.pth",
+        "paths.data_dir",
+        "DIGA_DATA",
+        "paths.pretrained_dir",
+        "GTA5/images/00001.png",
+    ):
+        assert expected in msg, expected
+    # produced by earlier pipeline steps, so not reported
+    assert "translator.pt" not in msg and "final_model.pt" not in msg and "centroids.pt" not in msg
+
+
+def test_standalone_selftrain_names_its_missing_earlier_outputs(tmp_path: Path, toy_root: Path) -> None:
+    cfg = compose_cfg(
+        [
+            "experiment=toy",
+            "stage=selftrain",
+            f"paths.data_dir={toy_root.parent}",
+            f"paths.output_dir={tmp_path}",
+            f"stage.init_from={tmp_path}/wu/final_model.pt",
+            f"stage.pseudo_labels={tmp_path}/pl",
+            f"stage.centroids={tmp_path}/c.pt",
+            "stage.module.translator.kind=learned",
+            f"stage.module.translator.checkpoint={tmp_path}/t.pt",
+        ]
+    )
+    with pytest.raises(PreflightError) as err:
+        run_task(cfg)
+    for key in ("stage.init_from", "stage.pseudo_labels", "stage.centroids", "stage.module.translator.checkpoint"):
+        assert key in str(err.value), key
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_gpu_trainer_without_gpu_says_so_in_one_line(tmp_path: Path, toy_root: Path) -> None:
+    cfg = compose_cfg(
+        [
+            "experiment=toy",
+            "stage=source_only",
+            "trainer=gpu",
+            f"paths.data_dir={toy_root.parent}",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    with pytest.raises(PreflightError) as err:
+        run_task(cfg)
+    assert "\n" not in str(err.value) and "trainer=cpu" in str(err.value)
+
+
+def test_cli_prints_the_message_without_a_stack_trace(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diga.train",
+            "experiment=gta_dg",
+            "stage=warmup",
+            "trainer=cpu",
+            f"paths.root_dir={tmp_path}",
+            "run_id=x",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("diga: cannot start experiment=gta_dg stage=warmup")
+    assert "Traceback" not in proc.stderr and "BDD100K" in proc.stderr and "Mapillary" in proc.stderr
+
+
+def test_unpaired_self_training_batches_are_refused_naming_both_streams(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(
+        [
+            "experiment=synthia2cs",
+            "stage=selftrain",
+            "trainer=cpu",
+            f"paths.output_dir={tmp_path}",
+            "stage.init_from=x",
+            "stage.pseudo_labels=x",
+            "stage.centroids=x",
+            "stage.module.translator.checkpoint=x",
+            "datamodule.target.loader.streams=[{resize:[512,1024],batch_size:2},{resize:[1024,2048],batch_size:2}]",
+        ]
+    )
+    expected = r"Synthia: 1 @760×1280 \+ 2 @1140×1920\] give 3 .*Cityscapes: 2 @512×1024 \+ 2 @1024×2048\] give 4"
+    with pytest.raises(Exception, match=expected):  # Hydra wraps the ValueError
+        instantiate(cfg.datamodule, _recursive_=False)

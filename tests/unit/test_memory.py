@@ -1,0 +1,41 @@
+"""The pre-flight memory estimate: saved-activation accounting on hand-sized graphs, and scaling."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from diga.utils.memory import MemoryEstimate, probe_size, saved_activation_bytes, scaled_activation_bytes
+
+
+def test_saved_bytes_of_a_linear_layer_is_its_input() -> None:
+    lin = nn.Linear(100, 10, bias=False)
+    x = torch.rand(8, 100, requires_grad=False)
+    # backward of y = x Wᵀ w.r.t. W needs x: 8×100 float32 = 3200 bytes; W itself is excluded
+    assert saved_activation_bytes(lambda: lin(x), exclude=lin.parameters()) == 8 * 100 * 4
+
+
+def test_shared_storage_is_counted_once() -> None:
+    x = torch.rand(1000, requires_grad=True)
+    assert saved_activation_bytes(lambda: (x * x).sum()) == 1000 * 4  # x saved twice, one storage
+
+
+def test_activation_estimate_scales_with_pixels_and_images() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1))
+    one = scaled_activation_bytes(net, (256, 256), 1, None, forward=lambda x: net(x))
+    four = scaled_activation_bytes(net, (512, 512), 1, None, forward=lambda x: net(x))
+    assert four == 4 * one
+    assert scaled_activation_bytes(net, (256, 256), 3, None, forward=lambda x: net(x)) == 3 * one
+    # conv1 input (3 ch) + relu output (8 ch, saved by ReLU and conv2) per pixel at the probe, float32
+    h, w = probe_size((256, 256))
+    assert one == (3 + 8) * 4 * h * w * (256 * 256) // (h * w)
+
+
+def test_probe_never_below_the_smallest_side() -> None:
+    assert probe_size((512, 896)) == (256, 448)
+    assert probe_size((64, 112)) == (64, 112)
+
+
+def test_estimate_line_names_both_parts() -> None:
+    line = MemoryEstimate(2 * 1024**3, 30 * 1024**3).line(22 * 1024**3)
+    assert "about 32.0 GB" in line and "30.0 GB activations" in line and "22.0 GB are available" in line
