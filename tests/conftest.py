@@ -42,3 +42,16 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("toydata") / "toy"
     ensure_toy_dataset(root / spec.folder_name(), spec)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_toy_run(tmp_path_factory: pytest.TempPathFactory, toy_root: Path) -> Path:
+    """One tiny source-only run, shared by every test that only needs *a* trained model (its run directory:
+    final_model.pt, checkpoints/last.ckpt, results.json). Do not modify its files."""
+    from diga.tasks import run_task
+    from tests.helpers import compose_cfg, tiny_toy_overrides
+
+    root = tmp_path_factory.mktemp("trained_toy")
+    run_task(compose_cfg([*tiny_toy_overrides(root, toy_root.parent), "stage=source_only"]))
+    GlobalHydra.instance().clear()
+    return root / "run"

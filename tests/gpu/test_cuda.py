@@ -59,12 +59,11 @@ def test_sync_batchnorm_under_ddp_on_cuda(tmp_path: Path, toy_root: Path) -> Non
     assert json.loads((tmp_path / "run" / "results.json").read_text())["toy_target"]["mIoU"] >= 0
 
 
-def test_offline_stages_on_cuda_match_cpu(tmp_path: Path, toy_root: Path) -> None:
+def test_offline_stages_on_cuda_match_cpu(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -> None:
     from diga.centroids import load_centroids
 
     base = tiny_toy_overrides(tmp_path, toy_root.parent)
-    run_task(compose_cfg([*base, "stage=source_only", f"paths.output_dir={tmp_path}/so"]))
-    model = tmp_path / "so" / "final_model.pt"
+    model = trained_toy_run / "final_model.pt"
     for dev in ("cpu", "cuda"):
         common = [*base, f"stage.init_from={model}", f"stage.device={dev}", f"paths.output_dir={tmp_path}/{dev}"]
         run_task(compose_cfg([*common, "stage=pseudolabel", TINY_PSEUDO_LABELS]))

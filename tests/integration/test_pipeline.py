@@ -48,14 +48,13 @@ def test_toy_pipeline_end_to_end_and_skips_done_stages(tmp_path: Path, toy_root:
 
 
 @pytest.mark.slow
-def test_fixed_threshold_pseudo_labels(tmp_path: Path, toy_root: Path) -> None:
+def test_fixed_threshold_pseudo_labels(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -> None:
     """The comparison baseline: a confidence threshold leaves low-confidence pixels unlabelled (255)."""
     import numpy as np
     from PIL import Image
 
     base = tiny_toy_overrides(tmp_path, toy_root.parent)
-    run_task(compose_cfg([*base, "stage=source_only", f"paths.output_dir={tmp_path}/so"]))
-    model = tmp_path / "so" / "final_model.pt"
+    model = trained_toy_run / "final_model.pt"
     out = run_task(compose_cfg([*base, "stage=pseudolabel", f"stage.init_from={model}",
                                 "stage.confidence_threshold=0.99", TINY_PSEUDO_LABELS,
                                 f"paths.output_dir={tmp_path}/pl"]))  # fmt: skip

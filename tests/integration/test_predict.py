@@ -12,8 +12,6 @@ from diga.data.io import DatasetError
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig
 from diga.predict import cityscapes_label_ids, predict_folder
-from diga.tasks import run_task
-from tests.helpers import compose_cfg, tiny_toy_overrides
 
 
 def test_cityscapes_label_id_tables() -> None:
@@ -24,11 +22,10 @@ def test_cityscapes_label_id_tables() -> None:
     assert cityscapes_label_ids(get_label_set("toy")) is None
 
 
-def test_predict_folder(tmp_path: Path, toy_root: Path) -> None:
-    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]))
+def test_predict_folder(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -> None:
     images = next(toy_root.glob("*/target/val/images"))
     inf = InferenceConfig(mode="slide", crop_size=(32, 32), stride=(24, 24))
-    written = predict_folder(tmp_path / "run" / "final_model.pt", images, tmp_path / "pred", inf, device="cpu")
+    written = predict_folder(trained_toy_run / "final_model.pt", images, tmp_path / "pred", inf, device="cpu")
     assert len(written) == 4
     lab = Image.open(written[0])
     assert lab.mode == "P" and lab.size == (64, 32)
@@ -38,18 +35,17 @@ def test_predict_folder(tmp_path: Path, toy_root: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DatasetError, match=r"empty: no \.png/\.jpg images"):
-        predict_folder(tmp_path / "run" / "final_model.pt", empty, tmp_path / "x", inf)
+        predict_folder(trained_toy_run / "final_model.pt", empty, tmp_path / "x", inf)
 
 
-def test_onnx_export_matches_pytorch(tmp_path: Path, toy_root: Path) -> None:
+def test_onnx_export_matches_pytorch(tmp_path: Path, trained_toy_run: Path) -> None:
     import onnxruntime as ort
     import torch
 
     from diga.export import LogitsAtInputSize, export_onnx
     from diga.models.checkpoint import load_segmentor
 
-    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]))
-    ckpt, out = tmp_path / "run" / "final_model.pt", tmp_path / "model.onnx"
+    ckpt, out = trained_toy_run / "final_model.pt", tmp_path / "model.onnx"
     diff = export_onnx(ckpt, out, height=32, width=64)
     assert diff < 1e-3
     model, _ = load_segmentor(ckpt)

@@ -48,13 +48,12 @@ def test_resume_continues_from_checkpoint(tmp_path: Path, toy_root: Path) -> Non
         run_task(compose_cfg([*base, f"ckpt_path={tmp_path}/nope.ckpt"]))
 
 
-def test_evaluate_checkpoint(tmp_path: Path, toy_root: Path) -> None:
+def test_evaluate_checkpoint(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -> None:
     from diga.evaluate import run_evaluate
 
-    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]))
     for name in ("checkpoints/last.ckpt", "final_model.pt"):
         out = tmp_path / f"eval_{Path(name).stem}"
-        cfg = compose_cfg([f"ckpt={tmp_path / 'run' / name}", "data=toy", f"paths.data_dir={toy_root.parent}",
+        cfg = compose_cfg([f"ckpt={trained_toy_run / name}", "data=toy", f"paths.data_dir={toy_root.parent}",
                            f"output_dir={out}", "inference.scales=[1.0,2.0]", "num_workers=0",
                            "+data.spec={height:32,width:64,source_train:8,source_val:4,target_train:8,target_val:4}"],
                           config_name="evaluate")  # fmt: skip
@@ -71,3 +70,17 @@ def test_incompatible_checkpoint_for_evaluation(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(2)}, bad)
     with pytest.raises(CheckpointError, match=r"other\.pt: not a diga checkpoint"):
         load_segmentor(bad)
+
+
+def test_micro_batches_give_the_full_batch_gradient(tmp_path: Path, toy_root: Path) -> None:
+    """micro_batches=2 forwards/back-propagates two halves before one optimiser step: without BatchNorm or random
+    layers in the network the weights after the run equal those of one pass over the whole batch."""
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=2), "stage=source_only", "model.head=deeplabv2",
+            "model.dropout=0", "model.drop_path_rate=0", "optimizer=sgd", "optimizer.lr=0.05", "logger=none",
+            "datamodule.source.loader.streams=[{resize:null,batch_size:4}]"]  # fmt: skip
+    for n in (1, 2):
+        run_task(compose_cfg([*base, f"stage.module.micro_batches={n}", f"paths.output_dir={tmp_path}/mb{n}"]))
+    a = torch.load(tmp_path / "mb1" / "final_model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "mb2" / "final_model.pt", weights_only=True)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)

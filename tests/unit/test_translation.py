@@ -95,3 +95,24 @@ def test_perceptual_loss_requires_local_weights(tmp_path: Path) -> None:
     loss = VGGPerceptual(path)
     x = torch.rand(1, 3, 32, 32)
     assert loss(x, x).item() == 0.0 and loss(x, x.flip(-1)).item() > 0
+
+
+def test_generator_loss_is_the_weighted_sum_of_its_parts() -> None:
+    import torch.nn.functional as F
+
+    from diga.translation.losses import generator_losses, lsgan_g_loss, seg_edge_loss
+    from diga.translation.networks import MultiScaleDiscriminator
+
+    torch.manual_seed(0)
+    s, t = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    y = torch.randint(0, 3, (1, 32, 32))
+    out = {k: torch.rand(1, 3, 32, 32) * 2 - 1 for k in ("s2t", "t2s", "s_rec", "t_rec", "s_cyc", "t_cyc")}
+    d1, d2 = MultiScaleDiscriminator(8, num_scales=1), MultiScaleDiscriminator(8, num_scales=1)
+    w = {"w_adv": 0.5, "w_cyc": 10.0, "w_edge": 20.0, "w_percep": 0.0, "w_self": 0.001}
+    got = generator_losses(out, s, t, y, d1, d2, None, w)
+    adv = lsgan_g_loss(d1(out["s2t"])) + lsgan_g_loss(d2(out["t2s"]))
+    cyc = F.l1_loss(out["s_cyc"], s) + F.l1_loss(out["t_cyc"], t)
+    rec = F.l1_loss(out["s_rec"], s) + F.l1_loss(out["t_rec"], t)
+    expected = 0.5 * adv + 10 * cyc + 20 * seg_edge_loss(out["s2t"], s, y) + 0.001 * rec
+    torch.testing.assert_close(got["loss_g"], expected)
+    assert float(got["loss_percep"]) == 0.0

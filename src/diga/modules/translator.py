@@ -19,13 +19,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diga.evaluation.visualize import log_image_rows, to_uint8_hwc
 from diga.modules.base import to_float_image
 from diga.modules.optim import poly_lambda
-from diga.translation.losses import VGGPerceptual, lsgan_d_loss, lsgan_g_loss, seg_edge_loss
+from diga.translation.losses import VGGPerceptual, discriminator_loss, generator_losses
 from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
 from diga.utils.artifacts import TRANSLATOR
 from diga.utils.checkpoint_io import atomic_torch_save
@@ -106,9 +105,7 @@ class TranslatorModule(pl.LightningModule):
 
         # discriminators on detached fakes
         self.toggle_optimizer(opt_d)
-        loss_d = lsgan_d_loss(self.dis_s2t(t), self.dis_s2t(out["s2t"].detach())) + lsgan_d_loss(
-            self.dis_t2s(s), self.dis_t2s(out["t2s"].detach())
-        )
+        loss_d = discriminator_loss(self.dis_s2t, self.dis_t2s, s, t, out["s2t"], out["t2s"])
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.optimizer.step()  # raw step: global_step counts iterations (one per generator step)
@@ -116,12 +113,9 @@ class TranslatorModule(pl.LightningModule):
 
         # generators / encoders with the discriminators frozen
         self.toggle_optimizer(opt_g)
-        adv = lsgan_g_loss(self.dis_s2t(out["s2t"])) + lsgan_g_loss(self.dis_t2s(out["t2s"]))
-        cyc = F.l1_loss(out["s_cyc"], s) + F.l1_loss(out["t_cyc"], t)
-        edge = seg_edge_loss(out["s2t"], s, y)
-        rec = F.l1_loss(out["s_rec"], s) + F.l1_loss(out["t_rec"], t)
-        percep = self.vgg(out["s2t"], s) + self.vgg(out["t2s"], t) if self.vgg is not None else s.new_zeros(())
-        loss_g = hp.w_adv * adv + hp.w_cyc * cyc + hp.w_edge * edge + hp.w_percep * percep + hp.w_self * rec
+        weights = {k: float(hp[k]) for k in ("w_adv", "w_cyc", "w_edge", "w_percep", "w_self")}
+        losses = generator_losses(out, s, t, y, self.dis_s2t, self.dis_t2s, self.vgg, weights)
+        loss_g = losses["loss_g"]
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -129,8 +123,7 @@ class TranslatorModule(pl.LightningModule):
         for sch in self.lr_schedulers():
             sch.step()
 
-        logs = {"loss_d": loss_d, "loss_g": loss_g, "loss_adv": adv, "loss_cyc": cyc, "loss_edge": edge,
-                "loss_self": rec, "loss_percep": percep}  # fmt: skip
+        logs = {"loss_d": loss_d, **losses}
         self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, batch_size=s.shape[0])
         self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=s.shape[0])
         every = hp.log_images_every_n_steps

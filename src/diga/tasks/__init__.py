@@ -43,7 +43,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _write_metrics(cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    from lightning_utilities.core.rank_zero import rank_zero_only
+    from lightning_fabric.utilities.rank_zero import rank_zero_only  # sets rank_zero_only.rank
 
     from diga.utils.artifacts import METRICS
     from diga.utils.io import atomic_write_bytes

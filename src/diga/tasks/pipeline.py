@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from lightning_utilities.core.rank_zero import rank_zero_only
+from lightning_fabric.utilities.rank_zero import rank_zero_only  # sets rank_zero_only.rank
 from omegaconf import DictConfig
 
 from diga.data.io import atomic_write_bytes
 from diga.tasks.config import compose_stage
-from diga.utils.artifacts import StageOutputs
+from diga.utils.artifacts import PIPELINE_PROFILE, PIPELINE_RESULTS, PREDICTIONS, StageOutputs
 from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             rows[step.row] = metrics.get("results", {})
             models[step.row] = step.out.final_model
     if profile and rank_zero_only.rank == 0:
-        atomic_write_bytes(root / "pipeline_profile.json", json.dumps(profile, indent=1).encode())
+        atomic_write_bytes(root / PIPELINE_PROFILE, json.dumps(profile, indent=1).encode())
     summary = {f"{row}/{name}": r["mIoU"] for row, sets in rows.items() for name, r in sets.items()}
     last_row = next((r for r in ("self-training", "warm-up") if r in rows), None)
     summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")
@@ -173,10 +173,10 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     miou_rows = {row: {name: r["mIoU"] for name, r in sets.items()} for row, sets in rows.items()}
     table = format_pipeline_table(miou_rows)
     print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}")
-    atomic_write_bytes(root / "pipeline_results.json", json.dumps(miou_rows, indent=1).encode())
-    atomic_write_bytes(root / "pipeline_results.csv", _csv(miou_rows).encode())
+    atomic_write_bytes(root / f"{PIPELINE_RESULTS}.json", json.dumps(miou_rows, indent=1).encode())
+    atomic_write_bytes(root / f"{PIPELINE_RESULTS}.csv", _csv(miou_rows).encode())
     write_pictures(cfg, root, miou_rows, models)
-    print(f"results: {root / 'pipeline_results.csv'}, {root / 'pipeline_results.png'}, {root / 'predictions.png'}")
+    print(f"results: {root / (PIPELINE_RESULTS + '.csv')}, {root / (PIPELINE_RESULTS + '.png')}, {root / PREDICTIONS}")
     return summary
 
 
@@ -188,7 +188,7 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     from diga.evaluation.report import plot_results, prediction_grid
     from diga.models.checkpoint import load_segmentor
 
-    plot_results(rows, root / "pipeline_results.png", f"{cfg.experiment_name}: target mIoU per stage")
+    plot_results(rows, root / f"{PIPELINE_RESULTS}.png", f"{cfg.experiment_name}: target mIoU per stage")
     val_cfgs = to_plain(cfg.datamodule.val) or {}
     if not val_cfgs or not models:
         return
@@ -200,7 +200,7 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     batch = collate(items)
     loaded = {row: load_segmentor(path)[0] for row, path in models.items()}
     prediction_grid(loaded, batch["image"].float() / 255, batch["label"], get_label_set(cfg.label_set),
-                    root / "predictions.png")  # fmt: skip
+                    root / PREDICTIONS)  # fmt: skip
 
 
 def format_pipeline_table(rows: dict[str, dict[str, float]]) -> str:

@@ -21,6 +21,32 @@ def lsgan_g_loss(fake_maps: list[torch.Tensor]) -> torch.Tensor:
     return sum(((f - 1) ** 2).mean() for f in fake_maps)  # type: ignore[return-value]
 
 
+def discriminator_loss(dis_s2t: nn.Module, dis_t2s: nn.Module, s: torch.Tensor, t: torch.Tensor,
+                       s2t: torch.Tensor, t2s: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Both discriminators: real target vs detached s2t, real source vs detached t2s (LSGAN, summed over scales)."""
+    return lsgan_d_loss(dis_s2t(t), dis_s2t(s2t.detach())) + lsgan_d_loss(dis_t2s(s), dis_t2s(t2s.detach()))
+
+
+def generator_losses(out: dict[str, torch.Tensor], s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                     dis_s2t: nn.Module, dis_t2s: nn.Module, vgg: nn.Module | None,
+                     weights: dict[str, float]) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The translator's generator/encoder objective and its parts.
+
+    L_G = w_adv·[LSGAN(s2t) + LSGAN(t2s)] + w_cyc·[L1(s_cyc, s) + L1(t_cyc, t)] + w_edge·L_edge(s2t, s, y)
+        + w_percep·[VGG(s2t, s) + VGG(t2s, t)] + w_self·[L1(s_rec, s) + L1(t_rec, t)]
+    `out` holds the translations (s2t, t2s), self-reconstructions (s_rec, t_rec) and cycles (s_cyc, t_cyc).
+    """
+    adv = lsgan_g_loss(dis_s2t(out["s2t"])) + lsgan_g_loss(dis_t2s(out["t2s"]))
+    cyc = F.l1_loss(out["s_cyc"], s) + F.l1_loss(out["t_cyc"], t)
+    edge = seg_edge_loss(out["s2t"], s, labels)
+    rec = F.l1_loss(out["s_rec"], s) + F.l1_loss(out["t_rec"], t)
+    percep = vgg(out["s2t"], s) + vgg(out["t2s"], t) if vgg is not None else s.new_zeros(())
+    total = (weights["w_adv"] * adv + weights["w_cyc"] * cyc + weights["w_edge"] * edge
+             + weights["w_percep"] * percep + weights["w_self"] * rec)  # fmt: skip
+    return {"loss_g": total, "loss_adv": adv, "loss_cyc": cyc, "loss_edge": edge, "loss_self": rec,
+            "loss_percep": percep}  # fmt: skip
+
+
 def label_edges(labels: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     """B×H×W bool: |Laplacian₅(labels)| > threshold, kornia-0.5 normalisation (5×5 ones, centre −24, divided by 48),
     reflect border. So a pixel is an edge when the neighbour-weighted id difference exceeds 4.8 (METHOD.md §3.3)."""

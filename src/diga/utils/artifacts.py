@@ -18,6 +18,9 @@ RESULTS = "results.json"  # evaluation of the handed-on model on every validatio
 METRICS = "metrics.json"  # what the stage's task returned (mIoU, per-set results, …); written by every run
 TIMINGS = "timings.json"  # where a stage's wall time went (diga.utils.timing)
 DONE = "DONE.json"  # pipeline: a finished sub-stage (its metrics), written atomically
+PIPELINE_RESULTS = "pipeline_results"  # pipeline root: .json/.csv (mIoU per stage and set) and .png (bar chart)
+PIPELINE_PROFILE = "pipeline_profile.json"  # pipeline root: wall time, peak memory and phases of every step
+PREDICTIONS = "predictions.png"  # pipeline root: the first validation images, one column per stage
 CHECKPOINTS = "checkpoints"  # Lightning checkpoints of a training stage; LAST_CHECKPOINT resumes it
 LAST_CHECKPOINT = "last.ckpt"
 
