@@ -84,7 +84,9 @@ def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], st
     """The experiment's pipeline in a subprocess; returns its profile and results."""
     run_id = f"rehearsal-{name}-s{scale}"
     overrides = [*experiment_overrides(name, data, weights, steps, scale), "stage=pipeline", f"run_id={run_id}",
-                 f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}"]  # fmt: skip
+                 f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}",
+                 # the translator at the authors' batch needs ~36 GB without it (benchmarks/memory_options.py)
+                 "++stage.step_overrides={translator:['stage.module.grad_checkpointing=true']}"]  # fmt: skip
     run = work / "logs" / "train" / name / "pipeline" / run_id
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: every step runs (and is timed)
     t = time.perf_counter()

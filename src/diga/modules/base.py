@@ -145,6 +145,7 @@ class SegmentationModule(pl.LightningModule):
 
     # --- memory -----------------------------------------------------------------------------------------
     grad_forwards_per_image = 1  # student forwards with gradients per source image and step
+    memory_options = "stage.module.micro_batches=N, trainer.precision=bf16-mixed, model.grad_checkpointing=true"
 
     def frozen_modules(self) -> list[nn.Module]:
         """Networks held besides the student (teacher, translator): weights only."""

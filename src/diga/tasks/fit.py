@@ -105,9 +105,10 @@ def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | N
     total, free = est.total * processes, available_bytes()
     line = est.line(free) + (f" (× {processes} processes)" if processes > 1 else "")
     if free is not None and total > free:
+        options = getattr(module, "memory_options", "trainer.precision=bf16-mixed")
         msg = (
             f"{line} — this stage will probably be killed for memory. Lower the batch (datamodule.*.loader.streams)"
-            ", or use stage.module.micro_batches=N, trainer.precision=bf16-mixed, model.grad_checkpointing=true"
+            f" or use {options}"
         )
         log.warning(msg)
         print(f"diga: {msg}", flush=True)

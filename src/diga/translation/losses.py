@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diga.models.checkpointing import checkpointed
 from diga.models.weights import CheckpointError, load_into, read_state_dict
 
 
@@ -88,6 +89,11 @@ class VGGPerceptual(nn.Module):
         load_into(features, sd, weights_path, "VGG-19 features")
         self.slices = nn.ModuleList(features[a:b] for a, b in self.SLICES)
         self.requires_grad_(False).eval()
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each VGG slice in the backward pass (the loss back-propagates into the translated image)."""
+        self.grad_checkpointing = enable
 
     def train(self, mode: bool = True) -> VGGPerceptual:  # always frozen
         return super().train(False)
@@ -95,6 +101,8 @@ class VGGPerceptual(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = x.new_zeros(())
         for w, s in zip(self.WEIGHTS, self.slices):
-            x, y = s(x), s(y)
+            x = checkpointed(s, x) if self.grad_checkpointing else s(x)
+            with torch.no_grad():
+                y = s(y)
             loss = loss + w * F.l1_loss(x, y.detach())
         return loss

@@ -42,7 +42,9 @@ class ResBlock(nn.Module):
 
 
 class _CheckpointableSequential(nn.Module):
-    """`self.net` applied in order; residual blocks recomputed in the backward pass when checkpointing is on."""
+    """`self.net`; with checkpointing on, only the network's input is kept for the backward pass and the whole
+    network is recomputed there (one extra forward). The translator calls each network several times per step
+    (translation, self-reconstruction, cycle), so this is where its memory goes."""
 
     net: nn.Sequential
     grad_checkpointing = False
@@ -51,9 +53,7 @@ class _CheckpointableSequential(nn.Module):
         self.grad_checkpointing = enable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.net:
-            x = checkpointed(layer, x) if self.grad_checkpointing and isinstance(layer, ResBlock) else layer(x)
-        return x
+        return checkpointed(self.net, x) if self.grad_checkpointing else self.net(x)
 
 
 class ImgEncoder(_CheckpointableSequential):
@@ -100,11 +100,15 @@ class MultiScaleDiscriminator(nn.Module):
             return nn.Sequential(*layers)
 
         self.nets = nn.ModuleList(one() for _ in range(num_scales))
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
         for i, net in enumerate(self.nets):
             if i:
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
-            outs.append(net(x))
+            outs.append(checkpointed(net, x) if self.grad_checkpointing else net(x))
         return outs
