@@ -47,6 +47,9 @@ def export_onnx(ckpt: str | Path, output: str | Path, height: int = 512, width: 
     import onnxruntime as ort
 
     model, _ = load_segmentor(ckpt)
+    for m in model.modules():  # encoders with size-dependent work (ViT position embeddings) freeze it here
+        if hasattr(m, "fix_input_size"):
+            m.fix_input_size(height, width)
     wrapped = LogitsAtInputSize(model).eval()
     x = torch.rand(1, 3, height, width)
     with tempfile.TemporaryDirectory() as tmp:

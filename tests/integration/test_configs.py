@@ -79,10 +79,12 @@ def test_model_and_trainer_instantiate(experiment: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_composes(model: str, tmp_path: Path) -> None:
-    cfg = compose_cfg([f"model={model}", f"paths.output_dir={tmp_path}"])
-    from diga.models.registry import list_backbones
+    from diga.models.registry import list_backbones, list_heads
 
-    assert cfg.model.backbone in list_backbones()
+    cfg = compose_cfg([f"model={model}", f"paths.output_dir={tmp_path}"])
+    backbone, head = cfg.model.backbone, cfg.model.head
+    assert (backbone if isinstance(backbone, str) else backbone.name) in list_backbones()
+    assert (head if isinstance(head, str) else head.name) in list_heads()
 
 
 def test_wandb_logger_defaults_to_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -189,6 +191,25 @@ def test_centroids_and_pseudo_labels_follow_the_authors(experiment: str, tmp_pat
     assert pl["resize"] is None and pl["confidence_threshold"] is None
     assert pl["inference"]["scales"] == [1.0, 0.5] and pl["inference"]["fusion"] == "max"
     assert pl["inference"]["align_corners"] is True
+
+
+def test_semi_supervised_uses_the_authors_hrnet_ocr_recipe(tmp_path: Path) -> None:
+    c = _compose("cs_semi", "warmup", tmp_path)
+    assert (c["model"]["backbone"], c["model"]["head"], c["model"]["normalization"]) == (
+        "hrnet_w48",
+        "ocr",
+        "caffe_rgb",
+    )
+    opt = c["optimizer"]
+    assert opt["_target_"] == "torch.optim.SGD" and (opt["lr"], opt["momentum"], opt["weight_decay"]) == (
+        1e-3,
+        0.9,
+        5e-4,
+    )
+    assert opt["lr_mult"] == {"backbone": 1.0, "head": 1.0} and c["scheduler"]["power"] == 1.0
+    assert c["stage"]["module"]["aux_weight"] == 0.1 and c["model"]["pretrained"].endswith(
+        "hrnetv2_w48_imagenet_pretrained.pth"
+    )
 
 
 def test_every_method_knob_is_set_in_one_place(tmp_path: Path) -> None:

@@ -27,12 +27,16 @@ def _spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(opts.pop("name")), opts
 
 
-def _accepted(fn: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of `kwargs` that `fn` takes (for the flat, legacy model configs)."""
+# flat options of the model configs and the side they configure
+HEAD_OPTIONS = ("embed_dim", "dropout", "feat_after_dropout", "key_channels")
+BACKBONE_OPTIONS = ("drop_path_rate", "pad_to_patch", "output_stride", "out_indices", "model_name")
+
+
+def _accepted(fn: Any, kwargs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among `names` that `fn` takes (all of them when it takes **kwargs)."""
     params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return dict(kwargs)
-    return {k: v for k, v in kwargs.items() if k in params}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {k: v for k, v in kwargs.items() if k in names and (open_ended or k in params)}
 
 
 def build_segmentor(
@@ -61,15 +65,19 @@ def build_segmentor(
     from diga.models.registry import _BACKBONES, _HEADS, _ensure_builtin
 
     _ensure_builtin()
+    unknown = set(options) - set(HEAD_OPTIONS) - set(BACKBONE_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown model options {sorted(unknown)}: encoder options go in backbone: {{name: …}}, "
+                         "head options in head: {name: …}")  # fmt: skip
     bb_name, bb_opts = _spec(backbone)
     head_name, head_opts = _spec(head)
     if bb_name in _BACKBONES:
-        bb_opts = {**_accepted(_BACKBONES[bb_name], options), **bb_opts}
+        bb_opts = {**_accepted(_BACKBONES[bb_name], options, BACKBONE_OPTIONS), **bb_opts}
     enc: nn.Module = create_backbone(bb_name, pretrained=None if weights else pretrained, **bb_opts)
     if grad_checkpointing:
         enc.set_grad_checkpointing(True)
     if head_name in _HEADS:
-        head_opts = {**_accepted(_HEADS[head_name], options), **head_opts}
+        head_opts = {**_accepted(_HEADS[head_name], options, HEAD_OPTIONS), **head_opts}
     if head_opts.get("embed_dim") is None:
         head_opts["embed_dim"] = getattr(enc, "default_head_width", {}).get(head_name, 256)
     dec = create_head(head_name, list(enc.channels), num_classes, **head_opts)

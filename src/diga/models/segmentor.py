@@ -18,6 +18,7 @@ CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)  # REF loaders: (BGR
 class SegOutput(NamedTuple):
     logits: torch.Tensor  # B×C×h×w at the head's output stride
     feat: torch.Tensor  # B×D×h×w, the feature used for class centroids
+    aux: torch.Tensor | None = None  # B×C×h×w auxiliary logits (OCR's soft object regions), if the head has them
 
 
 class Normalize(nn.Module):
@@ -25,10 +26,14 @@ class Normalize(nn.Module):
         super().__init__()
         if kind == "imagenet":
             mean, scale, bgr = torch.tensor(IMAGENET_MEAN), 1 / torch.tensor(IMAGENET_STD), False
-        elif kind == "caffe_bgr":
-            mean, scale, bgr = torch.tensor(CAFFE_BGR_MEAN[::-1]) / 255.0, torch.full((3,), 255.0 / 128.0), True
+        elif kind in ("caffe_bgr", "caffe_rgb"):  # (x·255 − Caffe mean) / 128, in BGR (DeepLab) or RGB (HRNet) order
+            mean, scale, bgr = (
+                torch.tensor(CAFFE_BGR_MEAN[::-1]) / 255.0,
+                torch.full((3,), 255.0 / 128.0),
+                kind == "caffe_bgr",
+            )
         else:
-            raise ValueError(f"unknown input normalisation {kind!r} (imagenet | caffe_bgr)")
+            raise ValueError(f"unknown input normalisation {kind!r} (imagenet | caffe_bgr | caffe_rgb)")
         self.kind, self.bgr = kind, bgr
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
@@ -63,8 +68,7 @@ class Segmentor(nn.Module):
         self.align_corners = align_corners  # for up-sampling logits to the input (REF DeepLab: True)
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        logits, feat = self.head(self.backbone(self.normalize(x)))
-        return SegOutput(logits, feat)
+        return SegOutput(*self.head(self.backbone(self.normalize(x))))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role — for the usual 1× backbone / 10× head learning rates. No duplicates."""

@@ -78,6 +78,7 @@ class SegmentationModule(pl.LightningModule):
         val_names: names of the datamodule's validation sets, in loader order.
         init_from: whole-segmentor weights to start from (a previous stage's checkpoint).
         seed: seeds every random draw inside a step (with the step and rank).
+        aux_weight: weight of the auxiliary logits in every loss term, for heads that have them (OCR: 0.1).
         micro_batches: forward/backward the step's batch in this many sequential parts (see the module docstring).
         channels_last: NHWC memory format for the student's convolutions (see benchmarks/).
         compile_model: `torch.compile` the student in place (state-dict keys unchanged; see benchmarks/).
@@ -94,6 +95,7 @@ class SegmentationModule(pl.LightningModule):
         val_names: Sequence[str] = ("val",),
         init_from: str | None = None,
         seed: int = 0,
+        aux_weight: float = 0.1,
         micro_batches: int = 1,
         channels_last: bool = False,
         compile_model: bool = False,
@@ -239,8 +241,17 @@ class SegmentationModule(pl.LightningModule):
         return path
 
     # --- optimisation ---------------------------------------------------------------------------------
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return self.model.param_groups()
+    def param_groups(self) -> dict[str, Any]:
+        """Backbone and head parameters; with `optimizer.layer_decay` and an encoder that supports it (ViTs), the
+        backbone is split into per-layer groups with decaying learning rates."""
+        groups: dict[str, Any] = dict(self.model.param_groups())
+        decay = dict(self.hparams.optimizer).get("layer_decay")
+        if decay:
+            if not hasattr(self.model.backbone, "layer_decay_groups"):
+                raise ValueError(f"optimizer.layer_decay={decay}: the {type(self.model.backbone).__name__} encoder "
+                                 "has no layers to decay over (ViT encoders do)")  # fmt: skip
+            groups["backbone"] = self.model.backbone.layer_decay_groups(float(decay))
+        return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = build_optimizer(self.hparams.optimizer, self.param_groups())

@@ -84,8 +84,9 @@ class SelfTrainModule(WarmupModule):
         self.update_centroids([teacher_t.feat, teacher_s.feat[b:]], [y_t, ys],
                               [teacher_t.logits.argmax(1), teacher_s.logits[b:].argmax(1)])  # fmt: skip
 
-        z_mix = upsample(self.model(x_mix).logits, size, ac)
-        loss_mix = self.seg_loss(z_mix, y_mix)
+        out_mix = self.model(x_mix)
+        z_mix = upsample(out_mix.logits, size, ac)
+        loss_mix = self.supervised_loss(out_mix, y_mix)
         loss = out["loss_seg"] + self.hparams.mix_weight * loss_mix + self.hparams.kd_weight * out["loss_kd"]
         every = self.hparams.log_views_every_n_steps
         if every and self.global_step % every == 0:

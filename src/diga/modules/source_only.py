@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from diga.losses import build_seg_loss
+from diga.models.segmentor import SegOutput
 from diga.modules.base import SegmentationModule, upsample
 
 
@@ -25,9 +26,16 @@ class SourceOnlyModule(SegmentationModule):
     def seg_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._seg_loss(logits, target)
 
+    def supervised_loss(self, out: SegOutput, target: torch.Tensor) -> torch.Tensor:
+        """seg(logits, y) + aux_weight · seg(aux logits, y) for heads with auxiliary logits (OCR)."""
+        size, ac = target.shape[-2:], self.model.align_corners
+        loss = self.seg_loss(upsample(out.logits, size, ac), target)
+        if out.aux is not None:
+            loss = loss + self.hparams.aux_weight * self.seg_loss(upsample(out.aux, size, ac), target)
+        return loss
+
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         src = batch["source"]
         x, y = self.prep(src["image"]), src["label"]
-        logits = upsample(self.model(x).logits, y.shape[-2:], self.model.align_corners)
-        loss = self.seg_loss(logits, y)
+        loss = self.supervised_loss(self.model(x), y)
         return {"loss": loss, "loss_src": loss}

@@ -76,6 +76,11 @@ class WarmupModule(SourceOnlyModule):
         out = {"aug": aug, "translated": translated, "mixed": mixed}
         return out if mask is None else {**out, "mask": mask}
 
+    def distillation(self, z_s: torch.Tensor, z_t: torch.Tensor, b: int, y: torch.Tensor) -> torch.Tensor:
+        """Symmetric KD between the first `b` (original view) and the last `b` (second view) images."""
+        return symmetric_distillation(z_s[:b], z_s[b:], z_t[:b], z_t[b:], self.hparams.kd_reverse_weight,
+                                      labels=y if self.hparams.kd_mask_void else None)  # fmt: skip
+
     def source_branch(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> dict[str, Any]:
         """The warm-up on one source batch: both views through student and teacher, seg + distillation losses.
 
@@ -89,8 +94,11 @@ class WarmupModule(SourceOnlyModule):
         z_s = upsample(student.logits, size, ac)
         z_t = upsample(teacher.logits, size, ac)
         loss_seg = self.seg_loss(z_s[:b], y)
-        loss_kd = symmetric_distillation(z_s[:b], z_s[b:], z_t[:b], z_t[b:], self.hparams.kd_reverse_weight,
-                                         labels=y if self.hparams.kd_mask_void else None)  # fmt: skip
+        loss_kd = self.distillation(z_s, z_t, b, y)
+        if student.aux is not None:  # OCR: the auxiliary logits get both terms at aux_weight
+            a_s, a_t = upsample(student.aux, size, ac), upsample(teacher.aux, size, ac)
+            loss_seg = loss_seg + self.hparams.aux_weight * self.seg_loss(a_s[:b], y)
+            loss_kd = loss_kd + self.hparams.aux_weight * self.distillation(a_s, a_t, b, y)
         return {"views": views, "student_logits": z_s, "teacher": teacher, "loss_seg": loss_seg, "loss_kd": loss_kd}
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -95,7 +95,7 @@ def scaled_activation_bytes(network: nn.Module, crop: tuple[int, int], images: i
                             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:  # fmt: skip
     """Saved activations of `images` forwards of `network` at `crop`, from one probe forward at half the size."""
     h, w = probe_size(crop)
-    x = torch.rand(1, 3, h, w)
+    x = torch.rand(2, 3, h, w)  # two images: train-mode BatchNorm needs more than one value per channel
     run = forward or (lambda t: network(t)[0])
     was_training = network.training
     network.train()
@@ -104,4 +104,4 @@ def scaled_activation_bytes(network: nn.Module, crop: tuple[int, int], images: i
             per_probe = saved_activation_bytes(lambda: run(x), exclude=network.parameters())
     finally:
         network.train(was_training)
-    return int(per_probe * (crop[0] * crop[1]) / (h * w) * images)
+    return int(per_probe / 2 * (crop[0] * crop[1]) / (h * w) * images)

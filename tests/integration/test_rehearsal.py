@@ -1,0 +1,45 @@
+"""The rehearsal at 1/8 of the real image sizes: every real experiment's pipeline runs end to end on fake data in the
+official layouts (`make rehearsal` is the full-size version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from benchmarks.fake_datasets import write_all, write_weights
+from benchmarks.rehearsal import run_pipeline
+
+STEPS = {
+    "gta2cs": ["source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "pseudolabel_r2",
+               "selftrain_r2", "target_supervised"],
+    "synthia2cs": ["source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "pseudolabel_r2",
+                   "selftrain_r2", "target_supervised"],
+    "gta_dg": ["source_only", "warmup"],
+    "cs_semi": ["source_only", "warmup", "pseudolabel", "centroids", "selftrain", "pseudolabel_r2", "selftrain_r2",
+                "target_supervised"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rehearsal_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Path]]:
+    work = tmp_path_factory.mktemp("rehearsal")
+    return work, write_all(work / "data", 0.125)["gta5"].parent, write_weights(work / "weights")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(STEPS))
+def test_real_experiment_pipeline_runs_at_reduced_size(experiment: str, rehearsal_inputs) -> None:
+    work, data, weights = rehearsal_inputs
+    res = run_pipeline(experiment, work, data, weights, steps=1, scale=0.125, isolate=False)
+    assert res["returncode"] == 0, res.get("error")
+    assert list(res["steps"]) == STEPS[experiment]
+    results = {name: r for step in res["steps"].values() for name, r in step["results"].items()}
+    expected_sets = {"gta_dg": {"cityscapes", "bdd100k", "mapillary"}}.get(experiment, {"cityscapes"})
+    assert set(results) == expected_sets
+    if experiment == "synthia2cs":
+        assert "mIoU13" in results["cityscapes"]  # SYNTHIA's 16- and 13-class means
+    run = Path(res["run_dir"])
+    if experiment in ("gta2cs", "synthia2cs"):
+        assert (run / "01_translator" / "translator.pt").is_file()  # the learned translator, not a training-free one
+    if experiment == "cs_semi":  # the unlabeled part only is pseudo-labelled: 30 of the 32 fake train images
+        assert len(list((run / "03_pseudolabel" / "pseudo_labels").glob("*.png"))) == 30
