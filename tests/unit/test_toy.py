@@ -50,3 +50,28 @@ def test_generation_is_atomic_and_reused(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     with pytest.raises(FileExistsError, match="different settings"):
         ensure_toy_dataset(root, ToySpec(height=16, width=32, source_train=3))
+
+
+def test_thing_colours_vary_per_instance_in_both_domains_unless_fixed() -> None:
+    """The default pair draws every car/person colour from one shared distribution (no colour shortcut); the first
+    pair (`instance_colors="fixed"`) keeps one colour per class and domain and its original folder name."""
+    import numpy as np
+
+    from diga.data.toy import ToySpec
+    from diga.data.toy.generator import CAR, render_scene
+    from diga.data.toy.styles import STYLES
+
+    def car_means(varied: bool, domain: str) -> np.ndarray:
+        means = []
+        for i in range(30):
+            img, lbl = render_scene(STYLES[domain], 80, 160, np.random.default_rng([0, 0, 0, i]), varied)
+            if (lbl == CAR).sum() > 20:
+                means.append(img[lbl == CAR].mean(0))
+        return np.asarray(means)
+
+    assert car_means(False, "source").std(0).mean() < 15 < car_means(True, "source").std(0).mean()
+    fixed_gap = np.abs(car_means(False, "source").mean(0) - car_means(False, "target").mean(0)).max()
+    varied_gap = np.abs(car_means(True, "source").mean(0) - car_means(True, "target").mean(0)).max()
+    assert varied_gap < fixed_gap
+    assert ToySpec(instance_colors="fixed").folder_name() == "80x160-c9cac40ce8"  # the first pair, unchanged
+    assert ToySpec().folder_name() != ToySpec(instance_colors="fixed").folder_name()

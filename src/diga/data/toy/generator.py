@@ -36,6 +36,11 @@ class ToySpec:
     target_train: int = 400
     target_val: int = 100
     seed: int = 0
+    # colour of things (cars, persons): "varied" — every instance gets its own colour, drawn from one distribution
+    # shared by both domains, as paint and clothing vary in real street scenes; "fixed" — the first toy pair: one
+    # colour per class and domain (red cars in the source, blue in the target), which makes colour a shortcut that
+    # cannot transfer (kept to reproduce the earlier results)
+    instance_colors: str = "varied"
 
     def counts(self) -> dict[tuple[str, str], int]:
         return {
@@ -48,13 +53,20 @@ class ToySpec:
     def folder_name(self) -> str:
         return f"{self.height}x{self.width}-{self.digest()}"
 
+    def __post_init__(self) -> None:
+        if self.instance_colors not in ("varied", "fixed"):
+            raise ValueError(f"toy instance_colors must be 'varied' or 'fixed', got {self.instance_colors!r}")
+
     def digest(self) -> str:
-        blob = json.dumps({"spec": asdict(self), "v": FORMAT_VERSION}, sort_keys=True).encode()
+        spec = asdict(self)
+        if spec["instance_colors"] == "fixed":  # the first pair keeps its folder name (written before the field)
+            del spec["instance_colors"]
+        blob = json.dumps({"spec": spec, "v": FORMAT_VERSION}, sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
 
 
 def render_scene(
-    style: DomainStyle, height: int, width: int, rng: np.random.Generator
+    style: DomainStyle, height: int, width: int, rng: np.random.Generator, varied_things: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene → (H×W×3 uint8 image, H×W uint8 label with 255 for unlabeled clutter)."""
     h, w = height, width
@@ -122,21 +134,24 @@ def render_scene(
         pw = rng.uniform(1.0, 2.5)
         clutter |= (np.abs(xx - cx) < pw) & (yy > horizon * rng.uniform(0.2, 0.8)) & (yy < horizon + rng.uniform(5, 20))
 
-    img = _paint(style, label, inst, xx, yy, rng)
+    img = _paint(style, label, inst, xx, yy, rng, varied_things)
     img[clutter] = rng.uniform(60, 200)
     label[clutter] = IGNORE_INDEX
     img = _global_photometric(style, img, yy, xx, h, w, rng)
     return img, label
 
 
-def _paint(
-    style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Per-class base colour + per-instance jitter + per-class oriented texture."""
+def _paint(style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarray, yy: np.ndarray,
+           rng: np.random.Generator, varied_things: bool = False) -> np.ndarray:  # fmt: skip
+    """Per-class base colour (things: per instance, when varied) + per-instance jitter + per-class texture."""
     colors = np.asarray(style.colors, dtype=np.float32)
     img = colors[np.minimum(label, len(colors) - 1)].copy()
     n_inst = int(inst.max()) + 1
     jitter = rng.normal(0, style.color_jitter, size=(n_inst, 3)).astype(np.float32)
+    if varied_things:
+        thing = (label == CAR) | (label == PERSON)
+        own = instance_colors(n_inst, rng)
+        img[thing] = own[inst[thing]]
     img += jitter[inst]
     amp = np.asarray(style.texture, dtype=np.float32)[np.minimum(label, 6)]
     scale = np.asarray(style.texture_scale, dtype=np.float32)[np.minimum(label, 6)]
@@ -145,6 +160,14 @@ def _paint(
     tex += 0.5 * rng.standard_normal(label.shape).astype(np.float32)
     img += (amp * tex)[..., None]
     return img
+
+
+def instance_colors(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n RGB colours (0..255) with uniform hue, saturation 0.15–0.9 and value 0.2–0.95: the same for both domains."""
+    import colorsys
+
+    hsv = np.stack([rng.uniform(0, 1, n), rng.uniform(0.15, 0.9, n), rng.uniform(0.2, 0.95, n)], axis=1)
+    return np.asarray([colorsys.hsv_to_rgb(*c) for c in hsv], dtype=np.float32) * 255.0
 
 
 def _global_photometric(
@@ -199,7 +222,7 @@ def ensure_toy_dataset(root: str | Path, spec: ToySpec | None = None) -> Path:
             seed_base = [spec.seed, 0 if domain == "source" else 1, 0 if split == "train" else 1]
             for i in range(n):
                 rng = np.random.default_rng([*seed_base, i])
-                img, lbl = render_scene(style, spec.height, spec.width, rng)
+                img, lbl = render_scene(style, spec.height, spec.width, rng, spec.instance_colors == "varied")
                 Image.fromarray(img).save(img_dir / f"{i:05d}.png")
                 Image.fromarray(lbl).save(lbl_dir / f"{i:05d}.png")
         (tmp / "meta.json").write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=1))
