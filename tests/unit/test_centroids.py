@@ -108,3 +108,14 @@ def test_accumulator_is_exact_mean_of_image_vectors(tmp_path: Path) -> None:
         load_centroids(path, 19, 256)
     with pytest.raises(CheckpointError, match="not found"):
         load_centroids(tmp_path / "missing.pt", 2, 1)
+
+
+def test_per_class_selection_stats_hand_computed() -> None:
+    from diga.pseudo_labels import per_class_selection_stats
+
+    offline = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    selected = torch.tensor([[0, 255, 1, 1, 255, 255]])
+    truth = torch.tensor([[0, 1, 1, 0, 2, 2]])
+    s = per_class_selection_stats(offline, selected, 3, truth)
+    torch.testing.assert_close(s["kept"], torch.tensor([0.5, 1.0, 0.0]))
+    assert s["precision"][0] == 1.0 and s["precision"][1] == 0.5 and torch.isnan(s["precision"][2])

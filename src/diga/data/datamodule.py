@@ -53,6 +53,9 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             domains must deliver the same number of images per step; checked here, before any model is built.
         target_as_source: train on the target training set *with its labels* in the source slot (the
             target-supervised upper bound of the pipeline); the target stream is then not loaded.
+        target_diagnostic_labels: also load the target training labels, for diagnostics only (self-training logs
+            the per-class precision of its pseudo-labels); no loss and no model selection ever reads them. Only for
+            benchmarks that have them (the toy).
         scale: multiplies every configured image size (crop, stream resizes, evaluation resizes) — a configuration
             at reduced resolution without editing its sizes (the rehearsal runs the real experiments at 1/8).
         target_pseudo_label_dir: pseudo-labels to read with the target images (self-training).
@@ -70,6 +73,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         paired: bool = False,
         target_as_source: bool = False,
         scale: float = 1.0,
+        target_diagnostic_labels: bool = False,
         target_pseudo_label_dir: str | None = None,
         num_workers: int = 2,
         val_batch_size: int = 1,
@@ -90,6 +94,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             use_target = False
         self.val_cfg = {k: _plain(v) for k, v in (val or {}).items()}
         self.scale = float(scale)
+        self.target_diagnostic_labels = target_diagnostic_labels
         self.crop_size = scaled_size(crop_size, self.scale)
         self.use_target = use_target and target is not None
         self.paired = paired
@@ -122,7 +127,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get("train", "train"),
             "transform": transform,
-            "with_labels": domain == "source",
+            "with_labels": domain == "source" or (domain == "target" and self.target_diagnostic_labels),
         }
         if domain == "target" and self.target_pseudo_label_dir:
             kwargs["pseudo_label_dir"] = self.target_pseudo_label_dir

@@ -44,19 +44,68 @@ def plot_results(rows: Mapping[str, Mapping[str, float]], path: str | Path, titl
     atomic_write_bytes(path, buf.getvalue())
 
 
+def plot_per_class(per_class: Mapping[str, Mapping[str, Mapping[str, float]]], classes: tuple[str, ...],
+                   path: str | Path, title: str) -> None:  # fmt: skip
+    """A stage × class heat map of IoU per validation set (a mean hides classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(per_class)
+    if not sets:
+        return
+    n_rows = max(len(r) for r in per_class.values())
+    fig, axes = plt.subplots(len(sets), 1, figsize=(1.6 + 0.55 * len(classes), 1.0 + 0.45 * n_rows * len(sets)),
+                             squeeze=False)  # fmt: skip
+    for ax, name in zip(axes[:, 0], sets):
+        rows = per_class[name]
+        data = np.asarray([[rows[r].get(c, np.nan) for c in classes] for r in rows], dtype=float)
+        ax.imshow(data, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(data):
+            ax.text(j, i, "–" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if not np.isnan(v) and v < 50 else "black")  # fmt: skip
+        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+        ax.set_title(f"{title} — {name}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @torch.no_grad()
 def prediction_grid(models: Mapping[str, Segmentor], images: torch.Tensor, labels: torch.Tensor,
                     label_set: LabelSet, path: str | Path) -> None:  # fmt: skip
-    """Rows = images; columns = image | ground truth | one prediction per model (in the given order)."""
-    from PIL import Image
+    """Rows = images; columns = image | ground truth | one prediction per model (in the given order), with column
+    titles on top and a colour legend of the classes below (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     preds = {n: predict_logits(m.eval(), images, InferenceConfig(), m.num_classes).argmax(1) for n, m in models.items()}
-    rows = []
-    for i in range(images.shape[0]):
+    titles = ["image", "ground truth", *preds]
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    cell = 2.2
+    fig, axes = plt.subplots(n, len(titles), figsize=(cell * len(titles), cell * h / w * n + 0.9), squeeze=False)
+    for i in range(n):
         cells = [to_uint8_hwc(images[i]), label_set.colorize(labels[i].numpy())]
         cells += [label_set.colorize(p[i].numpy()) for p in preds.values()]
-        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1))
-    grid = np.concatenate(rows, axis=0)
+        for j, c in enumerate(cells):
+            axes[i, j].imshow(c)
+            axes[i, j].set_axis_off()
+            if i == 0:
+                axes[i, j].set_title(titles[j], fontsize=8)
+    handles = [
+        Patch(color=np.asarray(rgb) / 255, label=name) for name, rgb in zip(label_set.classes, label_set.palette)
+    ]
+    handles.append(Patch(color="black", label="ignore"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

@@ -22,7 +22,7 @@ from diga.evaluation.visualize import log_image_rows, to_uint8_hwc
 from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.modules.base import upsample
 from diga.modules.warmup import WarmupModule
-from diga.pseudo_labels import PL_SELECTIONS, select_pseudo_labels
+from diga.pseudo_labels import PL_SELECTIONS, per_class_selection_stats, select_pseudo_labels
 
 
 class SelfTrainModule(WarmupModule):
@@ -95,5 +95,16 @@ class SelfTrainModule(WarmupModule):
             log_image_rows(self.logger, "train/target_views", rows, "target | class-mix | offline PL | centroid label |"
                            " selected PL | mixed label | prediction on mix", self.global_step)  # fmt: skip
         kept, agree = (y_t != IGNORE_INDEX).float().mean(), (offline == y_cen).float().mean()
+        self.log_class_diagnostics(offline, y_t, tgt.get("label"))
         return {"loss": loss, "loss_src": out["loss_seg"], "loss_mix": loss_mix, "loss_kd": out["loss_kd"],
                 "pl_kept": kept, "pl_agreement": agree}  # fmt: skip
+
+    def log_class_diagnostics(self, offline: torch.Tensor, selected: torch.Tensor, truth: torch.Tensor | None) -> None:
+        """Per class: the fraction of its offline pseudo-label pixels the selection keeps and — when the benchmark
+        provides target labels for diagnosis (the toy) — the precision of the selected pixels."""
+        has_truth = truth is not None and bool((truth != IGNORE_INDEX).any())
+        stats = per_class_selection_stats(offline, selected, self.model.num_classes, truth if has_truth else None)
+        for key, values in stats.items():
+            for name, v in zip(self.labels.classes, values):
+                if not torch.isnan(v):
+                    self.log(f"train/pl_{key}/{name}", v, on_step=True, on_epoch=False, batch_size=offline.shape[0])

@@ -5,8 +5,9 @@ from diga.pseudo_labels.selection import (
     bilateral_consensus,
     confidence_threshold,
     downsample_labels,
+    per_class_selection_stats,
     select_pseudo_labels,
 )
 
 __all__ = ["PL_SELECTIONS", "bilateral_consensus", "confidence_threshold", "downsample_labels",
-           "select_pseudo_labels"]  # fmt: skip
+           "per_class_selection_stats", "select_pseudo_labels"]  # fmt: skip

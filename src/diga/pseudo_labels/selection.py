@@ -34,6 +34,23 @@ def select_pseudo_labels(offline: torch.Tensor, centroid: torch.Tensor, mode: st
     raise ValueError(f"pseudo-label selection must be one of {PL_SELECTIONS}, got {mode!r}")
 
 
+def per_class_selection_stats(offline: torch.Tensor, selected: torch.Tensor, num_classes: int,
+                              truth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Per class c: `kept` = fraction of the offline pseudo-label's c-pixels that the selection keeps; with ground
+    truth, `precision` = fraction of selected c-pixels whose true class is c (NaN where nothing was selected).
+    Diagnostics only — they say which classes a selection rule starves or gets wrong."""
+    classes = torch.arange(num_classes, device=offline.device).view(-1, 1)
+    off = offline.reshape(1, -1) == classes  # C×P
+    sel = selected.reshape(1, -1) == classes
+    n_off, n_sel = off.sum(1).float(), sel.sum(1).float()
+    nan = torch.full_like(n_off, float("nan"))
+    out = {"kept": torch.where(n_off > 0, (off & sel).sum(1).float() / n_off.clamp(min=1), nan)}
+    if truth is not None:
+        right = (sel & (truth.reshape(1, -1) == classes)).sum(1).float()
+        out["precision"] = torch.where(n_sel > 0, right / n_sel.clamp(min=1), nan)
+    return out
+
+
 def confidence_threshold(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     """The fixed-threshold baseline: argmax where max softmax probability ≥ threshold, else 255."""
     conf, label = probs.max(1)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from diga.data.io import atomic_write_bytes
 from diga.tasks.config import compose_stage
-from diga.utils.artifacts import PIPELINE_PROFILE, PIPELINE_RESULTS, PREDICTIONS, StageOutputs
+from diga.utils.artifacts import PIPELINE_PER_CLASS, PIPELINE_PROFILE, PIPELINE_RESULTS, PREDICTIONS, StageOutputs
 from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,19 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     miou_rows = {row: {name: r["mIoU"] for name, r in sets.items()} for row, sets in rows.items()}
     table = format_pipeline_table(miou_rows)
     print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}")
+    from diga.data.labels import get_label_set
+
+    classes = get_label_set(cfg.label_set).classes
+    per_class = per_class_rows(rows, classes)
+    for name, table_rows in per_class.items():
+        print(f"\nper-class IoU on {name}\n{format_class_table(table_rows, classes)}")
     atomic_write_bytes(root / f"{PIPELINE_RESULTS}.json", json.dumps(miou_rows, indent=1).encode())
     atomic_write_bytes(root / f"{PIPELINE_RESULTS}.csv", _csv(miou_rows).encode())
+    atomic_write_bytes(root / f"{PIPELINE_PER_CLASS}.json", json.dumps(per_class, indent=1).encode())
+    atomic_write_bytes(root / f"{PIPELINE_PER_CLASS}.csv", _class_csv(per_class, classes).encode())
+    from diga.evaluation.report import plot_per_class
+
+    plot_per_class(per_class, classes, root / f"{PIPELINE_PER_CLASS}.png", f"{cfg.experiment_name}: IoU per class")
     write_pictures(cfg, root, miou_rows, models)
     print(f"results: {root / (PIPELINE_RESULTS + '.csv')}, {root / (PIPELINE_RESULTS + '.png')}, {root / PREDICTIONS}")
     return summary
@@ -201,6 +212,31 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     loaded = {row: load_segmentor(path)[0] for row, path in models.items()}
     prediction_grid(loaded, batch["image"].float() / 255, batch["label"], get_label_set(cfg.label_set),
                     root / PREDICTIONS)  # fmt: skip
+
+
+def per_class_rows(rows: dict[str, dict[str, dict[str, float]]], classes: tuple[str, ...]
+                   ) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """{validation set: {stage row: {class: IoU}}} from the per-stage results."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row, sets in rows.items():
+        for name, r in sets.items():
+            out.setdefault(name, {})[row] = {c: r.get(f"iou/{c}", float("nan")) for c in classes}
+    return out
+
+
+def format_class_table(rows: dict[str, dict[str, float]], classes: tuple[str, ...]) -> str:
+    head = ["stage", *classes]
+    body = [[row, *(f"{v.get(c, float('nan')):.1f}" for c in classes)] for row, v in rows.items()]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in [head, *body])  # fmt: skip
+
+
+def _class_csv(per_class: dict[str, dict[str, dict[str, float]]], classes: tuple[str, ...]) -> str:
+    lines = ["set,stage," + ",".join(classes)]
+    for name, rows in per_class.items():
+        lines += [f"{name},{row}," + ",".join(f"{v[c]:.4f}" for c in classes) for row, v in rows.items()]
+    return "\n".join(lines) + "\n"
 
 
 def format_pipeline_table(rows: dict[str, dict[str, float]]) -> str:

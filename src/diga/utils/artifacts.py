@@ -19,6 +19,7 @@ METRICS = "metrics.json"  # what the stage's task returned (mIoU, per-set result
 TIMINGS = "timings.json"  # where a stage's wall time went (diga.utils.timing)
 DONE = "DONE.json"  # pipeline: a finished sub-stage (its metrics), written atomically
 PIPELINE_RESULTS = "pipeline_results"  # pipeline root: .json/.csv (mIoU per stage and set) and .png (bar chart)
+PIPELINE_PER_CLASS = "pipeline_per_class"  # pipeline root: .json/.csv/.png IoU per class, stage and validation set
 PIPELINE_PROFILE = "pipeline_profile.json"  # pipeline root: wall time, peak memory and phases of every step
 PREDICTIONS = "predictions.png"  # pipeline root: the first validation images, one column per stage
 CHECKPOINTS = "checkpoints"  # Lightning checkpoints of a training stage; LAST_CHECKPOINT resumes it
