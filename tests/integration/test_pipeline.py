@@ -63,3 +63,23 @@ def test_fixed_threshold_pseudo_labels(tmp_path: Path, toy_root: Path, trained_t
     assert len(pngs) == 8
     assert any((np.asarray(Image.open(p)) == 255).any() for p in pngs)
     assert Image.open(pngs[0]).mode == "P"  # palettised like the reference's pseudo-labels
+
+
+@pytest.mark.slow
+def test_step_cache_computes_shared_steps_once(tmp_path: Path, toy_root: Path, caplog) -> None:
+    """Two pipelines that differ only after the warm-up (e.g. two ablation rows) share its steps through the cache."""
+    cache = tmp_path / "cache"
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent), *tiny_pipeline_overrides(refine_rounds=0),
+            f"stage.step_cache={cache}", "stage.baseline=false", "stage.oracle=false",
+            "stage.translator=fourier"]  # fmt: skip
+    run_task(compose_cfg([*base, "run_id=a", f"paths.output_dir={tmp_path}/a"]))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_task(compose_cfg([*base, "run_id=b", f"paths.output_dir={tmp_path}/b",
+                              "++stage.step_overrides.selftrain=['stage.module.pl_selection=offline']"]))  # fmt: skip
+    done = {name for name in ("warmup", "pseudolabel", "centroids") if f"{name} already done" in caplog.text}
+    assert done == {"warmup", "pseudolabel", "centroids"}
+    assert "running selftrain" in caplog.text  # a different self-training: computed
+    a, b = (tmp_path / r / "00_warmup" for r in ("a", "b"))
+    assert a.is_symlink() and b.resolve() == a.resolve()
+    assert (tmp_path / "b" / "03_selftrain").resolve() != (tmp_path / "a" / "03_selftrain").resolve()

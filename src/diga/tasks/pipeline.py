@@ -13,8 +13,11 @@ synchronises its ranks); rank 0 writes the markers and the summary.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +42,40 @@ class Step:
     overrides: list[str] = field(default_factory=list)
     oracle: bool = False  # train on the target with its labels (upper bound)
     row: str | None = None  # label in the results table (None: not a table row)
+    key: str = ""  # what the step computes: its overrides, with earlier steps' directories replaced by their keys
+    link: Path | None = None  # `<run dir>/<NN>_<name>` when the step lives in the step cache
 
 
-def plan(cfg: DictConfig, root: Path) -> list[Step]:
-    """The sub-stages, each with its directory and the overrides that point its inputs at earlier outputs."""
+def step_key(stage: str, overrides: list[str], earlier: list[Step], oracle: bool) -> str:
+    """A content key: same key ⇔ same computation (same stage, same overrides, same upstream steps)."""
+    normalized = []
+    for o in overrides:
+        for s in earlier:
+            o = o.replace(str(s.out.root), f"@{s.key}")
+        normalized.append(o)
+    blob = json.dumps({"stage": stage, "overrides": normalized, "oracle": oracle}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def plan(cfg: DictConfig, root: Path, base: list[str] | None = None,
+         per_step: dict[str, list[str]] | None = None) -> list[Step]:  # fmt: skip
+    """The sub-stages, each with its directory and the overrides that point its inputs at earlier outputs.
+
+    With `stage.step_cache` every step lives in `<cache>/<name>-<key>` (linked from the run directory): runs that
+    share steps — the rows of an ablation sweep — compute each shared step once.
+    """
     st = cfg.stage
     steps: list[Step] = []
+    cache = Path(st.step_cache) if st.get("step_cache") else None
+    shared = [o for o in (base or []) if not o.lstrip("+~").startswith(NOT_PART_OF_A_STEP)]
 
-    def add(name: str, stage: str, overrides: list[str] | None = None, **kw: Any) -> StageOutputs:
-        out = StageOutputs(root / f"{len(steps):02d}_{name}")
-        steps.append(Step(name, stage, out, list(overrides or []), **kw))
+    def add(name: str, stage: str, overrides: list[str] | None = None, oracle: bool = False, **kw: Any) -> StageOutputs:
+        overrides = list(overrides or [])
+        extra = list((per_step or {}).get(name, (per_step or {}).get(stage, [])))
+        key = step_key(stage, [*shared, *overrides, *extra], steps, oracle)
+        link = root / f"{len(steps):02d}_{name}"
+        out = StageOutputs(cache / f"{name}-{key}" if cache else link)
+        steps.append(Step(name, stage, out, overrides, oracle=oracle, key=key, link=link if cache else None, **kw))
         return out
 
     if st.baseline:
@@ -76,6 +103,10 @@ def plan(cfg: DictConfig, root: Path) -> list[Step]:
     return steps
 
 
+# command-line overrides that name a run, not what a step computes (left out of step keys)
+NOT_PART_OF_A_STEP = ("run_id=", "ablation=", "paths.root_dir=", "paths.log_dir=", "trainer.enable_progress_bar=")
+
+
 def _base_overrides() -> list[str]:
     """The pipeline's own command-line overrides, minus what the pipeline sets per sub-stage."""
     try:
@@ -85,7 +116,7 @@ def _base_overrides() -> list[str]:
             "stage=pipeline needs the Hydra runtime config to recompose its sub-stages: run it with "
             "`python -m diga.train … stage=pipeline` or compose with diga.tasks.config.compose_config(overrides)"
         ) from e
-    skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.")
+    skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.", "ablation=")
     return [o for o in task if not o.lstrip("+~").startswith(skip)]
 
 
@@ -104,7 +135,7 @@ def step_configs(cfg: DictConfig) -> list[tuple[Step, DictConfig]]:
     base = _base_overrides()
     per_step = to_plain(cfg.stage.get("step_overrides")) or {}
     return [(s, compose_step(s, base, list(per_step.get(s.name, per_step.get(s.stage, [])))))
-            for s in plan(cfg, Path(cfg.paths.output_dir))]  # fmt: skip
+            for s in plan(cfg, Path(cfg.paths.output_dir), base, per_step)]  # fmt: skip
 
 
 def run_in_subprocess(step: Step, overrides: list[str]) -> tuple[dict[str, Any], int]:
@@ -126,9 +157,79 @@ def run_in_subprocess(step: Step, overrides: list[str]) -> tuple[dict[str, Any],
     return json.loads(step.out.metrics.read_text()), int(usage.ru_maxrss) * 1024
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isolate: bool,
+              profile: dict[str, dict[str, Any]], run_task: Any, peak_rss_bytes: Any) -> dict[str, Any]:  # fmt: skip
+    """Run one sub-stage (or read the metrics of a finished one)."""
     import time
 
+    if step.out.done.is_file():
+        log.info("pipeline: %s already done, skipping", step.name)
+        return json.loads(step.out.done.read_text())
+    extra = list(per_step.get(step.name, per_step.get(step.stage, [])))
+    if step.out.last_checkpoint.is_file():
+        extra.append(f"ckpt_path={step.out.last_checkpoint}")
+        log.info("pipeline: resuming %s from its last checkpoint", step.name)
+    log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, step.out.root)
+    t = time.perf_counter()
+    if isolate:
+        metrics, peak = run_in_subprocess(step, step_overrides(step, base, extra))
+    else:
+        metrics, peak = run_task(compose_step(step, base, extra)), peak_rss_bytes()
+    profile[step.name] = {"stage": step.stage, "seconds": round(time.perf_counter() - t, 2),
+                          "peak_rss_bytes": peak, "peak_is_per_step": isolate}  # fmt: skip
+    if step.out.timings.is_file():
+        profile[step.name]["phases"] = json.loads(step.out.timings.read_text())
+    if rank_zero_only.rank == 0:
+        atomic_write_bytes(step.out.done, json.dumps(metrics, indent=1).encode())
+    return metrics
+
+
+def link_into_run(step: Step) -> None:
+    """`<run dir>/<NN>_<name>` → the step's directory in the cache (what a reader of the run directory sees)."""
+    assert step.link is not None
+    step.out.root.mkdir(parents=True, exist_ok=True)
+    if step.link.is_symlink() and step.link.resolve() == step.out.root.resolve():
+        return
+    if step.link.exists() or step.link.is_symlink():
+        raise FileExistsError(f"{step.link}: exists and is not a link to the step cache entry {step.out.root}")
+    step.link.parent.mkdir(parents=True, exist_ok=True)
+    step.link.symlink_to(step.out.root, target_is_directory=True)
+
+
+@contextlib.contextmanager
+def step_lock(step: Step, poll_s: float = 10.0) -> Iterator[None]:
+    """One process computes a cached step; others wait for it (a lock left by a dead process is taken over)."""
+    import os
+    import time
+
+    lock = step.out.root.with_suffix(".lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            if step.out.done.is_file():
+                yield
+                return
+            try:
+                owner = int(lock.read_text() or 0)
+                os.kill(owner, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # its process is gone
+                continue
+            except PermissionError:
+                pass
+            log.info("pipeline: %s is being computed by process %s (%s); waiting", step.name, owner, lock)
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     from diga.tasks import run_task
     from diga.utils.memory import peak_rss_bytes
 
@@ -139,27 +240,12 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     rows: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, Path] = {}
     profile: dict[str, dict[str, Any]] = {}
-    for step in plan(cfg, root):
-        if step.out.done.is_file():
-            metrics = json.loads(step.out.done.read_text())
-            log.info("pipeline: %s already done, skipping", step.name)
-        else:
-            extra = list(per_step.get(step.name, per_step.get(step.stage, [])))
-            if step.out.last_checkpoint.is_file():
-                extra.append(f"ckpt_path={step.out.last_checkpoint}")
-                log.info("pipeline: resuming %s from its last checkpoint", step.name)
-            log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, step.out.root)
-            t = time.perf_counter()
-            if isolate:
-                metrics, peak = run_in_subprocess(step, step_overrides(step, base, extra))
-            else:
-                metrics, peak = run_task(compose_step(step, base, extra)), peak_rss_bytes()
-            profile[step.name] = {"stage": step.stage, "seconds": round(time.perf_counter() - t, 2),
-                                  "peak_rss_bytes": peak, "peak_is_per_step": isolate}  # fmt: skip
-            if step.out.timings.is_file():
-                profile[step.name]["phases"] = json.loads(step.out.timings.read_text())
-            if rank_zero_only.rank == 0:
-                atomic_write_bytes(step.out.done, json.dumps(metrics, indent=1).encode())
+    for step in plan(cfg, root, base, per_step):
+        if step.link is not None and rank_zero_only.rank == 0:
+            link_into_run(step)
+        lock = step_lock(step) if step.link is not None else contextlib.nullcontext()
+        with lock:
+            metrics = _run_step(step, base, per_step, isolate, profile, run_task, peak_rss_bytes)
         if step.row:
             rows[step.row] = metrics.get("results", {})
             models[step.row] = step.out.final_model

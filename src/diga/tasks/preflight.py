@@ -167,11 +167,12 @@ def plan_inputs(cfg: DictConfig) -> list[Input]:
         return inputs
     from diga.tasks.pipeline import step_configs
 
-    root = Path(cfg.paths.output_dir).resolve()
+    steps = step_configs(cfg)
+    produced = [Path(cfg.paths.output_dir).resolve(), *(s.out.root.resolve() for s, _ in steps)]
     merged: dict[tuple[str, Path], Input] = {}
-    for step, step_cfg in step_configs(cfg):
+    for step, step_cfg in steps:
         for i in stage_inputs(step_cfg):
-            if i.path.resolve().is_relative_to(root):  # written by an earlier step of this pipeline
+            if any(i.path.resolve().is_relative_to(r) for r in produced):  # written by a step of this pipeline
                 continue
             seen = merged.setdefault((i.group, i.path), i)
             seen.required = sorted(set(seen.required) | set(i.required))
