@@ -14,7 +14,7 @@ export WANDB_SILENT := true
 PYTEST_ARGS ?=
 DEMO_STAGE ?= pipeline
 
-.PHONY: help install test test-fast test-gpu test-reference lint format demo train bench rehearsal clean clean-logs
+.PHONY: help install test test-slow test-all test-gpu test-reference lint format demo train bench rehearsal ablation clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,11 +23,14 @@ install: ## install the torch pair and diga (editable, with dev extras)
 	$(PYTHON) -m pip install -q $(TORCH_PAIR)
 	$(PYTHON) -m pip install -q -e ".[dev]"
 
-test: ## default test suite (everything but GPU tests)
-	$(PYTHON) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+test: ## default test suite: everything but the slow and GPU tests (a few minutes on 2 cores)
+	$(PYTHON) -m pytest -q -m "not slow and not gpu and not reference" $(PYTEST_ARGS)
 
-test-fast: ## unit tests only (no multi-step training)
-	$(PYTHON) -m pytest -q -m "not slow and not gpu and not ddp" $(PYTEST_ARGS)
+test-slow: ## the slow tests: whole pipelines, DDP, the reduced-size rehearsal of every experiment, sweeps
+	$(PYTHON) -m pytest -q -m "slow and not gpu" $(PYTEST_ARGS)
+
+test-all: ## both (what CI runs)
+	$(PYTHON) -m pytest -q -m "not gpu and not reference" $(PYTEST_ARGS)
 
 test-gpu: ## GPU tests (on a machine with CUDA)
 	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)
@@ -51,6 +54,14 @@ train: ## python -m diga.train experiment=$(EXP) stage=$(STAGE)
 
 bench: ## performance benchmarks (see benchmarks/README.md)
 	$(PYTHON) -m benchmarks.run
+
+EXP ?= toy
+SEEDS ?= 0,1,2
+ABLATION ?= glob(*)
+ablation: ## every row of conf/ablation/ × SEEDS as one Hydra multirun (shared steps computed once), then the table
+	$(PYTHON) -m diga.train -m experiment=$(EXP) stage=pipeline "ablation=$(ABLATION)" seed=$(SEEDS) run_id=ablation \
+		stage.step_cache=logs/ablation_cache/$(EXP) trainer.enable_progress_bar=false
+	$(PYTHON) -m diga.ablation logs/train/$(EXP)/multirun/ablation
 
 rehearsal: ## every real experiment's pipeline on fake data at the real image sizes (CPU, small encoder; ~1 h)
 	$(PYTHON) -m benchmarks.rehearsal $(REHEARSAL_ARGS)

@@ -119,3 +119,16 @@ def test_per_class_selection_stats_hand_computed() -> None:
     s = per_class_selection_stats(offline, selected, 3, truth)
     torch.testing.assert_close(s["kept"], torch.tensor([0.5, 1.0, 0.0]))
     assert s["precision"][0] == 1.0 and s["precision"][1] == 0.5 and torch.isnan(s["precision"][2])
+
+
+def test_classwise_thresholds_keep_the_most_confident_fraction_per_class() -> None:
+    from diga.pseudo_labels import classwise_thresholds, confidence_threshold
+
+    bins = 10
+    hist = torch.zeros(2, bins)
+    hist[0, [2, 5, 8, 9]] = 1  # class 0: confidences 0.2, 0.5, 0.8, 0.9 → keep the top half: threshold 0.8
+    hist[1, 7] = 4  # class 1: all at 0.7 → threshold 0.7 (keeps all, ≥ half)
+    thr = classwise_thresholds(hist, 0.5)
+    torch.testing.assert_close(thr, torch.tensor([0.8, 0.7]))
+    probs = torch.tensor([[0.85, 0.15], [0.75, 0.25], [0.3, 0.7]]).T.reshape(1, 2, 3, 1)
+    assert confidence_threshold(probs, thr).flatten().tolist() == [0, 255, 1]

@@ -15,7 +15,7 @@ LAYERS = [
     {"evaluation"},
     {"modules", "callbacks"},
     {"tasks"},
-    {"train", "evaluate", "predict", "export", "env", "check_data"},  # command-line entry points
+    {"train", "evaluate", "predict", "export", "env", "check_data", "ablation"},  # command-line entry points
 ]
 
 

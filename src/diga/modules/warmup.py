@@ -21,7 +21,7 @@ from diga.mixing import second_view
 from diga.models.ema import EMATeacher
 from diga.modules.base import upsample
 from diga.modules.source_only import SourceOnlyModule
-from diga.translation import IdentityTranslator, build_translator
+from diga.translation import build_translator
 
 
 class WarmupModule(SourceOnlyModule):
@@ -72,7 +72,7 @@ class WarmupModule(SourceOnlyModule):
         aug = self.photometric(x)
         translated = self.translator(x, target)
         mixed, mask = second_view(aug, translated, y, self.model.num_classes, self.generator, self.hparams.crdomix,
-                                  has_translation=not isinstance(self.translator, IdentityTranslator))  # fmt: skip
+                                  has_translation=self.translator.translates)  # fmt: skip
         out = {"aug": aug, "translated": translated, "mixed": mixed}
         return out if mask is None else {**out, "mask": mask}
 

@@ -51,10 +51,24 @@ def per_class_selection_stats(offline: torch.Tensor, selected: torch.Tensor, num
     return out
 
 
-def confidence_threshold(probs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The fixed-threshold baseline: argmax where max softmax probability ≥ threshold, else 255."""
+def confidence_threshold(probs: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """The fixed-threshold baselines: argmax where the max softmax probability ≥ the threshold, else 255.
+    `threshold` is one number, or one per class (C,) applied to each pixel's predicted class."""
     conf, label = probs.max(1)
-    return torch.where(conf >= threshold, label, torch.full_like(label, IGNORE_INDEX))
+    thr = threshold[label] if isinstance(threshold, torch.Tensor) else threshold
+    return torch.where(conf >= thr, label, torch.full_like(label, IGNORE_INDEX))
+
+
+def classwise_thresholds(histograms: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """Per-class thresholds that keep the `keep_fraction` most confident pixels predicted as each class (CBST's
+    class-balanced selection), from C×bins histograms of the max probability on [0, 1]."""
+    bins = histograms.shape[1]
+    # probability mass at or above each bin edge, per class
+    above = histograms.flip(1).cumsum(1).flip(1).double()
+    total = histograms.sum(1, keepdim=True).double().clamp(min=1)
+    ok = above / total >= keep_fraction  # bins whose lower edge still keeps ≥ keep_fraction of the class
+    idx = (ok.double() * torch.arange(bins, dtype=torch.float64)).argmax(1)  # the highest such bin
+    return idx.float() / bins
 
 
 def downsample_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -27,6 +27,7 @@ from diga.models.checkpoint import load_segmentor
 from diga.tasks.offline import launch, shard
 from diga.tasks.pseudolabel import target_train_dataset
 from diga.utils.artifacts import CENTROIDS
+from diga.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _accumulate_and_save(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
     acc = CentroidAccumulator(model.num_classes, model.feat_dim, min_pixels)
     per_image: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
-        for batch in loader:
+        for batch in progress(loader, len(loader), "centroids", fabric.global_rank == 0):
             out = model(batch["image"].to(fabric.device).float().div_(255))
             if reference:
                 vec, ok = class_mean_vectors(out.feat, out.logits.argmax(1), model.num_classes, min_pixels=min_pixels)

@@ -25,11 +25,12 @@ from diga.data.io import atomic_write_bytes, save_label_png
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.models.checkpoint import load_segmentor
-from diga.pseudo_labels import confidence_threshold
+from diga.pseudo_labels import classwise_thresholds, confidence_threshold
 from diga.tasks.offline import launch, shard
 from diga.utils.artifacts import PSEUDO_LABEL_MANIFEST as MANIFEST
 from diga.utils.artifacts import PSEUDO_LABELS
 from diga.utils.hydra import to_plain
+from diga.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,31 @@ def run_pseudolabel(cfg: DictConfig) -> dict[str, float]:
     return launch(cfg, _predict_and_write)
 
 
+def class_thresholds(fabric: Fabric, cfg: DictConfig, model: torch.nn.Module, dataset: Any, mine: list[int],
+                     inf: InferenceConfig, out_dir: Path, bins: int = 1000) -> torch.Tensor:  # fmt: skip
+    """The class-wise baseline: a first pass over *all* target images (every process its share, histograms summed)
+    finds per-class thresholds keeping `stage.class_keep_fraction` of each class's pixels; saved next to the labels so
+    that a resumed run uses the same ones."""
+    saved = out_dir / "class_thresholds.json"
+    if saved.is_file():
+        return torch.tensor(json.loads(saved.read_text())["thresholds"], device=fabric.device)
+    hist = torch.zeros(model.num_classes, bins, dtype=torch.float64, device=fabric.device)
+    loader = DataLoader(Subset(dataset, mine), batch_size=int(cfg.stage.get("batch_size", 1)),
+                        num_workers=int(cfg.datamodule.num_workers), collate_fn=collate)  # fmt: skip
+    with torch.no_grad():
+        for batch in progress(loader, len(loader), "class-wise thresholds", fabric.global_rank == 0):
+            conf, label = F.softmax(predict_logits(model, batch["image"].to(fabric.device).float().div_(255), inf,
+                                                   model.num_classes), 1).max(1)  # fmt: skip
+            flat = label.flatten() * bins + (conf.flatten() * bins).long().clamp(max=bins - 1)
+            hist += torch.bincount(flat, minlength=model.num_classes * bins).view(model.num_classes, bins)
+    hist = fabric.all_reduce(hist, reduce_op="sum")
+    thresholds = classwise_thresholds(hist, float(cfg.stage.get("class_keep_fraction", 0.5)))
+    if fabric.global_rank == 0:
+        atomic_write_bytes(saved, json.dumps({"thresholds": thresholds.tolist()}, indent=1).encode())
+    fabric.barrier()
+    return thresholds
+
+
 def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
     """One process's share of the images; rank 0 writes the manifest once every process has finished."""
     st = cfg.stage
@@ -73,12 +99,16 @@ def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
                         num_workers=int(cfg.datamodule.num_workers), collate_fn=collate)  # fmt: skip
     inf = inference_config(cfg)
     threshold = st.get("confidence_threshold")
+    if threshold == "classwise":
+        threshold = class_thresholds(fabric, cfg, model, dataset, mine, inf, out_dir)
+    elif threshold is not None:
+        threshold = float(threshold)
     counts = torch.zeros(2, dtype=torch.float64, device=fabric.device)  # kept pixels, all pixels
     with torch.no_grad():
-        for batch in loader:
+        for batch in progress(loader, len(loader), "pseudo-labels", fabric.global_rank == 0):
             x = batch["image"].to(fabric.device).float().div_(255)
             logits = predict_logits(model, x, inf, model.num_classes)
-            labels = (confidence_threshold(F.softmax(logits, 1), float(threshold)) if threshold is not None
+            labels = (confidence_threshold(F.softmax(logits, 1), threshold) if threshold is not None
                       else logits.argmax(1))  # fmt: skip
             counts[0] += (labels != 255).sum()
             counts[1] += labels.numel()
@@ -92,8 +122,9 @@ def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
         raise RuntimeError(f"{out_dir}: {len(missing)} pseudo-labels missing after all ranks finished "
                            f"(first: {missing[0]}.png); not writing {MANIFEST}")  # fmt: skip
     if fabric.global_rank == 0:
+        thr = threshold.tolist() if isinstance(threshold, torch.Tensor) else threshold
         manifest = {"images": len(dataset), "model": str(st.init_from), "scales": list(inf.scales),
-                    "fusion": inf.fusion, "confidence_threshold": threshold}  # fmt: skip
+                    "fusion": inf.fusion, "confidence_threshold": thr}  # fmt: skip
         atomic_write_bytes(out_dir / MANIFEST, json.dumps(manifest, indent=1).encode())
     fabric.barrier()
     return {"kept_fraction": float(counts[0] / counts[1].clamp(min=1))}

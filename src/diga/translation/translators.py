@@ -21,6 +21,7 @@ from diga.translation.networks import ImgDecoder, ImgEncoder
 
 class Translator(nn.Module):
     needs_target = False
+    translates = True  # False: there is no second domain style; the warm-up's second view is then A(x) alone
 
     def translate(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -41,6 +42,13 @@ class Translator(nn.Module):
 
 
 class IdentityTranslator(Translator):
+    """T(x) = x. `translates=False` (kind none): no mixture, x̃ = A(x); `translates=True` (kind identity, an
+    ablation): the mixture still runs, x̃ = (1 − M)·x + M·A(x)."""
+
+    def __init__(self, translates: bool = False) -> None:
+        super().__init__()
+        self.translates = translates
+
     def translate(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return x
 
@@ -117,4 +125,6 @@ def build_translator(kind: str = "none", checkpoint: str | None = None, fourier_
         return ColorStatsTranslator()
     if kind == "none":
         return IdentityTranslator()
-    raise ValueError(f"unknown translator kind {kind!r} (learned | fourier | color | none)")
+    if kind == "identity":
+        return IdentityTranslator(translates=True)
+    raise ValueError(f"unknown translator kind {kind!r} (learned | fourier | color | identity | none)")

@@ -1,0 +1,125 @@
+"""`python -m diga.ablation SWEEP_DIR` — the table of an ablation sweep (`make ablation`).
+
+The sweep is a Hydra multirun of `stage=pipeline` over the rows in conf/ablation/ and over seeds; every job's
+pipeline writes its per-stage results. This collects them: per row, the mean ± sample std over seeds of the target
+mIoU (of the first validation set, or `--set`), the per-seed values, and the per-class IoU means; written as
+`ablation.csv`, `ablation.md`, `ablation_per_class.csv` and `ablation.png` into the sweep directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from diga.utils.io import atomic_write_bytes
+
+
+def collect(sweep: Path, val_set: str | None = None) -> dict[str, dict[str, Any]]:
+    """{row: {"seeds": {seed: mIoU}, "per_class": {seed: {class: IoU}}, "order": first job index}}."""
+    rows: dict[str, dict[str, Any]] = {}
+    for cfg_path in sorted(sweep.glob("*/.hydra/config.yaml"), key=lambda p: int(p.parent.parent.name)):
+        job = cfg_path.parent.parent
+        cfg = OmegaConf.load(cfg_path)
+        spec = cfg.get("ablation_row")
+        results, per_class = job / "pipeline_results.json", job / "pipeline_per_class.json"
+        if spec is None or not results.is_file():
+            continue
+        stages, classes = json.loads(results.read_text()), json.loads(per_class.read_text())
+        for label, stage_row in spec.report.items():
+            if stage_row not in stages:
+                continue
+            name = val_set or next(iter(stages[stage_row]))
+            entry = rows.setdefault(str(label), {"seeds": {}, "per_class": {}, "order": int(job.name)})
+            entry["seeds"][int(cfg.seed)] = stages[stage_row][name]
+            entry["per_class"][int(cfg.seed)] = classes.get(name, {}).get(stage_row, {})
+    return dict(sorted(rows.items(), key=lambda kv: kv[1]["order"]))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return m, s
+
+
+def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    seeds = sorted({s for r in rows.values() for s in r["seeds"]})
+    head = f"| row | mIoU (mean ± std) | {' | '.join(f'seed {s}' for s in seeds)} |"
+    lines = [head, "|" + "---|" * (len(seeds) + 2)]
+    for name, r in rows.items():
+        m, s = mean_std(list(r["seeds"].values()))
+        vals = " | ".join(f"{r['seeds'][k]:.2f}" if k in r["seeds"] else "–" for k in seeds)
+        lines.append(f"| {name} | {m:.2f} ± {s:.2f} | {vals} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_class_csv(rows: dict[str, dict[str, Any]]) -> str:
+    classes = list(next((pc for r in rows.values() for pc in r["per_class"].values() if pc), {}))
+    lines = ["row," + ",".join(classes)]
+    for name, r in rows.items():
+        means = []
+        for c in classes:
+            vals = [pc[c] for pc in r["per_class"].values() if c in pc and not math.isnan(pc[c])]
+            means.append(f"{sum(vals) / len(vals):.2f}" if vals else "nan")
+        lines.append(f'"{name}",' + ",".join(means))
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    stats = [mean_std(list(r["seeds"].values())) for r in rows.values()]
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.42 * len(names)))
+    y = list(range(len(names)))[::-1]
+    ax.barh(y, [m for m, _ in stats], xerr=[0 if math.isnan(s) else s for _, s in stats], color="#3b7dd8",
+            capsize=3)  # fmt: skip
+    for yi, (m, _) in zip(y, stats):
+        ax.text(m + 0.5, yi, f"{m:.1f}", va="center", fontsize=8)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("target mIoU (%), mean ± std over seeds")
+    ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write(sweep: Path, val_set: str | None = None) -> dict[str, dict[str, Any]]:
+    rows = collect(sweep, val_set)
+    if not rows:
+        raise SystemExit(f"{sweep}: no finished ablation jobs (expected <job>/.hydra/config.yaml with ablation_row and "
+                         "<job>/pipeline_results.json)")  # fmt: skip
+    md = markdown(rows)
+    csv = ["row,mean,std," + ",".join(f"seed{s}" for s in sorted({k for r in rows.values() for k in r["seeds"]}))]
+    for name, r in rows.items():
+        m, s = mean_std(list(r["seeds"].values()))
+        csv.append(f'"{name}",{m:.4f},{s:.4f},' + ",".join(f"{v:.4f}" for _, v in sorted(r["seeds"].items())))
+    atomic_write_bytes(sweep / "ablation.md", md.encode())
+    atomic_write_bytes(sweep / "ablation.csv", ("\n".join(csv) + "\n").encode())
+    atomic_write_bytes(sweep / "ablation_per_class.csv", per_class_csv(rows).encode())
+    plot(rows, sweep / "ablation.png", f"ablation ({sweep.name})")
+    print(md)
+    print(f"wrote {sweep / 'ablation.md'}, ablation.csv, ablation_per_class.csv, ablation.png")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="the multirun directory (logs/train/<experiment>/multirun/<run_id>)")
+    parser.add_argument("--set", dest="val_set", default=None, help="validation set (default: the first)")
+    args = parser.parse_args()
+    write(args.sweep, args.val_set)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Progress of the offline stages: a live bar in a terminal, a few plain log lines when the output is redirected
+(no ANSI escape codes in log files)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("diga")
+
+
+def progress(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
+    """Yield `items`, showing how far along `description` is (rich's bar on a TTY, every ~10 % otherwise)."""
+    if not enabled or total <= 0:
+        yield from items
+        return
+    if sys.stdout.isatty():
+        from rich.progress import track
+
+        yield from track(items, total=total, description=description, transient=True)
+        return
+    start, step = time.perf_counter(), max(1, total // 10)
+    for done, item in enumerate(items, start=1):
+        yield item
+        if done % step == 0 or done == total:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            log.info("%s: %d/%d (%.1f/s)", description, done, total, rate)
