@@ -19,16 +19,18 @@ from diga.models.segmentor import CAFFE_BGR_MEAN
 
 class PhotometricAugment(nn.Module):
     def __init__(self, beta: float = 0.4, jitter_p: float = 0.5, grayscale_p: float = 0.3, blur_p: float = 0.8,
-                 sharpness_p: float = 0.3, space: str = "rgb01") -> None:  # fmt: skip
+                 sharpness_p: float = 0.3, space: str = "rgb01",
+                 jitter_strength: tuple[float, ...] = (0.4, 0.4, 0.2, 0.1), blur_kernel: int = 3,
+                 blur_sigma: tuple[float, float] = (2.0, 2.0)) -> None:  # fmt: skip
         super().__init__()
         if space not in ("rgb01", "reference"):
             raise ValueError(f"photometric space must be 'rgb01' or 'reference', got {space!r}")
         self.beta, self.space = beta, space
         jitter = K.ColorJitter if space == "rgb01" else K.ColorJiggle  # kornia 0.5 semantics (additive brightness)
         ops: list[nn.Module] = [
-            jitter(0.4, 0.4, 0.2, 0.1, p=jitter_p),
+            jitter(*jitter_strength, p=jitter_p),
             K.RandomGrayscale(p=grayscale_p),
-            K.RandomGaussianBlur((3, 3), (2.0, 2.0), p=blur_p),
+            K.RandomGaussianBlur((blur_kernel, blur_kernel), tuple(blur_sigma), p=blur_p),
         ]
         if sharpness_p > 0:
             ops.append(K.RandomSharpness(0.5, p=sharpness_p))

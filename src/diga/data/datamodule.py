@@ -124,6 +124,13 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         resize = scaled_size(stream.get("resize"), self.scale)
         tf = train_transform(self.crop_size, resize, loader.get("random_scale", (0.7, 1.0)))
         transform: Any = ClassContentRetry(tf) if domain == "source" and loader.get("class_retry", False) else tf
+        rcs = loader.get("rare_class_sampling") if domain == "source" else None
+        if rcs:  # DAFormer's re-crop replaces the reference's class-content retry
+            from diga.data.rare_class_sampling import DAFORMER_TRAIN_SIZE, RareClassCropRetry, scale_min_pixels
+
+            size = resize or self.native_size(domain)
+            min_px = scale_min_pixels(float(rcs.get("min_pixels", 3000)), size, DAFORMER_TRAIN_SIZE)
+            transform = RareClassCropRetry(tf, min_px, float(rcs.get("min_crop_ratio", 0.5)))
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get("train", "train"),
             "transform": transform,
@@ -147,6 +154,32 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         }
         kwargs.update(overrides)
         return instantiate(ds_cfg, **kwargs, _convert_="all")
+
+    def native_size(self, domain: str) -> tuple[int, int]:
+        """(H, W) of the domain's first training image (for the size-relative rare-class crop minimum)."""
+        from diga.data.io import read_rgb
+
+        ds_cfg, loader = self.split_cfg(self.cfg[domain] or {})
+        probe = instantiate(ds_cfg, split=loader.get("splits", {}).get("train", "train"), with_labels=False,
+                            _convert_="all")  # fmt: skip
+        return tuple(read_rgb(probe.samples[0].image).shape[:2])  # type: ignore[return-value]
+
+    def rare_class_stats(self) -> Any:
+        """Per-image class pixel counts of the source training set, computed once and cached next to the dataset."""
+        from diga.data.rare_class_sampling import class_pixel_counts, default_fallback_cache_dir
+
+        if getattr(self, "_rcs_stats", None) is None:
+            ds_cfg, loader = self.split_cfg(self.cfg["source"] or {})
+            labelled = instantiate(ds_cfg, split=loader.get("splits", {}).get("train", "train"), with_labels=True,
+                                   _convert_="all")  # fmt: skip
+            self._rcs_stats = class_pixel_counts(labelled, fallback_cache_dir=default_fallback_cache_dir(),
+                                                 num_workers=max(1, self.num_workers))  # fmt: skip
+        return self._rcs_stats
+
+    def prepare_data(self) -> None:
+        """Rank 0 (once per node) counts the source classes for rare class sampling; the other ranks read the cache."""
+        if self.cfg["source"] and (self.cfg["source"].get("loader") or {}).get("rare_class_sampling"):
+            self.rare_class_stats()
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and not self.train_sets:
@@ -193,7 +226,20 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         loaders = {}
         for i, (k, ds) in enumerate(self.train_sets.items()):
             sampler = None
-            if self.step_sampler and self.trainer is not None and self.trainer.max_steps > 0:
+            rcs = (
+                (self.cfg["source"].get("loader") or {}).get("rare_class_sampling") if k.startswith("source") else None
+            )
+            if rcs and (self.trainer is None or self.trainer.max_steps <= 0):
+                raise ValueError("rare class sampling needs an iteration budget (trainer.max_steps > 0)")
+            if rcs:
+                from diga.data.rare_class_sampling import DAFORMER_LABEL_SIZE, RareClassSampler
+
+                sampler = RareClassSampler.from_stats(
+                    self.rare_class_stats(), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,
+                    start_step=lambda: int(self.trainer.global_step), temperature=float(rcs.get("temperature", 0.01)),
+                    min_pixels=float(rcs.get("min_pixels", 3000)), reference_size=DAFORMER_LABEL_SIZE,
+                )  # fmt: skip
+            elif self.step_sampler and self.trainer is not None and self.trainer.max_steps > 0:
                 sampler = StepSampler(len(ds), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,
                                       start_step=lambda: int(self.trainer.global_step))  # fmt: skip
             loaders[k] = self._loader(ds, self.stream_batch[k], True, True, sampler)

@@ -56,7 +56,8 @@ class EMATeacher(nn.Module):
         ramp: how α grows from 0: `reciprocal` (the authors and DAFormer: α_i = min(1 − 1/(i+1), decay), i.e. the
             cumulative mean of the student until i = 1/(1 − decay)), `power` (timm's ModelEmaV3 warm-up:
             α_i = min(1 − (1 + i/warmup_gamma)^−warmup_power, decay)) or `none` (α = decay from the first step).
-        mode: `train` (the authors: BN uses the teacher's batch statistics, dropout active) or `eval`.
+        mode: `train` (the authors: BN uses the teacher's batch statistics, dropout active), `eval`, or
+            `no_dropout` (DAFormer: train mode, but dropout and drop-path off).
         buffers: also average floating buffers (BN running statistics) — needed for an eval-mode teacher.
     """
 
@@ -65,8 +66,8 @@ class EMATeacher(nn.Module):
         super().__init__()
         if ramp not in RAMPS:
             raise ValueError(f"EMA ramp must be one of {RAMPS}, got {ramp!r}")
-        if mode not in ("train", "eval"):
-            raise ValueError(f"EMA teacher mode must be 'train' or 'eval', got {mode!r}")
+        if mode not in ("train", "eval", "no_dropout"):
+            raise ValueError(f"EMA teacher mode must be 'train', 'eval' or 'no_dropout', got {mode!r}")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.module = make_teacher(student)
@@ -86,13 +87,20 @@ class EMATeacher(nn.Module):
         """Average `student` in with the momentum of `step`; puts the teacher in its configured mode."""
         alpha = self.momentum(step)
         ema_update(self.module, student, alpha, buffers=self.average_buffers)
-        self.module.train(self.mode == "train")
+        self._set_mode(True)
         return alpha
+
+    def _set_mode(self, training: bool) -> None:
+        self.module.train(training and self.mode != "eval")
+        if training and self.mode == "no_dropout":
+            for m in self.module.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
+                    m.eval()
 
     def train(self, mode: bool = True) -> EMATeacher:
         """Lightning switches every submodule to train/eval; the teacher keeps its configured mode while training."""
         super().train(mode)
-        self.module.train(mode and self.mode == "train")
+        self._set_mode(mode)
         return self
 
     @torch.no_grad()

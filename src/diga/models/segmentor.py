@@ -19,6 +19,7 @@ class SegOutput(NamedTuple):
     logits: torch.Tensor  # B×C×h×w at the head's output stride
     feat: torch.Tensor  # B×D×h×w, the feature used for class centroids
     aux: torch.Tensor | None = None  # B×C×h×w auxiliary logits (OCR's soft object regions), if the head has them
+    encoder: list[torch.Tensor] | None = None  # the encoder's feature maps (the ImageNet feature distance uses them)
 
 
 class Normalize(nn.Module):
@@ -68,7 +69,9 @@ class Segmentor(nn.Module):
         self.align_corners = align_corners  # for up-sampling logits to the input (REF DeepLab: True)
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        return SegOutput(*self.head(self.backbone(self.normalize(x))))
+        feats = self.backbone(self.normalize(x))
+        head = self.head(feats)
+        return SegOutput(head[0], head[1], head[2] if len(head) > 2 else None, feats)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role — for the usual 1× backbone / 10× head learning rates. No duplicates."""

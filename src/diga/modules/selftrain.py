@@ -12,6 +12,7 @@ stage this is the fixed-threshold baseline) | centroid (nearest-centroid labels 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,20 +24,37 @@ from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.modules.base import upsample
 from diga.modules.warmup import WarmupModule
 from diga.pseudo_labels import PL_SELECTIONS, per_class_selection_stats, select_pseudo_labels
+from diga.uda import (
+    BlockMaskGenerator,
+    PseudoLabels,
+    confidence_weighted_pseudo_labels,
+    mask_images,
+    masked_consistency_loss,
+)
 
 
 class SelfTrainModule(WarmupModule):
     """Args (beyond WarmupModule): centroids_path, centroid_momentum (1e-4), min_pixels (5), pl_selection,
-    mix_weight (weight of the class-mix loss)."""
+    mix_weight (weight of the class-mix loss), pseudo_threshold (0.968, for pl_selection=daformer and MIC), and
+    masked_consistency: MIC on the target images, `{weight: λ (0 = off; MIC 1.0), mask_ratio: 0.7, block_size: 64}`,
+    against the EMA teacher's confidence-weighted pseudo-label of the unmasked image.
+
+    `pl_selection=daformer` replaces the offline/centroid labels by DAFormer's: the teacher's argmax on the target
+    crop, every pixel weighted by the fraction of confident pixels (max probability ≥ `pseudo_threshold`).
+    """
 
     def __init__(self, *args: Any, centroids_path: str | None = None, centroid_momentum: float = 1e-4,
                  min_pixels: int = 5, pl_selection: str = "consensus", mix_weight: float = 1.0,
+                 pseudo_threshold: float = 0.968, masked_consistency: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         if pl_selection not in PL_SELECTIONS:
             raise ValueError(f"pl_selection must be one of {PL_SELECTIONS}, got {pl_selection!r}")
-        if pl_selection != "offline" and not centroids_path:
+        if pl_selection not in ("offline", "daformer") and not centroids_path:
             raise ValueError("stage=selftrain needs stage.centroids (a stage=centroids output)")
+        mic = dict(masked_consistency or {})
+        self.mic_weight = float(mic.get("weight", 0.0))
+        self.mask_generator = BlockMaskGenerator(float(mic.get("mask_ratio", 0.7)), int(mic.get("block_size", 64)))
         init = (load_centroids(centroids_path, self.model.num_classes, self.model.feat_dim) if centroids_path
                 else torch.zeros(self.model.num_classes, self.model.feat_dim))  # fmt: skip
         self.register_buffer("centroids", init)  # checkpointed; identical on every rank
@@ -62,32 +80,48 @@ class SelfTrainModule(WarmupModule):
         src, tgt = batch["source"], batch["target"]
         xs, ys = self.prep(src["image"]), src["label"]
         xt = self.prep(tgt["image"])
-        if "pseudo_label" not in tgt:
+        mode = self.hparams.pl_selection
+        if "pseudo_label" not in tgt and mode != "daformer":
             raise RuntimeError("self-training needs target pseudo-labels: set stage.pseudo_labels")
-        offline = tgt["pseudo_label"]
         b, size, ac = xs.shape[0], ys.shape[-2:], self.model.align_corners
 
         out = self.source_branch(xs, ys, xt)  # as the warm-up
 
         # target branch: dynamic selection from the teacher's features of the raw target crops
         teacher_t = self.teacher(xt)
-        y_cen = nearest_centroid_labels(teacher_t.feat, self.centroids, offline.shape[-2:], ac)
-        y_t = select_pseudo_labels(offline, y_cen, self.hparams.pl_selection)
+        teacher_pl = confidence_weighted_pseudo_labels(teacher_t.logits, self.hparams.pseudo_threshold, size=size,
+                                                       align_corners=ac)  # fmt: skip
+        w_t = None
+        if mode == "daformer":
+            offline = y_cen = y_t = teacher_pl.label
+            w_t = teacher_pl.weight
+        else:
+            offline = tgt["pseudo_label"]
+            y_cen = nearest_centroid_labels(teacher_t.feat, self.centroids, offline.shape[-2:], ac)
+            y_t = select_pseudo_labels(offline, y_cen, mode)
 
         # class-mix: source (un-augmented, un-translated) pasted onto the augmented target
         mask = sample_class_masks(ys, self.model.num_classes, self.generator)
         x_mix = mix_images(self.photometric(xt), xs, mask)
         y_mix = mix_labels(y_t, ys, mask)
+        w_mix = None if w_t is None else mix_labels(w_t, torch.ones_like(w_t), mask)  # pasted source pixels: 1
 
         # online centroid updates: target (triple agreement), then source (teacher on the CrDoMix view)
         teacher_s = out["teacher"]
-        self.update_centroids([teacher_t.feat, teacher_s.feat[b:]], [y_t, ys],
-                              [teacher_t.logits.argmax(1), teacher_s.logits[b:].argmax(1)])  # fmt: skip
+        if mode != "daformer":
+            self.update_centroids([teacher_t.feat, teacher_s.feat[b:]], [y_t, ys],
+                                  [teacher_t.logits.argmax(1), teacher_s.logits[b:].argmax(1)])  # fmt: skip
 
         out_mix = self.model(x_mix)
         z_mix = upsample(out_mix.logits, size, ac)
-        loss_mix = self.supervised_loss(out_mix, y_mix)
+        loss_mix = self.supervised_loss(out_mix, y_mix, w_mix)
         loss = out["loss_seg"] + self.hparams.mix_weight * loss_mix + self.hparams.kd_weight * out["loss_kd"]
+        extra: dict[str, torch.Tensor] = {}
+        if out["loss_fd"] is not None:
+            loss, extra["loss_fd"] = loss + out["loss_fd"], out["loss_fd"]
+        if self.mic_weight > 0:
+            loss_mic = self.masked_consistency(xt, teacher_pl)
+            loss, extra["loss_mic"] = loss + loss_mic, loss_mic
         every = self.hparams.log_views_every_n_steps
         if every and self.global_step % every == 0:
             rows = [[to_uint8_hwc(xt[i]), to_uint8_hwc(x_mix[i]), *(self.labels.colorize(m[i].cpu().numpy())
@@ -97,7 +131,16 @@ class SelfTrainModule(WarmupModule):
         kept, agree = (y_t != IGNORE_INDEX).float().mean(), (offline == y_cen).float().mean()
         self.log_class_diagnostics(offline, y_t, tgt.get("label"))
         return {"loss": loss, "loss_src": out["loss_seg"], "loss_mix": loss_mix, "loss_kd": out["loss_kd"],
-                "pl_kept": kept, "pl_agreement": agree}  # fmt: skip
+                "pl_kept": kept, "pl_agreement": agree, **extra}  # fmt: skip
+
+    def masked_consistency(self, xt: torch.Tensor, teacher_pl: PseudoLabels) -> torch.Tensor:
+        """MIC: the student on a colour-augmented, block-masked target image (masked pixels = the mean colour) against
+        the teacher's confidence-weighted pseudo-label of the unmasked image."""
+        keep = self.mask_generator(xt, self.generator)
+        masked = mask_images(self.photometric(xt), keep, fill=self.model.normalize.mean.view(-1))
+        logits = self.model(masked).logits
+        return masked_consistency_loss(logits, teacher_pl.label, teacher_pl.weight, self.mic_weight,
+                                       self.model.align_corners)  # fmt: skip
 
     def log_class_diagnostics(self, offline: torch.Tensor, selected: torch.Tensor, truth: torch.Tensor | None) -> None:
         """Per class: the fraction of its offline pseudo-label pixels the selection keeps and — when the benchmark

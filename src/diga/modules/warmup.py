@@ -49,7 +49,7 @@ class WarmupModule(SourceOnlyModule):
     grad_forwards_per_image = 2  # cat(x, x̃)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
-        return [self.teacher, self.translator]
+        return [self.teacher, self.translator, *super().frozen_modules()]
 
     @property
     def generator(self) -> torch.Generator:
@@ -99,7 +99,9 @@ class WarmupModule(SourceOnlyModule):
             a_s, a_t = upsample(student.aux, size, ac), upsample(teacher.aux, size, ac)
             loss_seg = loss_seg + self.hparams.aux_weight * self.seg_loss(a_s[:b], y)
             loss_kd = loss_kd + self.hparams.aux_weight * self.distillation(a_s, a_t, b, y)
-        return {"views": views, "student_logits": z_s, "teacher": teacher, "loss_seg": loss_seg, "loss_kd": loss_kd}
+        fd = self.fd_loss(x, student, y)  # on the original view (the first b images)
+        return {"views": views, "student_logits": z_s, "teacher": teacher, "loss_seg": loss_seg, "loss_kd": loss_kd,
+                "loss_fd": fd}  # fmt: skip
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         src = batch["source"]
@@ -107,8 +109,10 @@ class WarmupModule(SourceOnlyModule):
         target = self.prep(batch["target"]["image"]) if "target" in batch else None
         out = self.source_branch(x, y, target)
         loss = out["loss_seg"] + self.hparams.kd_weight * out["loss_kd"]
+        loss = loss if out["loss_fd"] is None else loss + out["loss_fd"]
         every = self.hparams.log_views_every_n_steps
         if every and self.global_step % every == 0:
             log_views(self.logger, "train/views", x, y, out["views"], out["student_logits"][: x.shape[0]],
                       self.labels, self.global_step)  # fmt: skip
-        return {"loss": loss, "loss_src": out["loss_seg"], "loss_kd": out["loss_kd"]}
+        losses = {"loss": loss, "loss_src": out["loss_seg"], "loss_kd": out["loss_kd"]}
+        return losses if out["loss_fd"] is None else {**losses, "loss_fd": out["loss_fd"]}

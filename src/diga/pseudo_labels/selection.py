@@ -19,7 +19,7 @@ def bilateral_consensus(offline: torch.Tensor, centroid: torch.Tensor) -> torch.
     return torch.where(offline == centroid, offline, torch.full_like(offline, IGNORE_INDEX))
 
 
-PL_SELECTIONS = ("consensus", "offline", "centroid")
+PL_SELECTIONS = ("consensus", "offline", "centroid", "daformer")
 
 
 def select_pseudo_labels(offline: torch.Tensor, centroid: torch.Tensor, mode: str = "consensus") -> torch.Tensor:
@@ -31,6 +31,10 @@ def select_pseudo_labels(offline: torch.Tensor, centroid: torch.Tensor, mode: st
         return offline
     if mode == "centroid":
         return centroid
+    if mode == "daformer":
+        raise ValueError(
+            "pl_selection=daformer labels come from the teacher (diga.uda.confidence_weighted_pseudo_labels)"
+        )
     raise ValueError(f"pseudo-label selection must be one of {PL_SELECTIONS}, got {mode!r}")
 
 

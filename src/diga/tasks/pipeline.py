@@ -80,6 +80,11 @@ def plan(cfg: DictConfig, root: Path, base: list[str] | None = None,
 
     if st.baseline:
         add("source_only", "source_only", row="source-only")
+    if st.get("method", "diga") == "daformer":  # a baseline method of the same harness: one self-training stage
+        add("daformer", "daformer", row="DAFormer-style self-training")
+        if st.oracle:
+            add("target_supervised", "source_only", oracle=True, row="target-supervised (upper bound)")
+        return steps
     tr = [f"stage.module.translator.kind={st.translator}"]
     if st.translator == "learned":
         tr.append(f"stage.module.translator.checkpoint={add('translator', 'translator').translator}")

@@ -138,11 +138,13 @@ class SegmentationDataset(Dataset):
         pl = np.where((pl >= 0) & (pl < self.num_classes), pl, IGNORE_INDEX)
         return pl.astype(np.uint8)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
-        """`item` is an index, or `(index, augmentation seed)` from a `StepSampler` (reproducible augmentation)."""
-        index = item
+    def __getitem__(self, item: int | tuple[int, ...]) -> dict[str, Any]:
+        """`item` is an index, `(index, augmentation seed)` from a `StepSampler` (reproducible augmentation), or
+        `(index, seed, class)` from rare class sampling (the crop is then redrawn until it shows the class)."""
+        index, rare_class = item, None
         if isinstance(item, tuple):
-            index, aug_seed = item
+            index, aug_seed = item[0], item[1]
+            rare_class = item[2] if len(item) > 2 else None
             from diga.data.transforms import seed_transform
 
             seed_transform(self.transform, aug_seed)
@@ -160,7 +162,7 @@ class SegmentationDataset(Dataset):
         if self.pseudo_label_dir is not None:
             data["pseudo"] = self.load_pseudo_label(sample, image.shape[:2])
         if self.transform is not None:
-            data = self.transform(**data)
+            data = self.transform(**data) if rare_class is None else self.transform(**data, rare_class=rare_class)
         out: dict[str, Any] = {
             "image": torch.from_numpy(np.ascontiguousarray(data["image"])).permute(2, 0, 1).contiguous(),
             "name": sample.name,
