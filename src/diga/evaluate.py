@@ -77,7 +77,7 @@ def _data_choice(data_cfg: dict[str, Any]) -> str:
         return str(data_cfg["_target_"]).rsplit(".", 1)[-1].lower()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     return run_evaluate(cfg)["mIoU"]
 

@@ -67,7 +67,7 @@ def export_onnx(ckpt: str | Path, output: str | Path, height: int = 512, width: 
     return diff
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     diff = export_onnx(cfg.ckpt, cfg.output, cfg.height, cfg.width, cfg.opset, cfg.atol)
     print(f"wrote {cfg.output}; max |onnxruntime − pytorch| = {diff:.2e}")

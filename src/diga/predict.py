@@ -85,7 +85,7 @@ def predict_folder(ckpt: str | Path, input_dir: str | Path, output_dir: str | Pa
     return written
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     inf = InferenceConfig.from_config(cfg.inference)
     written = predict_folder(cfg.ckpt, cfg.input, cfg.output, inf, cfg.device, cfg.overlay_alpha)

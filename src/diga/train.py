@@ -18,11 +18,14 @@ from diga.tasks.config import register_resolvers
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from diga.tasks import run_task
+    from diga.tasks.config import config_notice
     from diga.tasks.preflight import PreflightError
 
+    if notice := config_notice():
+        print(notice, file=sys.stderr)
     try:
         metrics = run_task(cfg)
     except PreflightError as e:  # a user-facing message, not a stack trace

@@ -14,7 +14,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from diga.data.labels import get_label_set
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+# the package's config tree: in a checkout `src/diga/conf` links to the top-level `conf/`; a wheel carries a copy
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def config_notice(cwd: Path | None = None) -> str | None:
+    """A line saying which config tree is used when the working directory holds another checkout's `conf/`
+    (an editable install of one clone, run from another clone), else None."""
+    here = (cwd or Path.cwd()) / "conf" / "train.yaml"
+    if here.is_file() and here.resolve().parent != CONFIG_DIR.resolve():
+        return (f"diga: using the configs of the imported diga package, {CONFIG_DIR.resolve()}; this directory's "
+                f"{here.parent} is not read (install this checkout with `pip install -e .` to use it, or add it "
+                "with hydra.searchpath=[file://…] for extra experiments)")  # fmt: skip
+    return None
 
 
 def wandb_mode() -> str:
