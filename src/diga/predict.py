@@ -12,6 +12,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import hydra
@@ -28,7 +29,7 @@ from diga.data.labels import (
     LabelSet,
     get_label_set,
 )
-from diga.evaluation.inference import InferenceConfig, predict_logits
+from diga.evaluation.inference import InferenceConfig, check_image_size, predict_logits
 from diga.models.checkpoint import load_segmentor, resolve_device
 from diga.tasks.config import register_resolvers
 
@@ -55,8 +56,30 @@ def overlay(image: np.ndarray, label: np.ndarray, label_set: LabelSet, alpha: fl
     return (alpha * color + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
 
 
+class PredictionFailures(RuntimeError):
+    """Some images could not be predicted (the others were written); the message lists them."""
+
+
+def input_images(input_dir: Path, output_dir: Path) -> list[Path]:
+    """Images under `input_dir`, never the ones under `output_dir` (an output folder inside the input folder)."""
+    out = output_dir.resolve()
+    files = [p for p in input_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in files if not p.resolve().is_relative_to(out))
+
+
+def output_stems(files: list[Path], input_dir: Path, output_dir: Path) -> dict[Path, Path]:
+    """Where each image's outputs go: `<relative path without suffix>`, plus the suffix for names that would clash
+    (`a.jpg` and `a.png` → `a.jpg_…` and `a.png_…`)."""
+    rel = {p: p.relative_to(input_dir) for p in files}
+    counts: dict[Path, int] = {}
+    for r in rel.values():
+        counts[r.with_suffix("")] = counts.get(r.with_suffix(""), 0) + 1
+    return {p: output_dir / (r.with_suffix("") if counts[r.with_suffix("")] == 1 else r) for p, r in rel.items()}
+
+
 def predict_folder(ckpt: str | Path, input_dir: str | Path, output_dir: str | Path, inference: InferenceConfig,
                    device: str = "auto", alpha: float = 0.5) -> list[Path]:  # fmt: skip
+    """Predict every image; one that fails (too small, unreadable) is reported at the end, the others are written."""
     model, label_set_name = load_segmentor(ckpt)
     label_set = get_label_set(label_set_name)
     dev = resolve_device(device)
@@ -64,17 +87,22 @@ def predict_folder(ckpt: str | Path, input_dir: str | Path, output_dir: str | Pa
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise DatasetError(f"{input_dir}: input folder does not exist")
-    files = sorted(p for p in input_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = input_images(input_dir, output_dir)
     if not files:
         raise DatasetError(f"{input_dir}: no .png/.jpg images found")
     lut = cityscapes_label_ids(label_set)
-    written = []
-    for path in files:
-        image = read_rgb(path)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(dev)
-        with torch.no_grad():
-            pred = predict_logits(model, x, inference, model.num_classes).argmax(1)[0].cpu().numpy().astype(np.uint8)
-        stem = output_dir / path.relative_to(input_dir).with_suffix("")
+    written, failed = [], []
+    for path, stem in progress_items(output_stems(files, input_dir, output_dir).items()):
+        try:
+            image = read_rgb(path)
+            check_image_size(image.shape[0], image.shape[1], model.min_input_side, inference, str(path))
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(dev)
+            with torch.no_grad():
+                pred = predict_logits(model, x, inference, model.num_classes).argmax(1)[0].cpu().numpy()
+        except (DatasetError, ValueError) as e:
+            failed.append(str(e))
+            continue
+        pred = pred.astype(np.uint8)
         save_label_png(f"{stem}_trainIds.png", pred, label_set.palette_bytes())
         if lut is not None:
             save_label_png(f"{stem}_labelIds.png", lut[pred])
@@ -82,13 +110,29 @@ def predict_folder(ckpt: str | Path, input_dir: str | Path, output_dir: str | Pa
         Image.fromarray(overlay(image, pred, label_set, alpha)).save(buf, format="PNG")
         atomic_write_bytes(f"{stem}_color.png", buf.getvalue())
         written.append(Path(f"{stem}_trainIds.png"))
+    if failed:
+        raise PredictionFailures(f"{len(failed)} of {len(files)} images were not predicted ({len(written)} written to "
+                                 f"{output_dir}):\n  " + "\n  ".join(failed))  # fmt: skip
     return written
+
+
+def progress_items(items: Iterable[tuple[Path, Path]]) -> Iterator[tuple[Path, Path]]:
+    from diga.utils.progress import progress
+
+    listed = list(items)
+    return progress(listed, len(listed), "predicting")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    import sys
+
     inf = InferenceConfig.from_config(cfg.inference)
-    written = predict_folder(cfg.ckpt, cfg.input, cfg.output, inf, cfg.device, cfg.overlay_alpha)
+    try:
+        written = predict_folder(cfg.ckpt, cfg.input, cfg.output, inf, cfg.device, cfg.overlay_alpha)
+    except PredictionFailures as e:
+        print(f"diga: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"wrote {len(written)} predictions to {cfg.output}")
 
 

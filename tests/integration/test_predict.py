@@ -38,6 +38,29 @@ def test_predict_folder(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -
         predict_folder(trained_toy_run / "final_model.pt", empty, tmp_path / "x", inf)
 
 
+def test_predict_keeps_same_stem_outputs_skips_its_own_output_and_reports_bad_images(
+    tmp_path: Path, toy_root: Path, trained_toy_run: Path
+) -> None:
+    import shutil
+
+    from diga.predict import PredictionFailures
+
+    src = next(toy_root.glob("*/target/val/images")) / "00000.png"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(src, folder / "a.png")
+    Image.open(src).convert("RGB").save(folder / "a.jpg")
+    Image.fromarray(np.zeros((16, 600, 3), np.uint8)).save(folder / "thin.png")  # too small for MiT's stride 32
+    out = folder / "pred"  # inside the input folder
+    with pytest.raises(PredictionFailures) as err:
+        predict_folder(trained_toy_run / "final_model.pt", folder, out, InferenceConfig(), device="cpu")
+    assert "thin.png: 600×16 is too small" in str(err.value) and "at least 32 pixels" in str(err.value)
+    assert (out / "a.png_trainIds.png").is_file() and (out / "a.jpg_trainIds.png").is_file()  # both kept
+    with pytest.raises(PredictionFailures):  # a second run does not read its own outputs as inputs
+        predict_folder(trained_toy_run / "final_model.pt", folder, out, InferenceConfig(), device="cpu")
+    assert not list(out.glob("*_trainIds_trainIds.png"))
+
+
 def test_onnx_export_matches_pytorch(tmp_path: Path, trained_toy_run: Path) -> None:
     import onnxruntime as ort
     import torch

@@ -130,3 +130,16 @@ def test_unpaired_self_training_batches_are_refused_naming_both_streams(tmp_path
     expected = r"Synthia: 1 @760×1280 \+ 2 @1140×1920\] give 3 .*Cityscapes: 2 @512×1024 \+ 2 @1024×2048\] give 4"
     with pytest.raises(Exception, match=expected):  # Hydra wraps the ValueError
         instantiate(cfg.datamodule, _recursive_=False)
+
+
+def test_rerunning_a_finished_run_id_refuses_unless_resumed_or_overwritten(tmp_path: Path, toy_root: Path) -> None:
+    from tests.helpers import tiny_toy_overrides
+
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=1), "stage=source_only", "logger=none"]
+    run_task(compose_cfg(base))
+    before = (tmp_path / "run" / "final_model.pt").read_bytes()
+    with pytest.raises(PreflightError, match=r"ckpt_path=last.*run_id=.*overwrite=true"):
+        run_task(compose_cfg(base))
+    assert (tmp_path / "run" / "final_model.pt").read_bytes() == before  # nothing was touched
+    run_task(compose_cfg([*base, "overwrite=true"]))
+    run_task(compose_cfg([*base, "ckpt_path=last", "trainer.max_steps=2"]))

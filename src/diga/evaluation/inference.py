@@ -42,6 +42,22 @@ class InferenceConfig:
             raise ValueError("slide inference needs crop_size and stride")
 
 
+def min_image_side(model_min_side: int, cfg: InferenceConfig) -> int:
+    """The smallest image side this inference can take: the model's minimum at the smallest scale (or the window)."""
+    import math
+
+    return math.ceil(model_min_side / min(cfg.scales))
+
+
+def check_image_size(h: int, w: int, model_min_side: int, cfg: InferenceConfig, what: str) -> None:
+    """A clear error for images the model cannot take at the configured scales (naming `what`, e.g. the file)."""
+    need = min_image_side(model_min_side, cfg)
+    if min(h, w) < need:
+        scales = ", ".join(str(s) for s in cfg.scales)
+        raise ValueError(f"{what}: {w}×{h} is too small for this model at scales {scales}: both sides must be at least "
+                         f"{need} pixels (the encoder's coarsest stride is {model_min_side})")  # fmt: skip
+
+
 def _resize(x: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x

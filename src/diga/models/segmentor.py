@@ -68,6 +68,11 @@ class Segmentor(nn.Module):
         self.output_stride: int = backbone.strides[0] if len(backbone.strides) > 1 else backbone.strides[-1]
         self.align_corners = align_corners  # for up-sampling logits to the input (REF DeepLab: True)
 
+    @property
+    def min_input_side(self) -> int:
+        """The smallest image side the encoder takes (its coarsest stride: one pixel there)."""
+        return int(max(self.backbone.strides))
+
     def forward(self, x: torch.Tensor) -> SegOutput:
         feats = self.backbone(self.normalize(x))
         head = self.head(feats)

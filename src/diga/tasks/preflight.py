@@ -193,8 +193,26 @@ def device_problem(cfg: DictConfig) -> str | None:
     return None
 
 
+def overwrite_problem(cfg: DictConfig) -> str | None:
+    """A training stage started again in a run directory that already holds its outputs, without `ckpt_path=last`,
+    would overwrite them next to an old checkpoint: refuse unless asked to (`overwrite=true`)."""
+    if cfg.stage.get("task", "fit") != "fit" or cfg.get("ckpt_path") or cfg.get("overwrite", False):
+        return None
+    out = Path(str(cfg.paths.output_dir))
+    found = [p.name for p in (out / "checkpoints" / "last.ckpt", out / "final_model.pt", out / "results.json")
+             if p.exists()]  # fmt: skip
+    if not found:
+        return None
+    return (
+        f"{out} already holds a run of stage {cfg.stage.name} ({', '.join(found)}): resume it with "
+        "ckpt_path=last, start a new one with another run_id=…, or replace it with overwrite=true"
+    )
+
+
 def check_inputs(cfg: DictConfig) -> None:
     """Raise one `PreflightError` naming every missing input (and a missing GPU), before any model is built."""
+    if problem := overwrite_problem(cfg):
+        raise PreflightError(problem)
     device = device_problem(cfg)
     missing = [i for i in plan_inputs(cfg) if i.missing()]
     if not missing:
