@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diga.callbacks import NonFiniteLossError
+from diga.callbacks.nan_guard import first_non_finite, newest_finite_checkpoint
 from diga.modules.source_only import SourceOnlyModule
 from diga.tasks import run_task
 from tests.helpers import compose_cfg, tiny_toy_overrides
@@ -15,13 +16,13 @@ from tests.helpers import compose_cfg, tiny_toy_overrides
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path: Path, toy_root: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    real = SourceOnlyModule.seg_loss
+    real = SourceOnlyModule.supervised_loss
 
-    def poisoned(self, logits, target):
-        loss = real(self, logits, target)
+    def poisoned(self, *args, **kwargs):
+        loss = real(self, *args, **kwargs)
         return loss * float("nan") if self.global_step >= 3 else loss
 
-    monkeypatch.setattr(SourceOnlyModule, "seg_loss", poisoned)
+    monkeypatch.setattr(SourceOnlyModule, "supervised_loss", poisoned)
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=6), "stage=source_only", "ckpt_every=2"])
     with pytest.raises(NonFiniteLossError, match=r"at step 3.*last\.ckpt"):
         run_task(cfg)
@@ -40,6 +41,58 @@ def test_same_seed_gives_bit_identical_results(tmp_path: Path, toy_root: Path) -
     for k, v in states[0]["state_dict"].items():
         assert torch.equal(v, states[1]["state_dict"][k]), k
     assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
+
+
+def test_corrupted_weights_are_never_checkpointed_and_the_named_checkpoint_resumes(
+        tmp_path: Path, toy_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The loss is still finite when the weights go NaN (as after an Inf gradient): the guard must look at the
+    weights, refuse to checkpoint them, and name a checkpoint from which a resumed run trains normally."""
+    import pytorch_lightning as pl
+
+    import diga.tasks.fit as fit
+
+    class CorruptAfterStep(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            if trainer.global_step == 3:
+                with torch.no_grad():
+                    next(pl_module.parameters()).fill_(float("nan"))
+
+    original = fit.build_trainer
+    monkeypatch.setattr(fit, "build_trainer", lambda cfg: _with(original(cfg), CorruptAfterStep()))
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=6), "stage=source_only", "ckpt_every=2",
+            "logger=none"]  # fmt: skip
+    with pytest.raises(NonFiniteLossError) as err:
+        run_task(compose_cfg(base))
+    named = Path(str(err.value).rsplit("Last good checkpoint: ", 1)[1])
+    assert named.is_file(), err.value
+    kept = torch.load(named, map_location="cpu", weights_only=True)
+    assert kept["global_step"] == 2
+    for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):  # nothing with NaN weights reached the disk
+        assert first_non_finite(torch.load(path, map_location="cpu", weights_only=True)) is None, path
+
+    monkeypatch.setattr(fit, "build_trainer", original)
+    run_task(compose_cfg([*base, f"ckpt_path={named}", "overwrite=true"]))  # the guard raises on a NaN loss
+    final = torch.load(tmp_path / "run" / "final_model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in final["state_dict"].values() if v.is_floating_point())
+
+
+def test_newest_finite_checkpoint_skips_corrupted_and_unreadable_files(tmp_path: Path) -> None:
+    good = {"global_step": 2, "state_dict": {"w": torch.ones(3)}, "optimizer_states": [{"state": {0: {
+        "exp_avg": torch.zeros(3)}}}]}  # fmt: skip
+    nan_weights = {"global_step": 4, "state_dict": {"w": torch.tensor([1.0, float("nan")])}}
+    nan_moments = {"global_step": 6, "state_dict": {"w": torch.ones(3)},
+                   "optimizer_states": [{"state": {0: {"exp_avg_sq": torch.tensor([float("inf")])}}}]}  # fmt: skip
+    for name, obj in {"a.ckpt": good, "b.ckpt": nan_weights, "c.ckpt": nan_moments}.items():
+        torch.save(obj, tmp_path / name)
+    (tmp_path / "d.ckpt").write_bytes(b"truncated")
+    assert first_non_finite(nan_weights) == "state_dict.w"
+    assert first_non_finite(nan_moments) == "optimizer_states[0].state.0.exp_avg_sq"
+    assert newest_finite_checkpoint(sorted(tmp_path.glob("*.ckpt"))) == tmp_path / "a.ckpt"
+
+
+def _with(trainer, callback):
+    trainer.callbacks.append(callback)
+    return trainer
 
 
 KILLER = """

@@ -1,11 +1,17 @@
 """Stop a run at the first non-finite loss, before the optimiser step can spread NaN/Inf into the weights.
 
-Checkpoints are written atomically and only at their interval, so the last checkpoint on disk is from before the
-failure; the error names it so the run can be resumed (e.g. with a lower learning rate).
+Two guards, because a finite loss does not prove finite weights (an Inf gradient turns Adam's moments and then the
+weights into NaN one step before the loss shows it):
+
+* no checkpoint is written whose weights, buffers or optimiser state are non-finite;
+* when the loss becomes non-finite, the error names the newest checkpoint on disk whose tensors are all finite
+  (checked by loading it, not inferred from the loss), so resuming from it starts from good weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,7 +19,42 @@ import torch
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
+    """The training loss, or the weights about to be checkpointed, became NaN or Inf."""
+
+
+def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}[{i}]")
+
+
+def first_non_finite(checkpoint: dict[str, Any]) -> str | None:
+    """Name of the first floating tensor of the weights or optimiser state that holds NaN/Inf, else None."""
+    for section in ("state_dict", "optimizer_states"):
+        for name, t in _tensors(checkpoint.get(section, {}), section):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return name
+    return None
+
+
+def newest_finite_checkpoint(paths: Iterable[str | Path]) -> Path | None:
+    """The checkpoint with the highest `global_step` whose weights and optimiser state are all finite."""
+    best: tuple[int, Path] | None = None
+    for path in {Path(p) for p in paths if p}:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # unreadable or truncated: not a checkpoint to resume from
+            continue
+        if first_non_finite(ckpt) is None:
+            step = int(ckpt.get("global_step", -1))
+            if best is None or step > best[0]:
+                best = (step, path)
+    return best[1] if best else None
 
 
 class StopOnNonFiniteLoss(pl.Callback):
@@ -29,12 +70,32 @@ class StopOnNonFiniteLoss(pl.Callback):
         if isinstance(logged, torch.Tensor):
             self._check(trainer, logged)
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:  # fmt: skip
+        # Lightning assembles the dict before writing it: raising here keeps the previous files untouched.
+        bad = first_non_finite(checkpoint)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"`{bad}` is non-finite at step {trainer.global_step}; not writing a checkpoint of corrupted "
+                f"weights. Last good checkpoint: {self._last_good(trainer)}"
+            )
+
     @staticmethod
-    def _check(trainer: pl.Trainer, loss: torch.Tensor) -> None:
+    def _last_good(trainer: pl.Trainer) -> str:
+        cb = trainer.checkpoint_callback
+        if cb is None:
+            return "none (checkpointing is off)"
+        candidates = [getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")]
+        dirpath = getattr(cb, "dirpath", None)
+        if dirpath and Path(dirpath).is_dir():
+            candidates += sorted(Path(dirpath).glob("*.ckpt"))
+        good = newest_finite_checkpoint(candidates)
+        return str(good) if good else "none with finite weights written yet"
+
+    def _check(self, trainer: pl.Trainer, loss: torch.Tensor) -> None:
         if torch.isfinite(loss).all():
             return
-        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
         raise NonFiniteLossError(
             f"training loss is {loss.detach().float().cpu().tolist()} at step {trainer.global_step}; stopping before "
-            f"the weights are corrupted. Last good checkpoint: {ckpt}"
+            f"the weights are corrupted. Last good checkpoint: {self._last_good(trainer)}"
         )
