@@ -143,3 +143,25 @@ def test_rerunning_a_finished_run_id_refuses_unless_resumed_or_overwritten(tmp_p
     assert (tmp_path / "run" / "final_model.pt").read_bytes() == before  # nothing was touched
     run_task(compose_cfg([*base, "overwrite=true"]))
     run_task(compose_cfg([*base, "ckpt_path=last", "trainer.max_steps=2"]))
+
+
+def test_mistyped_overrides_are_named_by_key_before_anything_is_built(tmp_path: Path, toy_root: Path) -> None:
+    cfg = compose_cfg(["experiment=toy", "stage=warmup", "trainer.max_steps=abc", "optimizer.lr=abc",
+                       "datamodule.crop_size=abc", "stage.module.kd_weight=high", f"paths.output_dir={tmp_path}"])  # fmt: skip
+    with pytest.raises(PreflightError) as err:
+        run_task(cfg)
+    msg = str(err.value)
+    assert msg.startswith("4 value(s) of the wrong type")
+    for line in ("trainer.max_steps='abc': expected int", "optimizer.lr='abc': expected float",
+                 "datamodule.crop_size='abc': expected tuple[int, int]", "stage.module.kd_weight='high'"):  # fmt: skip
+        assert line in msg, msg
+    assert "stage.module.optimizer.lr" not in msg  # an interpolated copy is not reported twice
+
+
+@pytest.mark.parametrize("experiment", ["toy", "gta2cs", "synthia2cs", "gta_dg", "cs_semi", "gta2cs_mic"])
+def test_every_shipped_stage_passes_the_type_check(experiment: str, tmp_path: Path) -> None:
+    from diga.tasks.config_types import type_problems
+
+    for stage in ("source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "daformer"):
+        cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}"])
+        assert type_problems(cfg) == [], (experiment, stage)

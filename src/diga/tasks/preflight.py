@@ -158,16 +158,20 @@ def stage_inputs(cfg: DictConfig) -> list[Input]:
     return out
 
 
-def plan_inputs(cfg: DictConfig) -> list[Input]:
+def _steps(cfg: DictConfig) -> list[tuple[Any, DictConfig]]:
+    from diga.tasks.pipeline import step_configs
+
+    return step_configs(cfg) if cfg.stage.get("task") == "pipeline" else []
+
+
+def plan_inputs(cfg: DictConfig, steps: list[tuple[Any, DictConfig]] | None = None) -> list[Input]:
     """What the whole run reads: one stage, or every step of a pipeline minus what earlier steps produce."""
     if cfg.stage.get("task") != "pipeline":
         inputs = stage_inputs(cfg)
         for i in inputs:
             i.needed_by.append(str(cfg.stage.name))
         return inputs
-    from diga.tasks.pipeline import step_configs
-
-    steps = step_configs(cfg)
+    steps = _steps(cfg) if steps is None else steps
     produced = [Path(cfg.paths.output_dir).resolve(), *(s.out.root.resolve() for s, _ in steps)]
     merged: dict[tuple[str, Path], Input] = {}
     for step, step_cfg in steps:
@@ -210,11 +214,18 @@ def overwrite_problem(cfg: DictConfig) -> str | None:
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Raise one `PreflightError` naming every missing input (and a missing GPU), before any model is built."""
+    """Raise one `PreflightError` naming every mistyped value, every missing input and a missing GPU, before any
+    model is built."""
+    from diga.tasks.config_types import type_problems
+
+    steps = _steps(cfg)
+    typed = list(dict.fromkeys(p for c in [cfg, *(c for _, c in steps)] for p in type_problems(c)))
+    if typed:
+        raise PreflightError("\n  ".join([f"{len(typed)} value(s) of the wrong type:", *typed]))
     if problem := overwrite_problem(cfg):
         raise PreflightError(problem)
     device = device_problem(cfg)
-    missing = [i for i in plan_inputs(cfg) if i.missing()]
+    missing = [i for i in plan_inputs(cfg, steps) if i.missing()]
     if not missing:
         if device:
             raise PreflightError(device)
