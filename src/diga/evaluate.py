@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,28 @@ def _data_choice(data_cfg: dict[str, Any]) -> str:
         return str(data_cfg["_target_"]).rsplit(".", 1)[-1].lower()
 
 
+def model_override_problem(cfg: DictConfig) -> str | None:
+    """`model=…` has no meaning here: a checkpoint holds its own architecture, and building another one around its
+    weights could only fail or silently mismatch."""
+    if cfg.get("model") is None:
+        return None
+    return (f"diga.evaluate takes the model from its checkpoint (ckpt={cfg.get('ckpt', '???')}), which stores the "
+            "architecture it was trained with: drop model=… (to evaluate another architecture, evaluate its own "
+            "checkpoint)")  # fmt: skip
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    return run_evaluate(cfg)["mIoU"]
+    if problem := model_override_problem(cfg):
+        print(f"diga: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    from diga.models.weights import CheckpointError
+
+    try:
+        return run_evaluate(cfg)["mIoU"]
+    except CheckpointError as e:  # names the file and the problem: no stack trace needed
+        print(f"diga: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

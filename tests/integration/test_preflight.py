@@ -165,3 +165,29 @@ def test_every_shipped_stage_passes_the_type_check(experiment: str, tmp_path: Pa
     for stage in ("source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "daformer"):
         cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}"])
         assert type_problems(cfg) == [], (experiment, stage)
+
+
+def test_sizes_below_the_encoders_minimum_are_rejected_with_the_minimum(tmp_path: Path) -> None:
+    cfg = compose_cfg(["experiment=gta2cs", "stage=source_only", "trainer=cpu", "datamodule.crop_size=[16,512]",
+                       "inference=two_scale", "datamodule.val.cityscapes.loader.eval_resize=[48,96]",
+                       f"paths.output_dir={tmp_path}"])  # fmt: skip
+    with pytest.raises(PreflightError) as err:
+        run_task(cfg)
+    msg = str(err.value)
+    assert msg.startswith("2 size(s) too small for the model")
+    assert "datamodule.crop_size=[16, 512]: both sides must be at least 32" in msg
+    assert "eval_resize=[48, 96]: at inference scales 1.0, 0.5 both sides must be at least 64" in msg
+
+
+def test_encoder_minimum_side_matches_what_the_model_can_take() -> None:
+    """The meta-device sizing agrees with a real forward: MiT fails below 32 pixels and works at 32."""
+    from diga.models import build_segmentor
+    from diga.models.factory import min_input_side
+
+    spec = {"backbone": "mit_b0", "head": "segformer", "num_classes": 3}
+    assert min_input_side(spec) == 32
+    model = build_segmentor(**spec).eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 64))
+        with pytest.raises(RuntimeError):
+            model(torch.rand(1, 3, 16, 64))

@@ -62,6 +62,18 @@ def test_evaluate_checkpoint(tmp_path: Path, toy_root: Path, trained_toy_run: Pa
         assert (out / "eval_toy_val.csv").is_file() or list(out.glob("eval_*.csv"))
 
 
+def test_evaluate_says_the_model_comes_from_the_checkpoint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for args, expected in ((["model=segformer_b0"], "takes the model from its checkpoint"),
+                           ([], "nope.pt: checkpoint not found")):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "diga.evaluate", f"ckpt={tmp_path}/nope.pt", *args,
+                               f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("diga: ") and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_incompatible_checkpoint_for_evaluation(tmp_path: Path) -> None:
     from diga.evaluate import load_segmentor
     from diga.models.weights import CheckpointError

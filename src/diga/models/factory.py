@@ -27,6 +27,27 @@ def _spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(opts.pop("name")), opts
 
 
+def _encoder(backbone: str | Mapping[str, Any], options: Mapping[str, Any], pretrained: str | Path | None) -> nn.Module:
+    from diga.models.registry import _BACKBONES, _ensure_builtin
+
+    _ensure_builtin()
+    name, opts = _spec(backbone)
+    if name in _BACKBONES:
+        opts = {**_accepted(_BACKBONES[name], options, BACKBONE_OPTIONS), **opts}
+    return create_backbone(name, pretrained=pretrained, **opts)
+
+
+def min_input_side(model_cfg: Mapping[str, Any]) -> int:
+    """The smallest image side the configured encoder takes (its coarsest stride), found without building weights:
+    the encoder is constructed on the meta device, so this costs milliseconds even for ViT-g."""
+    import torch
+
+    options = {k: v for k, v in model_cfg.items() if k in BACKBONE_OPTIONS}
+    with torch.device("meta"):
+        enc = _encoder(model_cfg.get("backbone", "mit_b5"), options, pretrained=None)
+    return int(getattr(enc, "min_input_side", max(enc.strides)))
+
+
 # flat options of the model configs and the side they configure
 HEAD_OPTIONS = ("embed_dim", "dropout", "feat_after_dropout", "key_channels")
 BACKBONE_OPTIONS = ("drop_path_rate", "pad_to_patch", "output_stride", "out_indices", "model_name")
@@ -62,18 +83,15 @@ def build_segmentor(
         options: flat options of older configs (`embed_dim`, `dropout`, `drop_path_rate`, `feat_after_dropout`),
             routed to the encoder or the head that takes them.
     """
-    from diga.models.registry import _BACKBONES, _HEADS, _ensure_builtin
+    from diga.models.registry import _HEADS, _ensure_builtin
 
     _ensure_builtin()
     unknown = set(options) - set(HEAD_OPTIONS) - set(BACKBONE_OPTIONS)
     if unknown:
         raise ValueError(f"unknown model options {sorted(unknown)}: encoder options go in backbone: {{name: …}}, "
                          "head options in head: {name: …}")  # fmt: skip
-    bb_name, bb_opts = _spec(backbone)
     head_name, head_opts = _spec(head)
-    if bb_name in _BACKBONES:
-        bb_opts = {**_accepted(_BACKBONES[bb_name], options, BACKBONE_OPTIONS), **bb_opts}
-    enc: nn.Module = create_backbone(bb_name, pretrained=None if weights else pretrained, **bb_opts)
+    enc = _encoder(backbone, options, pretrained=None if weights else pretrained)
     if grad_checkpointing:
         enc.set_grad_checkpointing(True)
     if head_name in _HEADS:

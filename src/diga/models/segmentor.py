@@ -71,7 +71,7 @@ class Segmentor(nn.Module):
     @property
     def min_input_side(self) -> int:
         """The smallest image side the encoder takes (its coarsest stride: one pixel there)."""
-        return int(max(self.backbone.strides))
+        return int(getattr(self.backbone, "min_input_side", max(self.backbone.strides)))
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         feats = self.backbone(self.normalize(x))

@@ -217,11 +217,16 @@ def check_inputs(cfg: DictConfig) -> None:
     """Raise one `PreflightError` naming every mistyped value, every missing input and a missing GPU, before any
     model is built."""
     from diga.tasks.config_types import type_problems
+    from diga.tasks.shape_check import shape_problems
 
     steps = _steps(cfg)
-    typed = list(dict.fromkeys(p for c in [cfg, *(c for _, c in steps)] for p in type_problems(c)))
+    configs = [cfg, *(c for _, c in steps)]
+    typed = list(dict.fromkeys(p for c in configs for p in type_problems(c)))
     if typed:
         raise PreflightError("\n  ".join([f"{len(typed)} value(s) of the wrong type:", *typed]))
+    small = list(dict.fromkeys(p for c in configs for p in shape_problems(c)))
+    if small:
+        raise PreflightError("\n  ".join([f"{len(small)} size(s) too small for the model:", *small]))
     if problem := overwrite_problem(cfg):
         raise PreflightError(problem)
     device = device_problem(cfg)

@@ -1,0 +1,77 @@
+"""Reject image sizes the model cannot take, before anything is built.
+
+An encoder with a coarsest stride of 32 cannot take a 16-pixel crop, and an image that is large enough at scale
+1.0 can be too small at the 0.5 scale of two-scale inference. Both are known from the config alone (the encoder is
+sized on the meta device); per-file sizes are left to `python -m diga.check_data`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from diga.utils.hydra import to_plain
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at `key`, or None (mandatory values that are missing are reported by their own check)."""
+    try:
+        return to_plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=True))
+    except Exception:
+        return None
+
+
+def _model_cfg(cfg: DictConfig) -> Mapping[str, Any] | None:
+    model = _get(cfg, "stage.module.model") or _get(cfg, "model")
+    return model if isinstance(model, Mapping) and "backbone" in model else None
+
+
+def _sides(size: Any) -> list[int]:
+    if size is None:
+        return []
+    return [int(size)] * 2 if isinstance(size, (int, float)) else [int(s) for s in size]
+
+
+def _inference_need(min_side: int, inference: Mapping[str, Any] | None) -> tuple[int, str]:
+    scales: Sequence[float] = (inference or {}).get("scales") or [1.0]
+    return math.ceil(min_side / min(scales)), ", ".join(str(s) for s in scales)
+
+
+def shape_problems(cfg: DictConfig) -> list[str]:
+    """One line per configured size below the model's minimum, naming the key and the minimum."""
+    model = _model_cfg(cfg)
+    if model is None:
+        return []
+    from diga.models.factory import min_input_side
+
+    try:
+        min_side = min_input_side(model)
+    except Exception:  # an encoder that cannot be sized without weights: the build will report it
+        return []
+    stride = f"the encoder's coarsest stride is {min_side}"
+    problems = []
+    task = _get(cfg, "stage.task") or "fit"
+    if task == "fit":
+        crop = _sides(_get(cfg, "datamodule.crop_size"))
+        if crop and min(crop) < min_side:
+            problems.append(f"datamodule.crop_size={crop}: both sides must be at least {min_side} ({stride})")
+        inference = _get(cfg, "stage.module.inference")
+        need, scales = _inference_need(min_side, inference)
+        for name in (_get(cfg, "datamodule.val") or {}):
+            size = _sides(_get(cfg, f"datamodule.val.{name}.loader.eval_resize"))
+            if size and min(size) < need:
+                problems.append(f"datamodule.val.{name}.loader.eval_resize={size}: at inference scales {scales} both "
+                                f"sides must be at least {need} ({stride})")  # fmt: skip
+        window = _sides((inference or {}).get("crop_size")) if (inference or {}).get("mode") == "slide" else []
+        if window and min(window) < min_side:
+            problems.append(f"inference.crop_size={window}: the sliding window must be at least {min_side} ({stride})")
+    elif task in ("pseudolabel", "centroids"):
+        need, scales = _inference_need(min_side, _get(cfg, "stage.inference") if task == "pseudolabel" else None)
+        size = _sides(_get(cfg, "stage.resize"))
+        if size and min(size) < need:
+            problems.append(f"stage.resize={size}: at inference scales {scales} both sides must be at least {need} "
+                            f"({stride})")  # fmt: skip
+    return problems
