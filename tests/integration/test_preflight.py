@@ -146,8 +146,8 @@ def test_rerunning_a_finished_run_id_refuses_unless_resumed_or_overwritten(tmp_p
 
 
 def test_mistyped_overrides_are_named_by_key_before_anything_is_built(tmp_path: Path, toy_root: Path) -> None:
-    cfg = compose_cfg(["experiment=toy", "stage=warmup", "trainer.max_steps=abc", "optimizer.lr=abc",
-                       "datamodule.crop_size=abc", "stage.module.kd_weight=high", f"paths.output_dir={tmp_path}"])  # fmt: skip
+    wrong = ["trainer.max_steps=abc", "optimizer.lr=abc", "datamodule.crop_size=abc", "stage.module.kd_weight=high"]
+    cfg = compose_cfg(["experiment=toy", "stage=warmup", *wrong, f"paths.output_dir={tmp_path}"])
     with pytest.raises(PreflightError) as err:
         run_task(cfg)
     msg = str(err.value)

@@ -68,8 +68,8 @@ def test_evaluate_says_the_model_comes_from_the_checkpoint(tmp_path: Path) -> No
 
     for args, expected in ((["model=segformer_b0"], "takes the model from its checkpoint"),
                            ([], "nope.pt: checkpoint not found")):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "diga.evaluate", f"ckpt={tmp_path}/nope.pt", *args,
-                               f"hydra.run.dir={tmp_path}/h"], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+        cmd = [sys.executable, "-m", "diga.evaluate", f"ckpt={tmp_path}/nope.pt", *args, f"hydra.run.dir={tmp_path}/h"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("diga: ") and expected in proc.stderr and "Traceback" not in proc.stderr
 

@@ -24,7 +24,7 @@ def _nodes(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if "_target_" in node:
             yield path, node
-        for key in node.keys():
+        for key in node:
             if not OmegaConf.is_missing(node, key) and not _is_interpolation_error(node, key):
                 yield from _nodes(node[key], f"{path}.{key}" if path else str(key))
     elif isinstance(node, ListConfig):
@@ -40,7 +40,7 @@ def _is_interpolation_error(node: DictConfig, key: Any) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _annotations(target: str) -> dict[str, Any]:
     """Evaluated parameter annotations of `target`; for a class, of every `__init__` along its MRO (subclasses that
     forward `**kwargs` to their parent still get their parent's parameters checked)."""
@@ -50,7 +50,10 @@ def _annotations(target: str) -> dict[str, Any]:
         obj = get_object(target)
     except Exception:
         return {}
-    functions = [c.__dict__["__init__"] for c in inspect.getmro(obj) if "__init__" in c.__dict__] if inspect.isclass(obj) else [obj]
+    if inspect.isclass(obj):
+        functions = [c.__dict__["__init__"] for c in inspect.getmro(obj) if "__init__" in c.__dict__]
+    else:
+        functions = [obj]
     out: dict[str, Any] = {}
     for fn in functions:
         for name, ann in _function_annotations(fn).items():
@@ -72,14 +75,14 @@ def _function_annotations(fn: Callable[..., Any]) -> dict[str, Any]:
             continue
         if isinstance(ann, str):
             try:
-                ann = eval(ann, namespace)  # noqa: S307 - the annotation text of an installed library
+                ann = eval(ann, namespace)  # the annotation text of an installed library
             except Exception:
                 continue
         out[name] = ann
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(annotation: Any) -> Any:
     from pydantic import ConfigDict, TypeAdapter
 
@@ -110,7 +113,7 @@ def type_problems(cfg: DictConfig) -> list[str]:
     for path, node in sorted(_nodes(cfg, ""), key=lambda pn: (pn[0].count("."), pn[0])):
         target = str(node["_target_"])
         hints = _annotations(target)
-        for key in node.keys():
+        for key in node:
             if key in HYDRA_KEYS or key not in hints or OmegaConf.is_missing(node, key):
                 continue
             try:

@@ -60,7 +60,7 @@ def shape_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"datamodule.crop_size={crop}: both sides must be at least {min_side} ({stride})")
         inference = _get(cfg, "stage.module.inference")
         need, scales = _inference_need(min_side, inference)
-        for name in (_get(cfg, "datamodule.val") or {}):
+        for name in _get(cfg, "datamodule.val") or {}:
             size = _sides(_get(cfg, f"datamodule.val.{name}.loader.eval_resize"))
             if size and min(size) < need:
                 problems.append(f"datamodule.val.{name}.loader.eval_resize={size}: at inference scales {scales} both "

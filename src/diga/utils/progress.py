@@ -11,6 +11,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("diga")
+MIN_LOG_INTERVAL_S = 5.0  # redirected output: a line every ~10 % of the work, but not more often than this
 
 
 def progress(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
@@ -24,8 +25,10 @@ def progress(items: Iterable[T], total: int, description: str, enabled: bool = T
         yield from track(items, total=total, description=description, transient=True)
         return
     start, step = time.perf_counter(), max(1, total // 10)
+    last = start
     for done, item in enumerate(items, start=1):
         yield item
-        if done % step == 0 or done == total:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            log.info("%s: %d/%d (%.1f/s)", description, done, total, rate)
+        now = time.perf_counter()
+        if done == total or (done % step == 0 and now - last >= MIN_LOG_INTERVAL_S):  # quick loops: one line
+            last = now
+            log.info("%s: %d/%d (%.1f/s)", description, done, total, done / max(now - start, 1e-9))

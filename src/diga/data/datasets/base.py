@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ class SegmentationDataset(Dataset):
     layout_help = ""
     label_lut_size = 256
     max_raw_id: int | None = None  # largest id the raw annotation format defines; larger ids are an error
+    official_counts: ClassVar[dict[str, int]] = {}  # images per split of the official release (for `diga.check_data`)
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.with_labels = with_labels
         self.pseudo_label_dir = Path(pseudo_label_dir) if pseudo_label_dir else None
+        self.list_file, self.limit = list_file, limit
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root of {type(self).__name__} does not exist")
         samples = self.find_samples()
@@ -93,6 +95,15 @@ class SegmentationDataset(Dataset):
 
     def find_samples(self) -> list[Sample]:
         raise NotImplementedError
+
+    @classmethod
+    def official_names(cls, split: str) -> list[str] | None:
+        """Sample names of the official release where they follow from the format (numbered frames), else None."""
+        return None
+
+    def official_count(self) -> int | None:
+        """How many samples this split has in the official release (None: unknown, or a custom list)."""
+        return self.official_counts.get(self.split)
 
     def label_mapping(self) -> dict[int, int] | None:
         """raw id → train-id for `self.labels`; None when files already hold train-ids."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import trainid19_to_trainid
 
 
 class BDD100K(SegmentationDataset):
+    official_counts: ClassVar[dict[str, int]] = {"train": 7000, "val": 1000}  # the 10K semantic segmentation subset
     layout_help = "bdd100k/images/val/<name>.jpg, bdd100k/gtFine/val/<name>_train_id.png (train-ids)"
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import cityscapes_labelid_to_trainid
@@ -13,6 +14,7 @@ LBL_SUFFIX = "_gtFine_labelIds.png"
 
 class Cityscapes(SegmentationDataset):
     max_raw_id = 33
+    official_counts: ClassVar[dict[str, int]] = {"train": 2975, "val": 500}  # gtFine
     layout_help = (
         "cityscapes/leftImg8bit/{train,val}/<city>/<stem>_leftImg8bit.png, "
         "cityscapes/gtFine/{train,val}/<city>/<stem>_gtFine_labelIds.png"
@@ -44,6 +46,12 @@ class CityscapesSemi(Cityscapes):
     deterministic draw of ceil(2975/N) images (186/372/744/1488 for N = 16/8/4/2, the reference's sizes).
     Pass `split_list` (one image stem per line) to use an official list instead.
     """
+
+    def official_count(self) -> int | None:
+        if self.split != "train":
+            return super().official_count()
+        labeled = -(-2975 // self.ratio)
+        return labeled if self.part == "labeled" else 2975 - labeled
 
     def __init__(
         self,

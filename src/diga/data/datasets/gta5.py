@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import cityscapes_labelid_to_trainid
@@ -12,6 +13,12 @@ class GTA5(SegmentationDataset):
     """All frames by default (one split); `list_file` selects e.g. the authors' `train_modified.txt`."""
 
     max_raw_id = 33
+    official_counts: ClassVar[dict[str, int]] = {"train": 24966}
+
+    @classmethod
+    def official_names(cls, split: str) -> list[str] | None:
+        return [f"{i:05d}" for i in range(1, 24967)]
+
     layout_help = "GTA5/images/00001.png …, GTA5/labels/00001.png … (Cityscapes labelIds)"
 
     @classmethod

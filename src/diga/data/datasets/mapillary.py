@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
 from diga.data.labels import mapillary_to_trainid
@@ -10,6 +11,7 @@ from diga.data.labels import mapillary_to_trainid
 
 class Mapillary(SegmentationDataset):
     max_raw_id = 65
+    official_counts: ClassVar[dict[str, int]] = {"training": 18000, "validation": 2000}
     layout_help = "mapillary/validation/images/<id>.jpg, mapillary/validation/labels/<id>.png (Vistas v1.2, 66 classes)"
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -13,6 +14,12 @@ from diga.data.labels import synthia_raw_to_trainid
 
 class Synthia(SegmentationDataset):
     max_raw_id = 22
+    official_counts: ClassVar[dict[str, int]] = {"train": 9400}  # SYNTHIA-RAND-CITYSCAPES
+
+    @classmethod
+    def official_names(cls, split: str) -> list[str] | None:
+        return [f"{i:07d}" for i in range(9400)]
+
     label_lut_size = 65536  # raw ids are read from a 16-bit channel
     layout_help = (
         "RAND_CITYSCAPES/RGB/0000000.png …, RAND_CITYSCAPES/GT/LABELS/0000000.png … (16-bit, class id in channel 0)"
