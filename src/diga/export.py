@@ -1,8 +1,10 @@
-"""`python -m diga.export ckpt=… output=model.onnx` — ONNX export of a trained segmentor, verified against PyTorch.
+"""`python -m diga.export ckpt=… output=…` — a trained segmentor as ONNX or as a Hugging Face model, verified.
 
-The exported graph takes RGB images in [0, 1] (N×3×H×W: dynamic batch, H×W fixed at export time) and returns
-logits at the input resolution. After export the ONNX model is run with onnxruntime on a random input and
-compared with the PyTorch model; a mismatch above the tolerance is an error (the file is not kept).
+format=onnx: the graph takes RGB images in [0, 1] (N×3×H×W: dynamic batch, H×W fixed at export time) and returns
+logits at the input resolution; it is run with onnxruntime on a random input and compared with PyTorch.
+format=hf: a MiT + SegFormer-head model becomes a `SegformerForSemanticSegmentation` folder (config.json with
+id2label, model.safetensors) that `transformers` loads; it is loaded back and its logits compared with diga's.
+A mismatch above the tolerance is an error and nothing is written.
 """
 
 from __future__ import annotations
@@ -67,10 +69,58 @@ def export_onnx(ckpt: str | Path, output: str | Path, height: int = 512, width: 
     return diff
 
 
+def export_hf(ckpt: str | Path, output: str | Path, height: int = 512, width: int = 1024,
+              atol: float = 1e-3) -> float:  # fmt: skip
+    """Write a `transformers` SegFormer folder; returns the max |transformers − diga| logit difference."""
+    import shutil
+
+    from diga.data.labels import get_label_set
+    from diga.models.backbones.mit import MiTBackbone
+    from diga.models.heads.segformer import SegFormerHead
+    from diga.models.hf_segformer import write_hf_folder
+    from diga.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
+
+    model, label_set = load_segmentor(ckpt)
+    if not (isinstance(model.backbone, MiTBackbone) and isinstance(model.head, SegFormerHead)):
+        parts = f"{type(model.backbone).__name__} + {type(model.head).__name__}"
+        raise ValueError(f"{ckpt}: format=hf needs a MiT encoder with the SegFormer head (this model: {parts}); "
+                         "use format=onnx")  # fmt: skip
+    if model.normalize.kind != "imagenet":
+        kind = model.normalize.kind
+        raise ValueError(f"{ckpt}: format=hf assumes ImageNet input normalisation, the model uses {kind}")
+    output = Path(output)
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"{output}: exists and is not empty; choose another output (nothing was written)")
+    from transformers import SegformerForSemanticSegmentation
+
+    classes = dict(enumerate(get_label_set(label_set).classes))
+    staging = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_hf_folder(model, model.backbone.variant, classes, staging)
+    hf = SegformerForSemanticSegmentation.from_pretrained(staging).eval()
+    x = torch.rand(1, 3, height, width)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        diff = float((hf(pixel_values=(x - mean) / std).logits - model(x).logits).abs().max())
+    if diff > atol:
+        shutil.rmtree(staging)
+        raise RuntimeError(f"{ckpt}: transformers' logits differ from diga's by {diff:.2e} (> {atol}); not written")
+    if output.exists():
+        output.rmdir()
+    staging.replace(output)
+    return diff
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    diff = export_onnx(cfg.ckpt, cfg.output, cfg.height, cfg.width, cfg.opset, cfg.atol)
-    print(f"wrote {cfg.output}; max |onnxruntime − pytorch| = {diff:.2e}")
+    if cfg.format == "hf":
+        diff = export_hf(cfg.ckpt, cfg.output, cfg.height, cfg.width, cfg.atol)
+        print(f"wrote {cfg.output} (SegformerForSemanticSegmentation); max |transformers − diga| = {diff:.2e}")
+    elif cfg.format == "onnx":
+        diff = export_onnx(cfg.ckpt, cfg.output, cfg.height, cfg.width, cfg.opset, cfg.atol)
+        print(f"wrote {cfg.output}; max |onnxruntime − pytorch| = {diff:.2e}")
+    else:
+        raise SystemExit(f"diga: format={cfg.format} is not one of onnx, hf")
 
 
 if __name__ == "__main__":

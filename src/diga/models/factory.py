@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from diga.models.registry import create_backbone, create_head
@@ -40,8 +41,6 @@ def _encoder(backbone: str | Mapping[str, Any], options: Mapping[str, Any], pret
 def min_input_side(model_cfg: Mapping[str, Any]) -> int:
     """The smallest image side the configured encoder takes (its coarsest stride), found without building weights:
     the encoder is constructed on the meta device, so this costs milliseconds even for ViT-g."""
-    import torch
-
     options = {k: v for k, v in model_cfg.items() if k in BACKBONE_OPTIONS}
     with torch.device("meta"):
         enc = _encoder(model_cfg.get("backbone", "mit_b5"), options, pretrained=None)
@@ -50,7 +49,7 @@ def min_input_side(model_cfg: Mapping[str, Any]) -> int:
 
 # flat options of the model configs and the side they configure
 HEAD_OPTIONS = ("embed_dim", "dropout", "feat_after_dropout", "key_channels")
-BACKBONE_OPTIONS = ("drop_path_rate", "pad_to_patch", "output_stride", "out_indices", "model_name")
+BACKBONE_OPTIONS = ("drop_path_rate", "pad_to_patch", "output_stride", "out_indices", "model_name", "layer_norm_eps")
 
 
 def _accepted(fn: Any, kwargs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -108,4 +107,29 @@ def build_segmentor(
     )
     if weights:
         model.load_weights(weights)
+    elif pretrained:
+        load_pretrained_head(model, pretrained)
     return model
+
+
+def load_pretrained_head(model: Segmentor, pretrained: str | Path) -> int:
+    """A pretrained file that also holds a SegFormer decode head (a Hub `nvidia/segformer-*` model) fills the head
+    too when it fits (same width and classes); a head for other classes is left initialised, and the log says so."""
+    import logging
+
+    from diga.models.heads.segformer import SegFormerHead
+    from diga.models.hf_segformer import hf_head_to_diga, is_hf_segformer
+    from diga.models.weights import load_into, read_state_dict
+
+    sd = read_state_dict(pretrained)
+    head = hf_head_to_diga(sd) if is_hf_segformer(sd) else {}
+    if not head or not isinstance(model.head, SegFormerHead):
+        return 0
+    own = model.head.state_dict()
+    if any(k in own and v.shape != own[k].shape for k, v in head.items()):
+        classes, width = tuple(head["linear_pred.weight"].shape[:2]) if "linear_pred.weight" in head else ("?", "?")
+        logging.getLogger(__name__).info(
+            "%s: decode head not loaded: %s classes × width %s in the file, %d × %d in the model", pretrained,
+            classes, width, model.num_classes, model.head.feat_dim)  # fmt: skip
+        return 0
+    return load_into(model.head, head, pretrained, "SegFormer decode head")

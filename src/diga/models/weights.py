@@ -5,6 +5,7 @@ Supported layouts (detected from the keys):
 * timm `pvt_v2_*` state dicts (`stages.0.blocks.0.*`);
 * mmseg / DAFormer training checkpoints (`{"state_dict": {"backbone.…", "decode_head.…"}}`) — backbone part;
 * torchvision/timm ResNet and the DeepLab/AdaptSegNet `Scale.`-prefixed ResNet-101 file;
+* Hugging Face SegFormer/MiT files, folders and cached Hub ids (`diga.models.hf_segformer`);
 * diga's own checkpoints (Lightning `.ckpt` or exported `.pt`), for the whole segmentor.
 
 "Loads nothing" and "loads part of the backbone" are errors, never warnings (timm only logs them).
@@ -25,10 +26,14 @@ class CheckpointError(RuntimeError):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensor dict from a .pth/.pt/.ckpt/.safetensors file, unwrapping the usual containers."""
+    """Tensor dict from a .pth/.pt/.ckpt/.safetensors file, unwrapping the usual containers.
+
+    `path` may also be a Hugging Face `save_pretrained` folder or a Hub model id in the local cache (offline)."""
+    if not Path(path).is_file():
+        from diga.models.hf_segformer import resolve_weight_source
+
+        path = resolve_weight_source(path)
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weight file not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
