@@ -26,12 +26,22 @@ def main(cfg: DictConfig) -> float | None:
 
     if notice := config_notice():
         print(notice, file=sys.stderr)
+    from diga.utils.artifacts import results_notice
+
     try:
         metrics = run_task(cfg)
     except PreflightError as e:  # a user-facing message, not a stack trace
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    if _is_rank_zero():
+        print(f"diga: {cfg.stage.name} done; {results_notice(cfg.paths.output_dir)}", flush=True)
     return metrics.get("mIoU") if metrics else None
+
+
+def _is_rank_zero() -> bool:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 if __name__ == "__main__":

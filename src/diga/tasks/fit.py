@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from diga.callbacks.console import console_callbacks, model_summary_line, quiet_third_party
 from diga.callbacks.timing import PhaseTimer
 from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table
@@ -53,7 +54,11 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     if cfg.stage.get("ddp_find_unused_parameters") and strategy in ("ddp", "ddp_spawn"):
         # several backward passes per step over disjoint parameter sets (the translator's D and G steps)
         extra["strategy"] = f"{strategy}_find_unused_parameters_true"
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, **extra)
+    quiet_third_party()
+    every, bar = int(cfg.trainer.get("log_every_n_steps") or 50), bool(cfg.trainer.get("enable_progress_bar", True))
+    shown, extra["enable_progress_bar"] = console_callbacks(str(cfg.stage.name), every, bar)
+    return instantiate(cfg.trainer, callbacks=[*callbacks, *shown], logger=loggers or False, plugins=plugins,
+                       **extra)  # fmt: skip
 
 
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
@@ -126,6 +131,7 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
         datamodule = instantiate(cfg.datamodule, _recursive_=False)
         module = build_module(cfg)
         trainer = build_trainer(cfg)
+    log.info(model_summary_line(module))
     with times.phase("memory estimate"):
         estimate = warn_if_memory_short(cfg, module)
     trainer.callbacks.append(PhaseTimer(times))

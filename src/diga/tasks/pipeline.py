@@ -278,7 +278,6 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
     plot_per_class(per_class, classes, root / f"{PIPELINE_PER_CLASS}.png", f"{cfg.experiment_name}: IoU per class")
     write_pictures(cfg, root, miou_rows, models)
-    print(f"results: {root / (PIPELINE_RESULTS + '.csv')}, {root / (PIPELINE_RESULTS + '.png')}, {root / PREDICTIONS}")
     return summary
 
 

@@ -67,3 +67,15 @@ class StageOutputs:
     @property
     def last_checkpoint(self) -> Path:
         return self.root / CHECKPOINTS / LAST_CHECKPOINT
+
+
+# what the end-of-run notice points at first, when present
+HEADLINE = (f"{PIPELINE_RESULTS}.csv", f"{PIPELINE_PER_CLASS}.csv", PREDICTIONS, "results.csv", FINAL_MODEL,
+            TRANSLATOR, CENTROIDS, PSEUDO_LABELS)  # fmt: skip
+
+
+def results_notice(run_dir: str | Path) -> str:
+    """One line for the end of a run: where its outputs are and the main ones by name."""
+    root = Path(run_dir)
+    present = [name for name in HEADLINE if (root / name).exists()]
+    return f"outputs in {root}" + (f": {', '.join(present)}" if present else "")
