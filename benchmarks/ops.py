@@ -27,7 +27,7 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
     return sorted(times)[len(times) // 2]
 
 
-# --- naive re-implementations of the reference code (METHOD.md §17.21), kept here only to be measured against ----
+# --- naive re-implementations of the reference code, kept here only to be measured against ----
 def naive_class_means_and_update(feat: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor, mu: torch.Tensor,
                                  m: float, min_pixels: int = 5) -> torch.Tensor:  # fmt: skip
     """REF `calculate_mean_vector` + `update_objective_SingleVector`: loops over images and classes, `.item()` syncs."""

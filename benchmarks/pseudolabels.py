@@ -1,4 +1,4 @@
-"""Pseudo-label generation: diga's stage vs the reference's procedure (METHOD.md §5), same model, same images.
+"""Pseudo-label generation: diga's stage vs the reference's procedure, same model, same images.
 
 The reference (`pseudolabel_generator.py`) predicts one image at a time, runs each scale, fuses the logits by
 max, soft-maxes, takes the argmax and buffers every prediction in one float64 array before writing (≈50 GB for

@@ -27,6 +27,7 @@ from benchmarks.fake_datasets import write_all, write_weights
 
 EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi")
 GB = 1024**3
+FIT = "fit (all of the above inside)"  # the phase that spans a stage's whole training
 
 
 def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps: int, scale: float) -> list[str]:
@@ -80,7 +81,7 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
 
 
 def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], steps: int, scale: float,
-                 isolate: bool = True) -> dict[str, Any]:  # fmt: skip
+                 isolate: bool = True, resume: bool = False) -> dict[str, Any]:  # fmt: skip
     """The experiment's pipeline in a subprocess; returns its profile and results."""
     run_id = f"rehearsal-{name}-s{scale}"
     overrides = [*experiment_overrides(name, data, weights, steps, scale), "stage=pipeline", f"run_id={run_id}",
@@ -88,7 +89,8 @@ def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], st
                  # the translator at the authors' batch needs ~36 GB without it (benchmarks/memory_options.py)
                  "++stage.step_overrides={translator:['stage.module.grad_checkpointing=true']}"]  # fmt: skip
     run = work / "logs" / "train" / name / "pipeline" / run_id
-    shutil.rmtree(run, ignore_errors=True)  # a fresh run: every step runs (and is timed)
+    if not resume:
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run: every step runs (and is timed)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "diga.train", *overrides], capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -118,11 +120,11 @@ def report(res: dict[str, Any]) -> str:
         phases = rec.get("phases", {})
         top = sorted(((k, v["seconds"]) for k, v in phases.items() if k not in ("total",) and "inside" not in k),
                      key=lambda kv: -kv[1])[:4]  # fmt: skip
-        est = rec.get("memory_estimate_bytes")
-        lines.append(f"| {step} | {rec['seconds']:.1f} | {rec['peak_rss_bytes'] / GB:.2f} | "
-                     f"{est / GB:.2f} | " if est else f"| {step} | {rec['seconds']:.1f} | "
-                     f"{rec['peak_rss_bytes'] / GB:.2f} | – | ")  # fmt: skip
-        lines[-1] += ", ".join(f"{k} {v:.1f} s" for k, v in top) + " |"
+        est, peak = rec.get("memory_estimate_bytes"), rec.get("peak_rss_bytes")
+        wall = f"{rec['seconds']:.1f}" if "seconds" in rec else f"(fit {phases.get(FIT, {}).get('seconds', 0):.1f})"
+        cells = [step, wall, f"{peak / GB:.2f}" if peak else "– (earlier run)", f"{est / GB:.2f}" if est else "–",
+                 ", ".join(f"{k} {v:.1f} s" for k, v in top)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     for row in res.get("loader", []):
         lines.append(f"- data loader, {row['stage']}: {row['stream']}: {row['img_per_s_per_worker']:.2f} img/s/worker")
     evals = {k: v for step in res["steps"].values() for k, v in step.get("results", {}).items()}
@@ -139,6 +141,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="training steps per stage")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("DIGA_REHEARSAL_DIR", "/tmp/diga-rehearsal")))
     parser.add_argument("--in-process", action="store_true", help="run the steps in one process (no per-step peaks)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep an earlier rehearsal's finished steps (the pipeline skips them) instead of starting "
+                             "afresh")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     data = args.work / f"data-{args.scale}"
@@ -147,16 +152,18 @@ def main() -> None:
     weights = write_weights(args.work / "weights")
     print(f"fake datasets and weights ready in {time.perf_counter() - t:.0f} s under {args.work}", flush=True)
     results = []
+    out = Path(__file__).parent / "results" / f"rehearsal-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    out.parent.mkdir(exist_ok=True)
     for name in args.experiments.split(","):
-        res = run_pipeline(name, args.work, data, weights, args.steps, args.scale, isolate=not args.in_process)
+        res = run_pipeline(name, args.work, data, weights, args.steps, args.scale, isolate=not args.in_process,
+                           resume=args.resume)  # fmt: skip
         if not res.get("error"):
             res["loader"] = loader_throughput(name, data, weights, args.scale)
         results.append(res)
         print(report(res), flush=True)
-    out = Path(__file__).parent / "results" / f"rehearsal-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"scale": args.scale, "steps": args.steps, "cpu_count": os.cpu_count(),
-                               "results": results}, indent=1))  # fmt: skip
+        # after every experiment: a rehearsal of hours that is stopped keeps what it measured
+        out.write_text(json.dumps({"scale": args.scale, "steps": args.steps, "cpu_count": os.cpu_count(),
+                                   "results": results}, indent=1))  # fmt: skip
     print(f"wrote {out}")
     if any(r.get("error") for r in results):
         raise SystemExit(1)

@@ -57,4 +57,4 @@ def test_selection_on_target_val_is_opt_in_and_reports_last_too(tmp_path: Path, 
     assert (tmp_path / "run" / "results_last.json").is_file()
     assert json.loads((tmp_path / "run" / "results.json").read_text())["toy_target"]["mIoU"] >= 0
     with pytest.raises(ValueError, match="source_set"):
-        run_task(compose_cfg([*base, "selection.mode=source_val"]))
+        run_task(compose_cfg([*base, "selection.mode=source_val", "overwrite=true"]))

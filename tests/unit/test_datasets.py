@@ -63,7 +63,7 @@ def test_sixteen_class_label_set(fake_root: Path, cls, sub, kwargs) -> None:
 
 
 def test_synthia_label_table_matches_reference() -> None:
-    # REF SYNTHIALoader 16-class table (METHOD.md §13.2)
+    # REF SYNTHIALoader 16-class table
     ref = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11, 8: 12, 19: 13, 12: 14, 11: 15}
     assert L.synthia_raw_to_trainid("synthia16") == ref
     cs16 = L.cityscapes_labelid_to_trainid("synthia16")

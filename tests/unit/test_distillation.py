@@ -83,7 +83,7 @@ def test_photometric_beta_blend() -> None:
     none_fire = PhotometricAugment(beta=0.4, jitter_p=0, grayscale_p=0, blur_p=0, sharpness_p=0)
     torch.testing.assert_close(none_fire(x), x)  # clean space: nothing fires → identity
     ref = PhotometricAugment(beta=0.4, jitter_p=0, grayscale_p=0, blur_p=0, sharpness_p=0, space="reference")
-    # REF: even with no op firing, A(x) = 1.4·x − 0.4 in the normalised BGR space (METHOD.md §4.4)
+    # REF: even with no op firing, A(x) = 1.4·x − 0.4 in the normalised BGR space
     mean = torch.tensor([104.00698793, 116.66876762, 122.67891434]).view(1, 3, 1, 1)
     to_ref = lambda im: (im.flip(1) * 255 - mean) / 128  # noqa: E731
     torch.testing.assert_close(to_ref(ref(x)), 1.4 * to_ref(x) - 0.4, atol=1e-4, rtol=1e-4)

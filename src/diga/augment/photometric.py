@@ -1,4 +1,4 @@
-"""The photometric "extra" view with its β blend (METHOD.md §4.4), built on kornia (per-sample random, on device).
+"""The photometric "extra" view with its β blend, built on kornia (per-sample random, on device).
 
 `A(x) = β · aug(x) + (1 − β) · x`.
 

@@ -1,4 +1,4 @@
-"""Vectorised centroid maths (METHOD.md §6, §7.4, §7.6) — no per-class or per-pixel Python loops.
+"""Vectorised centroid maths — no per-class or per-pixel Python loops.
 
 * `class_mean_vectors`: for every image b and class c, the mean feature over pixels where both label maps
   say c (e.g. pseudo-label and prediction), if at least `min_pixels` pixels agree.

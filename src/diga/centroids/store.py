@@ -12,7 +12,7 @@ from diga.utils.checkpoint_io import atomic_torch_save
 
 
 class CentroidAccumulator:
-    """Exact mean of per-image class-mean vectors (REF 'mean' update, one pass; METHOD.md §6.1).
+    """Exact mean of per-image class-mean vectors (REF 'mean' update, one pass).
 
     The reference runs 5 identical passes of a running mean capped at 3000 samples; for datasets with fewer than
     3000 images per class, one pass of the exact mean gives the same result at a fifth of the cost.

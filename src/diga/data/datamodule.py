@@ -1,7 +1,7 @@
 """One LightningDataModule for every stage: source and target training streams, one or more val sets.
 
 Each domain may have several *streams* over the same file list (the reference's low-/high-scale `ls`/`hs`
-loaders, METHOD.md §2.2): every stream resizes whole images to its own size, then crops to the common
+loaders): every stream resizes whole images to its own size, then crops to the common
 crop size. Lightning iterates all streams together (`CombinedLoader`, max_size_cycle) and
 `on_before_batch_transfer` concatenates the streams of a domain, `ls` first, so a training step sees
 `batch["source"]` and `batch["target"]`, each a dict of `image` (uint8 B×3×H×W), `label`, … .

@@ -1,4 +1,4 @@
-"""Class tables, colour palettes and raw-id → train-id mappings (METHOD.md §13.2).
+"""Class tables, colour palettes and raw-id → train-id mappings.
 
 Everything here is data: one `LabelSet` per benchmark label space and one lookup table per raw
 annotation format. Lookup tables are 256-entry (or 65536 for 16-bit formats) arrays so that mapping a
@@ -87,7 +87,7 @@ SYNTHIA_RAW_TO_19 = {
     11: 18,
 }
 
-# Mapillary Vistas v1.2 (66 classes) → 19 Cityscapes train-ids (METHOD.md §13.2, DG/MapillaryLoader).
+# Mapillary Vistas v1.2 (66 classes) → 19 Cityscapes train-ids (as the authors' DG Mapillary loader).
 MAPILLARY_66_TO_19 = {
     13: 0,
     24: 0,

@@ -1,6 +1,6 @@
 """albumentations pipelines and per-worker seeding.
 
-The geometric pipeline follows the reference loaders (METHOD.md §2.2–2.3): resize the whole image to a
+The geometric pipeline follows the reference loaders: resize the whole image to a
 stream size (bicubic / nearest), random horizontal flip, then either a plain random crop or the
 reference's `RandomSized_and_Crop` (independent width/height factors, whole-image resize when the result
 is smaller than the crop). The latter has no albumentations equivalent, so `RandomScaleCrop` below is
@@ -134,7 +134,7 @@ class _ImageOnlyResize:
 
 
 class ClassContentRetry:
-    """REF source-loader retry (METHOD.md §2.3): redraw a crop that shows too few classes, at most `max_draws`.
+    """REF source-loader retry: redraw a crop that shows too few classes, at most `max_draws`.
 
     Accept a crop if ≥3 label values (255 included) each cover > `min_fraction`, or exactly 2 do and 255 is
     not one of them. After `max_draws` failures the last crop is used.
@@ -162,7 +162,7 @@ def accept_crop(label: np.ndarray, min_fraction: float = 0.02) -> bool:
 
 
 def seed_transform(transform: Any, seed: int) -> None:
-    """Give a Compose (or a wrapper) its own RNG streams. albumentations 2.0.8 ignores global seeds (ECOSYSTEM §2.5)."""
+    """Give a Compose (or a wrapper) its own RNG streams. albumentations 2.0.8 ignores global seeds."""
     if transform is not None and hasattr(transform, "set_random_state"):
         transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 

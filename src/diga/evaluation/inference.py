@@ -1,6 +1,6 @@
 """Test-time inference: whole image or sliding window, at one or more scales, fused by max or mean.
 
-REF protocol (METHOD.md §14): whole image at scales (1.0, 0.5), bilinear resizes with align_corners=True,
+REF protocol: whole image at scales (1.0, 0.5), bilinear resizes with align_corners=True,
 element-wise *max* of the logits. Sliding window (crop/stride) serves models trained on crops that should
 not see full 1024×2048 frames at once.
 """

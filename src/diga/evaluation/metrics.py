@@ -2,7 +2,7 @@
 
 `iou_from_confmat` and friends are pure functions so they can be checked against hand-computed matrices.
 Classes absent from both prediction and ground truth get IoU = NaN and are left out of the mean
-(mmseg/REF `nanmean`, METHOD.md §14).
+(mmseg/REF `nanmean`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Symmetric cross-view distillation (METHOD.md §4.5)."""
+"""Symmetric cross-view distillation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Supervised segmentation losses (METHOD.md §4.5)."""
+"""Supervised segmentation losses."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def cross_entropy(
 def ohem_cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100_000
 ) -> torch.Tensor:
-    """Online hard example mining CE (REF SYNTHIA, METHOD.md §4.5).
+    """Online hard example mining CE (REF SYNTHIA).
 
     Among labelled pixels, the threshold is τ = max(p_sorted[min(min_kept, n_valid − 1)], thresh) on the
     ascending GT-class probabilities; the loss is the mean CE over labelled pixels with p < τ.

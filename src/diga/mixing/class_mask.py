@@ -1,4 +1,4 @@
-"""Half-class masks (METHOD.md §4.3 step 4), vectorised over the batch.
+"""Half-class masks (CrDoMix and class-mix), vectorised over the batch.
 
 For every image b: U_b = the label values present (255 included). K_b = floor(|U_b| / 2) values are drawn
 uniformly without replacement from U_b; 255 is then added if it was not drawn. M_b = 1[y_b ∈ selected].

@@ -8,8 +8,8 @@ import torch
 def mix_images(background: torch.Tensor, foreground: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`(1 − M) ⊙ background + M ⊙ foreground`; `mask` is B×H×W (bool or float), broadcast over channels.
 
-    CrDoMix: background = translated source, foreground = photometrically augmented source (METHOD.md §4.3).
-    Class-mix: background = augmented target, foreground = source (METHOD.md §7.5).
+    CrDoMix: background = translated source, foreground = photometrically augmented source.
+    Class-mix: background = augmented target, foreground = source.
     """
     m = mask.unsqueeze(1).to(background.dtype)
     return background * (1 - m) + foreground * m

@@ -12,7 +12,7 @@ from diga.models.weights import CheckpointError, load_into, read_state_dict
 
 # Input normalisations. Datasets deliver RGB in [0, 1]; the network owns the mapping its weights expect.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)  # REF loaders: (BGR·255 − mean) / 128 (METHOD.md §2.1)
+CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)  # REF loaders: (BGR·255 − mean) / 128
 
 
 class SegOutput(NamedTuple):

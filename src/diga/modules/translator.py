@@ -1,4 +1,4 @@
-"""Stage `translator`: the image domain translator (METHOD.md §3), trained with manual optimisation.
+"""Stage `translator`: the image domain translator, trained with manual optimisation.
 
 Per step: one generator forward (translations, self-reconstructions, cycles) → discriminator update on detached
 fakes → generator/encoder update with the discriminators frozen. Losses and weights as in REF:
@@ -7,7 +7,7 @@ fakes → generator/encoder update with the discriminators frozen. Losses and we
 REF keeps six Adam optimisers (one per network). Adam's state and update are per parameter, so one Adam over
 both discriminators and one over the four generator networks (same lr, betas, schedule) are identical.
 The discriminator optimiser is stepped on its raw torch optimiser so that Lightning's `global_step` counts
-iterations, not optimiser steps (ECOSYSTEM §2.2.3). All six networks are checkpointed (REF keeps only two and
+iterations, not optimiser steps. All six networks are checkpointed (REF keeps only two and
 cannot resume); `export` writes `translator.pt` with `enc_s` and `dec_s2t` for the later stages.
 """
 

@@ -1,4 +1,4 @@
-"""Which target pixels get a pseudo-label (METHOD.md §7.4). Pure functions on label maps."""
+"""Which target pixels get a pseudo-label. Pure functions on label maps."""
 
 from __future__ import annotations
 

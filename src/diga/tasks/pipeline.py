@@ -169,6 +169,8 @@ def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isola
 
     if step.out.done.is_file():
         log.info("pipeline: %s already done, skipping", step.name)
+        if step.name not in profile and step.out.timings.is_file():  # done before the profile was kept per step
+            profile[step.name] = {"stage": step.stage, "phases": json.loads(step.out.timings.read_text())}
         return json.loads(step.out.done.read_text())
     extra = list(per_step.get(step.name, per_step.get(step.stage, [])))
     if step.out.last_checkpoint.is_file():
@@ -244,7 +246,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     isolate = bool(cfg.stage.get("isolate_steps", False))
     rows: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, Path] = {}
-    profile: dict[str, dict[str, Any]] = {}
+    # kept after every step, so a resumed (or killed) pipeline still reports the steps it ran earlier
+    profile_file = root / PIPELINE_PROFILE
+    profile: dict[str, dict[str, Any]] = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
     for step in plan(cfg, root, base, per_step):
         if step.link is not None and rank_zero_only.rank == 0:
             link_into_run(step)
@@ -254,8 +258,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         if step.row:
             rows[step.row] = metrics.get("results", {})
             models[step.row] = step.out.final_model
-    if profile and rank_zero_only.rank == 0:
-        atomic_write_bytes(root / PIPELINE_PROFILE, json.dumps(profile, indent=1).encode())
+        if profile and rank_zero_only.rank == 0:
+            atomic_write_bytes(profile_file, json.dumps(profile, indent=1).encode())
     summary = {f"{row}/{name}": r["mIoU"] for row, sets in rows.items() for name, r in sets.items()}
     last_row = next((r for r in ("self-training", "warm-up") if r in rows), None)
     summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")

@@ -1,4 +1,4 @@
-"""Stage `pseudolabel`: offline pseudo-labels for every target training image (METHOD.md §5).
+"""Stage `pseudolabel`: offline pseudo-labels for every target training image.
 
 Streams one batch at a time and writes each palettised PNG atomically as soon as it is predicted (memory does not
 grow with the dataset; the reference buffers a 50 GB float64 array). Files already present are skipped, so an

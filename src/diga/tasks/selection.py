@@ -5,7 +5,7 @@
 * `source_val`: the best checkpoint by mIoU on a *source* validation set (`selection.source_set`, a key of
   `datamodule.val` on the source domain) — a label-free criterion for the target.
 * `target_val`: the best checkpoint by target-validation mIoU. This is what the reference does in every stage
-  and it leaks test labels into model selection (METHOD.md §17.16); allowed only to reproduce published
+  and it leaks test labels into model selection; allowed only to reproduce published
   numbers and logged loudly.
 """
 

@@ -1,4 +1,4 @@
-"""Translator losses (METHOD.md §3.3): LSGAN, semantic-edge L1, VGG-19 perceptual loss from a local file."""
+"""Translator losses: LSGAN, semantic-edge L1, VGG-19 perceptual loss from a local file."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def generator_losses(out: dict[str, torch.Tensor], s: torch.Tensor, t: torch.Ten
 
 def label_edges(labels: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     """B×H×W bool: |Laplacian₅(labels)| > threshold, kornia-0.5 normalisation (5×5 ones, centre −24, divided by 48),
-    reflect border. So a pixel is an edge when the neighbour-weighted id difference exceeds 4.8 (METHOD.md §3.3)."""
+    reflect border. So a pixel is an edge when the neighbour-weighted id difference exceeds 4.8."""
     k = torch.ones(5, 5, dtype=torch.float32, device=labels.device)
     k[2, 2] = -24
     k = (k / 48.0).view(1, 1, 5, 5)

@@ -1,4 +1,4 @@
-"""Translator networks (METHOD.md §3.1): MUNIT/TridentAdapt-style encoder, decoder, multi-scale LSGAN discriminator.
+"""Translator networks: MUNIT/TridentAdapt-style encoder, decoder, multi-scale LSGAN discriminator.
 
 `width` and `n_res` default to the reference (64 → 256 channels, 4 residual blocks); the toy benchmark uses
 smaller ones. InstanceNorm without affine/running stats, so train and eval mode behave identically.

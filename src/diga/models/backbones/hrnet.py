@@ -1,4 +1,4 @@
-"""HRNetV2-W48 encoder of DiGA's semi-supervised model (METHOD.md §11.2), built on timm's `hrnet_w48`.
+"""HRNetV2-W48 encoder of DiGA's semi-supervised model, built on timm's `hrnet_w48`.
 
 timm's HRNet is the *classification* HRNet: inside every multi-resolution module the coarser branches are
 up-sampled with `nn.Upsample(scale_factor=2**k, mode="nearest")`. The reference (`SEMI/model/networks/hrnet_module.py`,

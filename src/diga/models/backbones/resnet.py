@@ -45,7 +45,7 @@ class ResNetBackbone(nn.Module):
         self.grad_checkpointing = False
         if pretrained:
             self.load_pretrained(pretrained)
-        if freeze_bn_affine:  # REF: BN γ/β frozen, statistics still follow train/eval mode (METHOD.md §11.1)
+        if freeze_bn_affine:  # REF: BN γ/β frozen, statistics still follow train/eval mode
             for m in self.body.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.weight.requires_grad_(False)

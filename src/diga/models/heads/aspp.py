@@ -1,4 +1,4 @@
-"""DeepLabV2 head as used by DiGA/ProDA (`Classifier_Module2`, METHOD.md §11.1)."""
+"""DeepLabV2 head as used by DiGA/ProDA (`Classifier_Module2`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OCR (object-contextual representations) head of DiGA's semi-supervised HRNet model (METHOD.md §11.2).
+"""OCR (object-contextual representations) head of DiGA's semi-supervised HRNet model.
 
 Layer for layer the reference's `OCRNet` (`SEMI/model/networks/ocrnet_module.py`): which convs carry a bias, where
 BN/ReLU sit and the dropout rate all match, so the same weights give the same outputs (`ocr_authors_to_diga`
