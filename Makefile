@@ -2,26 +2,42 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 ARCH := $(shell uname -m)
-# torch/torchvision pair that imports together on this kind of machine (see README "Install").
-ifeq ($(ARCH),aarch64)
-TORCH_PAIR := torch==2.9.1 torchvision==0.24.1
-else
-TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
-endif
+# torch/torchvision pair that imports together on this kind of machine (see README "Install"), and the lock of
+# every other package at the exact versions the README's numbers were measured with (CPython 3.11).
+LOCK_ARCH := $(if $(filter aarch64 arm64,$(ARCH)),aarch64,x86_64)
+TORCH_PAIR := $(shell cat requirements/torch-$(LOCK_ARCH).txt)
+LOCK := requirements/lock-$(LOCK_ARCH).txt
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 PYTEST_ARGS ?=
 DEMO_STAGE ?= pipeline
 
-.PHONY: help install test test-slow test-all test-gpu test-reference lint format demo train bench rehearsal ablation clean clean-logs
+.PHONY: help install install-floating lock test test-slow test-all test-gpu test-reference lint format demo train bench rehearsal ablation clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
 
-install: ## install the torch pair and diga (editable, with dev extras)
+install: ## the locked environment (exact versions of every package), then diga (editable)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "make install: \
+	$(LOCK) is for CPython 3.11, this is $$($(PYTHON) -V); use 'make install-floating' (newest versions within \
+	pyproject.toml's ranges) or a Python 3.11 environment" >&2; exit 1; }
+	$(PYTHON) -m pip install -q $(TORCH_PAIR)
+	$(PYTHON) -m pip install -q -r $(LOCK)
+	$(PYTHON) -m pip install -q --no-deps -e .
+
+install-floating: ## the torch pair, then diga with the newest dependencies pyproject.toml allows (not the lock)
 	$(PYTHON) -m pip install -q $(TORCH_PAIR)
 	$(PYTHON) -m pip install -q -e ".[dev]"
+
+LOCK_CONSTRAINTS ?=
+lock: ## re-resolve requirements/lock-*.txt with uv (LOCK_CONSTRAINTS=<pip freeze file> keeps those versions)
+	@for arch in x86_64 aarch64; do \
+	  cons=$$(mktemp); if [ -n "$(LOCK_CONSTRAINTS)" ]; then \
+	    grep -viE '^(torch|torchvision|nvidia-|triton|cuda-)' "$(LOCK_CONSTRAINTS)" > $$cons; fi; \
+	  uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform $$arch-manylinux_2_28 \
+	    -c requirements/torch-$$arch.txt -c $$cons --no-annotate --custom-compile-command "make lock" \
+	    -o requirements/lock-$$arch.txt -q || exit 1; rm -f $$cons; echo "wrote requirements/lock-$$arch.txt"; done
 
 test: ## default test suite: everything but the slow and GPU tests (a few minutes on 2 cores)
 	$(PYTHON) -m pytest -q -m "not slow and not gpu and not reference" $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ from diga.models.checkpoint import load_segmentor, resolve_device
 from diga.models.segmentor import Segmentor
 from diga.tasks.config import register_resolvers
 from diga.tasks.results import write_results
+from diga.utils import environment
 from diga.utils.hydra import to_plain
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     name = f"{_data_choice(data_cfg)}_{cfg.split}"
     out_dir = Path(cfg.output_dir or hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     labels = get_label_set(cfg.label_set)
+    environment.write(out_dir, cfg)
     json_path, csv_path = write_results({name: summary}, labels, out_dir, stem=f"eval_{name}")
     print(format_table({name: summary}, labels))
     print(f"wrote {csv_path} and {json_path}")

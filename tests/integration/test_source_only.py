@@ -26,6 +26,11 @@ def test_two_step_source_only_run_reports_target_miou(tmp_path: Path, toy_root: 
     assert state["global_step"] == 2 and state["hyper_parameters"]["label_set"] == "toy"
     exported = torch.load(run / "final_model.pt", map_location="cpu", weights_only=True)
     assert exported["model_cfg"]["backbone"] == "mit_b0"
+    env = json.loads((run / "env.json").read_text())  # what produced these numbers, referenced by results.json
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["torch"]["torch"] == torch.__version__
+    assert results["provenance"]["env"] == "env.json"
+    assert results["provenance"]["kernel_signature"] == env["kernel_signature"]
+    assert results["provenance"]["config_sha256_portable"] == env["config_sha256_portable"]
 
 
 def test_runs_without_any_logger(tmp_path: Path, toy_root: Path) -> None:

@@ -16,6 +16,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     # fail before building anything: a mandatory key (`???`) not given, an input of any planned step missing, no GPU
     OmegaConf.to_container(cfg.stage, resolve=True, throw_on_missing=True)
     check_inputs(cfg)
+    _write_environment(cfg)
     metrics = _run(cfg)
     _write_metrics(cfg, metrics)
     return metrics
@@ -40,6 +41,17 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
         return run_pipeline(cfg)
     raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}")
+
+
+def _write_environment(cfg: DictConfig) -> None:
+    """`<run dir>/env.json`: what this run ran with (results.json and the pipeline table point at it)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    from diga.utils import environment
+
+    if rank_zero_only.rank == 0:
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        environment.write(cfg.paths.output_dir, cfg)
 
 
 def _write_metrics(cfg: DictConfig, metrics: dict[str, Any]) -> None:

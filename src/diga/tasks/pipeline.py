@@ -261,13 +261,17 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         if profile and rank_zero_only.rank == 0:
             atomic_write_bytes(profile_file, json.dumps(profile, indent=1).encode())
     summary = {f"{row}/{name}": r["mIoU"] for row, sets in rows.items() for name, r in sets.items()}
-    last_row = next((r for r in ("self-training", "warm-up") if r in rows), None)
+    # the headline is the model the pipeline hands on: the last adapted row (a refinement round when there is one)
+    adapted = [r for r in rows if r.startswith(("refinement", "self-training", "DAFormer", "warm-up"))]
+    last_row = adapted[-1] if adapted else None
     summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")
     if rank_zero_only.rank != 0:  # under multi-process DDP every rank runs the plan; one writes the summary
         return summary
     miou_rows = {row: {name: r["mIoU"] for name, r in sets.items()} for row, sets in rows.items()}
+    from diga.utils.environment import read_reference, summary_line
+
     table = format_pipeline_table(miou_rows)
-    print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}")
+    print(f"\n[{cfg.experiment_name} / pipeline] target mIoU per stage\n{table}\n{summary_line(read_reference(root))}")
     from diga.data.labels import get_label_set
 
     classes = get_label_set(cfg.label_set).classes

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from diga.data.io import atomic_write_bytes
 from diga.data.labels import LabelSet
+from diga.utils.environment import read_reference
 
 
 def write_results(
@@ -16,7 +17,9 @@ def write_results(
 ) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    atomic_write_bytes(json_path, json.dumps(results, indent=2, sort_keys=True).encode())
+    provenance = read_reference(out_dir)  # the run's env.json: versions, lock, commit, kernel path, config hash
+    record = {**results, "provenance": provenance} if provenance else results
+    atomic_write_bytes(json_path, json.dumps(record, indent=2, sort_keys=True).encode())
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = list(results)
