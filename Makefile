@@ -13,7 +13,7 @@ export WANDB_SILENT := true
 PYTEST_ARGS ?=
 DEMO_STAGE ?= pipeline
 
-.PHONY: help install install-floating lock test test-slow test-all test-gpu test-reference lint format demo train bench rehearsal ablation clean clean-logs
+.PHONY: help install install-floating lock test test-slow test-all test-gpu test-reference lint format demo train bench rehearsal reproduce docs ablation clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,12 @@ ablation: ## every row of conf/ablation/ × SEEDS as one Hydra multirun (shared 
 	$(PYTHON) -m diga.train -m experiment=$(EXP) stage=pipeline "ablation=$(ABLATION)" seed=$(SEEDS) run_id=ablation \
 		stage.step_cache=logs/ablation_cache/$(EXP) trainer.enable_progress_bar=false
 	$(PYTHON) -m diga.ablation logs/train/$(EXP)/multirun/ablation
+
+reproduce: ## the toy pipeline at reduced size against benchmarks/expected/toy_reduced.json (exact on the same kernels)
+	$(PYTHON) -m benchmarks.reproduce $(REPRODUCE_ARGS)
+
+docs: ## regenerate docs/configuration.md from conf/ (the comment beside each key is its meaning)
+	$(PYTHON) -m diga.tasks.config_reference docs/configuration.md
 
 rehearsal: ## every real experiment's pipeline on fake data at the real image sizes (CPU, small encoder; ~1 h)
 	$(PYTHON) -m benchmarks.rehearsal $(REHEARSAL_ARGS)

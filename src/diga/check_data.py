@@ -19,11 +19,14 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     from diga.data.io import DatasetError
     from diga.tasks.check_data import run_check_data
+    from diga.utils.errors import find_cause
 
     try:
         reports = run_check_data(cfg)
-    except DatasetError as e:  # a split that cannot even be listed (missing folder)
-        print(f"diga: {e}", file=sys.stderr)
+    except Exception as e:  # a split that cannot even be listed (missing folder), raised inside instantiate
+        if (cause := find_cause(e, (DatasetError,))) is None:
+            raise
+        print(f"diga: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
     if not all(r.ok for r in reports):
         raise SystemExit(1)

@@ -127,12 +127,21 @@ def progress_items(items: Iterable[tuple[Path, Path]]) -> Iterator[tuple[Path, P
 def main(cfg: DictConfig) -> None:
     import sys
 
+    from diga.data.io import DatasetError
+    from diga.models.weights import CheckpointError
+    from diga.utils.errors import find_cause
+
     inf = InferenceConfig.from_config(cfg.inference)
     try:
         written = predict_folder(cfg.ckpt, cfg.input, cfg.output, inf, cfg.device, cfg.overlay_alpha)
     except PredictionFailures as e:
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as e:  # a missing/unreadable checkpoint or input folder: the message names it
+        if (cause := find_cause(e, (DatasetError, CheckpointError))) is None:
+            raise
+        print(f"diga: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {len(written)} predictions to {cfg.output}")
 
 

@@ -51,3 +51,18 @@ def test_another_checkouts_conf_is_named_not_silently_ignored(tmp_path: Path) ->
     notice = config_notice(tmp_path)
     assert notice is not None and "using the configs of the imported diga package" in notice
     assert config_notice(REPO) is None  # in this checkout its own conf/ is the package's
+
+
+def test_pipeline_sub_stages_keep_the_users_config_search_path(tmp_path: Path) -> None:
+    """`stage=pipeline` recomposes every step: a user's experiment folder must stay on the search path."""
+    from diga.tasks.config import compose_config
+    from diga.tasks.pipeline import step_configs
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "my_toy.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - toy\n  - _self_\nexperiment_name: my_toy\n"
+    )
+    cfg = compose_config([f"hydra.searchpath=[file://{tmp_path}]", "experiment=my_toy", "stage=pipeline",
+                          f"paths.root_dir={tmp_path / 'logs'}", f"paths.output_dir={tmp_path / 'run'}"])  # fmt: skip
+    steps = step_configs(cfg)
+    assert len(steps) > 3 and all(c.experiment_name == "my_toy" for _, c in steps)

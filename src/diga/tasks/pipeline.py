@@ -115,14 +115,18 @@ NOT_PART_OF_A_STEP = ("run_id=", "ablation=", "paths.root_dir=", "paths.log_dir=
 def _base_overrides() -> list[str]:
     """The pipeline's own command-line overrides, minus what the pipeline sets per sub-stage."""
     try:
-        task = list(HydraConfig.get().overrides.task)
+        overrides = HydraConfig.get().overrides
+        # users' own config folders (hydra.searchpath): every sub-stage must find their experiments too
+        searchpath = [o for o in overrides.hydra if o.lstrip("+~").startswith("hydra.searchpath")]
+        task = [*searchpath, *overrides.task]
     except ValueError as e:  # composed without Hydra's runtime: the sub-stages would silently lose the overrides
         raise RuntimeError(
             "stage=pipeline needs the Hydra runtime config to recompose its sub-stages: run it with "
             "`python -m diga.train … stage=pipeline` or compose with diga.tasks.config.compose_config(overrides)"
         ) from e
     skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.", "ablation=")
-    return [o for o in task if not o.lstrip("+~").startswith(skip)]
+    keep = ("hydra.searchpath",)
+    return [o for o in task if o.lstrip("+~").startswith(keep) or not o.lstrip("+~").startswith(skip)]
 
 
 def step_overrides(step: Step, base: list[str], extra: list[str]) -> list[str]:
