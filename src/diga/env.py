@@ -25,7 +25,8 @@ def format_summary(env: dict) -> str:
     if lock["file"] is None:
         lines.append("lock: not found (an installed wheel, or no requirements/ folder)")
     elif lock["differs"]:
-        diffs = ", ".join(f"{n} {d['installed'] or 'missing'} (locked {d['locked']})" for n, d in lock["differs"].items())
+        diffs = ", ".join(f"{n} {d['installed'] or 'missing'} (locked {d['locked']})"
+                          for n, d in lock["differs"].items())  # fmt: skip
         lines.append(f"lock {lock['file']} {lock['sha256'][:12]}: {len(lock['differs'])} package(s) differ: {diffs}")
     else:
         lines.append(f"lock {lock['file']} {lock['sha256'][:12]}: every locked package installed at its version")
