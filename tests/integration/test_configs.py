@@ -222,3 +222,27 @@ def test_every_method_knob_is_set_in_one_place(tmp_path: Path) -> None:
     assert (m["photometric"]["beta"], m["centroid_momentum"]) == (0.2, 0.001)
     assert not ({"distill", "translator_net", "pseudo_label_scales", "seg_loss", "ce_normalization",
                  "num_classes", "head_lr_mult"} & set(c)), "no top-level shadow keys"  # fmt: skip
+
+
+@pytest.mark.parametrize("experiment", ["gta2cs_daformer", "gta2cs_mic", "synthia2cs_daformer", "synthia2cs_mic"])
+def test_daformer_and_mic_baselines_use_their_authors_recipe(experiment: str, tmp_path: Path) -> None:
+    """DAFormer/MIC: MiT-B5 + DAFormer head, 40k iterations, batch 2 + 2 at 512×512, AdamW 6e-5 (head ×10), poly 1.0
+    after a 1500-step linear warm-up, EMA 0.999 with DAFormer's ramp, RCS T = 0.01, feature distance 0.005 on
+    thing classes, pseudo-label confidence 0.968, and (MIC only) masked consistency 1.0 with 64-px blocks at 0.7."""
+    c = _compose(experiment, "daformer", tmp_path)
+    m, dm = c["stage"]["module"], c["datamodule"]
+    assert (c["model"]["backbone"], c["model"]["head"]) == ("mit_b5", "daformer")
+    assert c["trainer"]["max_steps"] == 40000 and dm["crop_size"] == [512, 512]
+    assert [s["batch_size"] for s in dm["source"]["loader"]["streams"]] == [2]
+    assert [s["batch_size"] for s in dm["target"]["loader"]["streams"]] == [2]
+    opt, sched = c["optimizer"], c["scheduler"]
+    assert (opt["_target_"], opt["lr"], opt["weight_decay"], opt["lr_mult"]["head"]) == ("torch.optim.AdamW", 6e-5,
+                                                                                           0.01, 10.0)  # fmt: skip
+    assert (sched["power"], sched["warmup_steps"]) == (1.0, 1500)
+    assert (m["ema"]["decay"], m["ema"]["ramp"]) == (0.999, "reciprocal")
+    assert dm["source"]["loader"]["rare_class_sampling"]["temperature"] == 0.01
+    assert (m["feature_distance"]["weight"], m["feature_distance"]["things_only"]) == (0.005, True)
+    assert m["pseudo_threshold"] == 0.968
+    mic = m["masked_consistency"]
+    assert (mic["block_size"], mic["mask_ratio"]) == (64, 0.7)
+    assert mic["weight"] == (1.0 if experiment.endswith("_mic") else 0.0)

@@ -132,3 +132,20 @@ def test_classwise_thresholds_keep_the_most_confident_fraction_per_class() -> No
     torch.testing.assert_close(thr, torch.tensor([0.8, 0.7]))
     probs = torch.tensor([[0.85, 0.15], [0.75, 0.25], [0.3, 0.7]]).T.reshape(1, 2, 3, 1)
     assert confidence_threshold(probs, thr).flatten().tolist() == [0, 255, 1]
+
+
+def test_reference_running_mean_by_hand() -> None:
+    """The authors' running update, replayed: class 0 sees 2, 4, 6; class 1 only image 1 (value 5)."""
+    from diga.centroids.store import reference_running_mean
+
+    vectors = torch.tensor([[[2.0], [9.0]], [[4.0], [5.0]], [[6.0], [9.0]]])  # N=3 images × C=2 × D=1
+    valid = torch.tensor([[True, False], [True, True], [True, False]])
+    mu, count = reference_running_mean(vectors, valid, passes=1, sample_cap=3000)
+    assert mu[:, 0].tolist() == pytest.approx([4.0, 5.0])  # uncapped, one pass: the exact mean
+    assert count.tolist() == [3, 1]
+    # cap 2: the third image enters with weight 1/3 over a count held at 2; a second pass keeps weighting late ones
+    mu, count = reference_running_mean(vectors, valid, passes=1, sample_cap=2)
+    assert mu[0, 0].item() == pytest.approx(4.0) and count.tolist() == [2, 1]
+    mu, count = reference_running_mean(vectors, valid, passes=2, sample_cap=2)
+    assert mu[0, 0].item() == pytest.approx(118 / 27)  # (4·2+2)/3 = 10/3 → (10/3·2+4)/3 = 32/9 → (32/9·2+6)/3
+    assert mu[1, 0].item() == pytest.approx(5.0) and count.tolist() == [2, 2]
