@@ -145,8 +145,9 @@ CPU_DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # glo
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path) -> None:
-    """`trainer=ddp` on 2 processes × batch 2 trains the model that 1 process × batch 4 trains.
+@pytest.mark.parametrize("model", ["segformer_b0", "dinov2_vit_s"])
+def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path, model: str) -> None:
+    """`trainer=ddp` on 2 processes × batch 2 trains the model that 1 process × batch 4 trains (MiT and ViT).
 
     Same global batch: the step sampler gives the 2 ranks the two halves of the single process's batch, with the
     same per-image augmentation; BatchNorm is synchronised; CE is normalised by all pixels so averaging the
@@ -158,6 +159,8 @@ def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path) -> N
     # SGD: Adam's first steps are ±lr for any gradient, so float-order noise in near-zero gradients would show
     base += [
         "stage=source_only",
+        f"model={model}",
+        "model.pretrained=null",
         "model.drop_path_rate=0",
         "model.dropout=0",
         "logger=none",

@@ -17,6 +17,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from diga.utils.artifacts import StageOutputs
 from diga.utils.hydra import to_plain
 
 
@@ -202,13 +203,12 @@ def overwrite_problem(cfg: DictConfig) -> str | None:
     would overwrite them next to an old checkpoint: refuse unless asked to (`overwrite=true`)."""
     if cfg.stage.get("task", "fit") != "fit" or cfg.get("ckpt_path") or cfg.get("overwrite", False):
         return None
-    out = Path(str(cfg.paths.output_dir))
-    found = [p.name for p in (out / "checkpoints" / "last.ckpt", out / "final_model.pt", out / "results.json")
-             if p.exists()]  # fmt: skip
+    out = StageOutputs(Path(str(cfg.paths.output_dir)))
+    found = [p.name for p in (out.last_checkpoint, out.final_model, out.results) if p.exists()]
     if not found:
         return None
     return (
-        f"{out} already holds a run of stage {cfg.stage.name} ({', '.join(found)}): resume it with "
+        f"{out.root} already holds a run of stage {cfg.stage.name} ({', '.join(found)}): resume it with "
         "ckpt_path=last, start a new one with another run_id=…, or replace it with overwrite=true"
     )
 
