@@ -36,13 +36,16 @@ VARIANTS = {
     "onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "one_thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
 }
+# not a kernel path but a setting: is bf16 autocast's change within the kernel-path noise? (a default decision)
+SETTINGS = {"bf16": ["trainer.precision=bf16-mixed"]}
 EXACT = 1e-6
 
 
-def run_reduced(work: Path, env_vars: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_reduced(work: Path, env_vars: dict[str, str] | None = None,
+                extra: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """Run the reduced pipeline in a fresh process → (per-class rows, env.json of the run)."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env_vars or {})}
-    cmd = [sys.executable, "-m", "diga.train", *REDUCED, f"paths.root_dir={work}"]
+    cmd = [sys.executable, "-m", "diga.train", *REDUCED, *(extra or []), f"paths.root_dir={work}"]
     subprocess.run(cmd, check=True, env=env, cwd=work)
     run = work / "logs" / "train" / "toy" / "pipeline" / "reproduce"
     per_class = json.loads((run / "pipeline_per_class.json").read_text())
@@ -92,12 +95,13 @@ def check(expected: dict[str, Any], got: dict[str, Any], signature: str) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true", help="re-measure the expected table on this machine")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), help="run under another kernel path and report")
+    parser.add_argument("--variant", choices=sorted(VARIANTS) + sorted(SETTINGS),
+                        help="run under another kernel path (or setting) and report its differences")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="run folder (default: a temporary one)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="diga-reproduce-"))
     work.mkdir(parents=True, exist_ok=True)
-    got, env = run_reduced(work, VARIANTS.get(args.variant or ""))
+    got, env = run_reduced(work, VARIANTS.get(args.variant or ""), SETTINGS.get(args.variant or ""))
     if args.update:
         old = json.loads(EXPECTED.read_text()) if EXPECTED.is_file() else {}
         measured_with = {

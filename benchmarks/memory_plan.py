@@ -1,0 +1,103 @@
+"""`python -m benchmarks.memory_plan` — which GPU each experiment's training stages fit, computed from measurements.
+
+For every real experiment and training stage, with the paper's network (MiT-B5 + DAFormer head, DeepLabV2-ResNet-101,
+HRNet-W48 + OCR; random weights) at the authors' crop and batch composition, diga's own pre-flight estimate
+(`diga.utils.memory`: one probe forward records every tensor autograd saves, scaled to the real crop and the number
+of images a step forwards with gradients, plus weights, gradients and optimiser state) in fp32, bf16 autocast, and
+bf16 with activation checkpointing. A stage fits a GPU of G GB when `estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA
+context, cuDNN workspace and allocator slack; an assumption until measured on a GPU, stated beside the table).
+Runs on the CPU in a few minutes; writes benchmarks/results/memory-plan-<host>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+GB = 1024**3
+MARGIN, OVERHEAD_GB = 1.25, 1.5
+GPUS = (16, 24, 40, 48, 80, 141)
+EXPERIMENTS = {
+    "gta2cs": ("source_only", "translator", "warmup", "selftrain"),
+    "synthia2cs": ("source_only", "translator", "warmup", "selftrain"),
+    "gta_dg": ("source_only", "warmup"),
+    "cs_semi": ("source_only", "warmup", "selftrain"),
+}
+OPTIONS = {
+    "fp32": [],
+    "bf16": ["trainer.precision=bf16-mixed"],
+    "bf16 + checkpointing": ["trainer.precision=bf16-mixed", "checkpointing"],
+}
+CHECKPOINTING = {"translator": "stage.module.grad_checkpointing=true"}  # the segmentor stages: model.…
+# Inputs a stage reads from earlier stages are not needed to size it. The learned translator runs frozen and without
+# gradients in warm-up and self-training (6 MB of weights): the Fourier one stands in for it. The centroids (C×D)
+# are negligible: offline selection stands in for the consensus.
+FROZEN_TRANSLATOR = "translator@stage.module.translator=fourier"
+PRIOR = [
+    "stage.init_from=null",
+    "stage.pseudo_labels=null",
+    "stage.centroids=null",
+    "stage.module.pl_selection=offline",
+]
+NO_INPUTS = {"source_only": [], "translator": [], "warmup": [FROZEN_TRANSLATOR],
+             "selftrain": [*PRIOR, FROZEN_TRANSLATOR]}  # fmt: skip
+
+
+def estimate(experiment: str, stage: str, option: list[str]) -> dict[str, Any]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    from diga.data.datamodule import images_per_step
+    from diga.tasks.config import compose_config
+    from diga.tasks.fit import build_module
+    from diga.utils.hydra import to_plain
+
+    GlobalHydra.instance().clear()
+    option = [CHECKPOINTING.get(stage, "model.grad_checkpointing=true") if o == "checkpointing" else o
+              for o in option]  # fmt: skip
+    overrides = [f"experiment={experiment}", f"stage={stage}", "trainer=cpu", "paths.output_dir=/tmp/diga-memplan",
+                 "model.pretrained=null", *NO_INPUTS[stage], *option]  # fmt: skip
+    cfg = compose_config(overrides)
+    module = build_module(cfg)
+    dm = cfg.datamodule
+    n_src = images_per_step(to_plain(dm.source))
+    n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
+    crop = tuple(int(v) for v in dm.crop_size)
+    est = module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+    need = est.total / GB * MARGIN + OVERHEAD_GB
+    return {"crop": list(crop), "images": [n_src, n_tgt], "weights_gb": est.weights / GB,
+            "activations_gb": est.activations / GB, "estimate_gb": est.total / GB, "need_gb": need,
+            "smallest_gpu_gb": next((g for g in GPUS if need <= g), None)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    args = parser.parse_args()
+    rows = []
+    for name in args.experiments.split(","):
+        for stage in EXPERIMENTS[name]:
+            for label, option in OPTIONS.items():
+                t = time.perf_counter()
+                try:
+                    r = estimate(name, stage, option)
+                except Exception as e:  # report and go on: one stage's failure must not hide the others
+                    r = {"error": f"{type(e).__name__}: {e}"[:300]}
+                rows.append({"experiment": name, "stage": stage, "option": label, **r,
+                             "seconds": time.perf_counter() - t})  # fmt: skip
+                fit = r.get("smallest_gpu_gb")
+                print(f"{name:10s} {stage:11s} {label:22s} " + (
+                    f"estimate {r['estimate_gb']:6.1f} GB → needs ≈{r['need_gb']:5.1f} GB: "
+                    f"{f'fits {fit} GB' if fit else 'more than 141 GB'}" if "error" not in r else r["error"]),
+                    flush=True)  # fmt: skip
+    out = Path(__file__).parent / "results" / f"memory-plan-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"margin": MARGIN, "overhead_gb": OVERHEAD_GB, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

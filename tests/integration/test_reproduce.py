@@ -1,0 +1,41 @@
+"""`make reproduce`: the reduced toy pipeline against the committed table; the comparison logic on its own."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks import reproduce
+
+
+def _table() -> dict:
+    return json.loads(reproduce.EXPECTED.read_text())
+
+
+def test_comparison_is_exact_on_the_same_kernels_and_tolerant_elsewhere() -> None:
+    expected = _table()
+    ok, _ = reproduce.check(expected, expected, expected["kernel_signature"])
+    assert ok
+    moved = copy.deepcopy(expected)
+    name = next(iter(moved["per_class"]))
+    stage = next(iter(moved["per_class"][name]))
+    cls = next(iter(moved["per_class"][name][stage]))
+    moved["per_class"][name][stage][cls] += 0.01  # one class moves by 0.01 IoU points
+    ok, report = reproduce.check(expected, moved, expected["kernel_signature"])
+    assert not ok and cls in report and "+0.01" in report
+    ok, report = reproduce.check(expected, moved, "another-signature")  # other kernels: mIoU within tolerance
+    assert ok and "another-signature" in report
+    far = copy.deepcopy(expected)
+    first_stage = next(iter(far["miou"]))
+    far["miou"][first_stage][name] += expected["tolerance_miou"] + 0.5
+    ok, _ = reproduce.check(expected, far, "another-signature")
+    assert not ok
+
+
+@pytest.mark.slow
+def test_reduced_toy_pipeline_reproduces_the_committed_table(tmp_path: Path) -> None:
+    got, env = reproduce.run_reduced(tmp_path)
+    ok, report = reproduce.check(_table(), got, env["kernel_signature"])
+    assert ok, report
