@@ -125,7 +125,8 @@ def test_offline_stages_on_two_processes_equal_one(tmp_path: Path, toy_root: Pat
     c1 = load_centroids(tmp_path / "single" / "centroids.pt", 7, 256)
     c2 = load_centroids(tmp_path / "ddp" / "centroids.pt", 7, 256)
     assert c1.abs().sum() > 0
-    torch.testing.assert_close(c2, c1, rtol=1e-6, atol=1e-7)
+    # the per-class sums are all-reduced over ranks: float32 addition in another order (measured up to 1.7e-7)
+    torch.testing.assert_close(c2, c1, rtol=1e-5, atol=1e-6)
 
 
 def _cli(args: list[str], cwd: Path) -> str:
