@@ -43,9 +43,10 @@ def first_non_finite(checkpoint: dict[str, Any]) -> str | None:
 
 
 def newest_finite_checkpoint(paths: Iterable[str | Path]) -> Path | None:
-    """The checkpoint with the highest `global_step` whose weights and optimiser state are all finite."""
+    """The checkpoint with the highest `global_step` whose weights and optimiser state are all finite; on a tie
+    `last.ckpt` (what `ckpt_path=last` resumes), then the first name — the same answer in every process."""
     best: tuple[int, Path] | None = None
-    for path in {Path(p) for p in paths if p}:
+    for path in sorted({Path(p) for p in paths if p}, key=lambda q: (q.name != "last.ckpt", str(q))):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # unreadable or truncated: not a checkpoint to resume from
