@@ -17,6 +17,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from diga.utils.artifacts import LAST_CHECKPOINT
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss, or the weights about to be checkpointed, became NaN or Inf."""
@@ -46,7 +48,7 @@ def newest_finite_checkpoint(paths: Iterable[str | Path]) -> Path | None:
     """The checkpoint with the highest `global_step` whose weights and optimiser state are all finite; on a tie
     `last.ckpt` (what `ckpt_path=last` resumes), then the first name — the same answer in every process."""
     best: tuple[int, Path] | None = None
-    for path in sorted({Path(p) for p in paths if p}, key=lambda q: (q.name != "last.ckpt", str(q))):
+    for path in sorted({Path(p) for p in paths if p}, key=lambda q: (q.name != LAST_CHECKPOINT, str(q))):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # unreadable or truncated: not a checkpoint to resume from
