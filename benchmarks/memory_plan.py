@@ -50,10 +50,8 @@ NO_INPUTS = {"source_only": [], "translator": [], "warmup": [FROZEN_TRANSLATOR],
 def estimate(experiment: str, stage: str, option: list[str]) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
 
-    from diga.data.datamodule import images_per_step
     from diga.tasks.config import compose_config
-    from diga.tasks.fit import build_module
-    from diga.utils.hydra import to_plain
+    from diga.tasks.fit import build_module, estimate_stage_memory
 
     GlobalHydra.instance().clear()
     option = [CHECKPOINTING.get(stage, "model.grad_checkpointing=true") if o == "checkpointing" else o
@@ -62,13 +60,9 @@ def estimate(experiment: str, stage: str, option: list[str]) -> dict[str, Any]:
                  "model.pretrained=null", *NO_INPUTS[stage], *option]  # fmt: skip
     cfg = compose_config(overrides)
     module = build_module(cfg)
-    dm = cfg.datamodule
-    n_src = images_per_step(to_plain(dm.source))
-    n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
-    crop = tuple(int(v) for v in dm.crop_size)
-    est = module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+    est = estimate_stage_memory(cfg, module)  # the same estimate a CPU run logs before it starts
     need = est.total / GB * MARGIN + OVERHEAD_GB
-    return {"crop": list(crop), "images": [n_src, n_tgt], "weights_gb": est.weights / GB,
+    return {"crop": list(cfg.datamodule.crop_size), "weights_gb": est.weights / GB,
             "activations_gb": est.activations / GB, "estimate_gb": est.total / GB, "need_gb": need,
             "smallest_gpu_gb": next((g for g in GPUS if need <= g), None)}  # fmt: skip
 

@@ -92,20 +92,26 @@ def validate(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lig
     return results_from_metrics(trainer.callback_metrics, val_names)
 
 
+def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> Any:
+    """The module's memory estimate for one training step of this stage's crop, batch and precision."""
+    from diga.data.datamodule import images_per_step, scaled_size
+
+    dm = cfg.datamodule
+    n_src = images_per_step(to_plain(dm.source))
+    n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
+    crop = scaled_size(dm.crop_size, float(dm.get("scale", 1.0)))
+    return module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+
+
 def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | None:
     """CPU runs: estimate the stage's memory before it starts; one line when it exceeds what is free."""
-    from diga.data.datamodule import images_per_step, scaled_size
     from diga.utils.memory import available_bytes
 
     if cfg.trainer.get("accelerator") != "cpu" or not cfg.get("memory_estimate", True):
         return None
     if not hasattr(module, "estimate_memory"):
         return None
-    dm = cfg.datamodule
-    n_src = images_per_step(to_plain(dm.source))
-    n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
-    crop = scaled_size(dm.crop_size, float(dm.get("scale", 1.0)))
-    est = module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+    est = estimate_stage_memory(cfg, module)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     total, free = est.total * processes, available_bytes()
     line = est.line(free) + (f" (× {processes} processes)" if processes > 1 else "")
