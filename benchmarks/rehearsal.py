@@ -1,13 +1,14 @@
 """`make rehearsal` / `python -m benchmarks.rehearsal` — every real experiment's pipeline on fake data at real sizes.
 
-For gta2cs, synthia2cs, gta_dg and cs_semi: fake trees in the official layouts at the official image sizes
-(`benchmarks/fake_datasets.py`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760, BDD100K 1280×720, Mapillary
-4032×3024 / 3264×2448 JPEGs) and random-init weight files, then `python -m diga.train experiment=X stage=pipeline`
-with the experiment's real crops, batch compositions, inference scales and evaluation sets — a few steps per stage,
-on the CPU, with a small encoder (MiT-B0 for the MiT experiments, ResNet-18 for DeepLabV2) — every step in its own
-process (`stage.isolate_steps`). Reported per step: wall time, peak resident memory next to diga's estimate, where
-the time went (`timings.json`); per training stream: data-loader images/s of one worker at the real sizes.
-`--scale 0.125` is the reduced size the slow test runs. Results: benchmarks/results/rehearsal-<host>-<date>.json.
+For gta2cs, synthia2cs, gta_dg, cs_semi and the DAFormer / MIC baselines: fake trees in the official layouts at the
+official image sizes (`benchmarks/fake_datasets.py`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760, BDD100K
+1280×720, Mapillary 4032×3024 / 3264×2448 JPEGs) and random-init weight files, then `python -m diga.train
+experiment=X stage=pipeline` with the experiment's real crops, batch compositions, inference scales and evaluation
+sets — a few steps per stage, on the CPU, with a small encoder (MiT-B0 for the MiT experiments, ResNet-18 for
+DeepLabV2) — every step in its own process (`stage.isolate_steps`). Reported per step: wall time, peak resident
+memory next to diga's estimate, where the time went (`timings.json`); per training stream: data-loader images/s of
+one worker at the real sizes. `--scale 0.125` is the reduced size the slow test runs. Results:
+benchmarks/results/rehearsal-<host>-<date>.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 
 from benchmarks.fake_datasets import write_all, write_weights
 
-EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi")
+BASELINES = ("gta2cs_daformer", "gta2cs_mic", "synthia2cs_daformer", "synthia2cs_mic")  # one adaptation stage each
+EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi", *BASELINES)
 GB = 1024**3
 FIT = "fit (all of the above inside)"  # the phase that spans a stage's whole training
 
@@ -37,6 +39,8 @@ def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps:
               f"val_every={steps}", f"ckpt_every={steps}", "datamodule.num_workers=1", "logger=csv",
               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
               f"paths.pretrained_dir={weights['vgg19'].parent}"]  # fmt: skip
+    if name in BASELINES:
+        common.append(f"steps.daformer={steps}")
     if name == "gta_dg":
         return [*common, "model.backbone=resnet18", f"model.pretrained={weights['resnet18']}"]
     return [*common, "model=segformer_b0", "model.head=daformer", f"model.pretrained={weights['mit_b0']}"]
@@ -52,7 +56,8 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
     from diga.tasks.config import compose_config
 
     out = []
-    stages = ("translator", "warmup", "selftrain") if name != "gta_dg" else ("warmup",)
+    own = {"gta_dg": ("warmup",), **dict.fromkeys(BASELINES, ("daformer",))}  # stages other than the default three
+    stages = own.get(name, ("translator", "warmup", "selftrain"))
     for stage in stages:
         GlobalHydra.instance().clear()
         extra = ["stage.pseudo_labels=null", "stage.centroids=null", "stage.init_from=null",

@@ -23,6 +23,7 @@ from diga.tasks.selection import apply_selection, restore_selected
 from diga.utils.artifacts import LAST_CHECKPOINT, TIMINGS
 from diga.utils.checkpoint_io import AtomicCheckpointIO
 from diga.utils.hydra import to_plain
+from diga.utils.memory import MemoryEstimate
 from diga.utils.timing import PhaseTimes
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def validate(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lig
     return results_from_metrics(trainer.callback_metrics, val_names)
 
 
-def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> Any:
+def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> MemoryEstimate:
     """The module's memory estimate for one training step of this stage's crop, batch and precision."""
     from diga.data.datamodule import images_per_step, scaled_size
 
