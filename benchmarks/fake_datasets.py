@@ -28,6 +28,7 @@ SIZES = {
     "bdd100k": [(720, 1280)],
     "mapillary": [(3024, 4032), (2448, 3264)],  # Vistas images come in many sizes; two common phone sizes
 }
+GENERATOR_VERSION = 2  # bump when scene() changes: trees written by an older generator are rewritten
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK, BUS = range(16)
 
 
@@ -43,10 +44,13 @@ def scene(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     t[horizon : horizon + int(h * 0.08), : int(w * rng.uniform(0.1, 0.3))] = SIDEWALK
     t[horizon : horizon + int(h * 0.06), int(w * rng.uniform(0.7, 0.9)) :] = TERRAIN
     for _ in range(rng.integers(2, 5)):  # poles with a sign or a light on top
-        x0, pw = int(rng.uniform(0, w)), max(2, w // 200)
+        x0, pw = int(rng.uniform(0, w)), max(2, w // 150)
         top = int(horizon * rng.uniform(0.3, 0.7))
         t[top:horizon, x0 : x0 + pw] = POLE
         t[top : top + h // 30, x0 - w // 100 : x0 + w // 100] = rng.choice([SIGN, LIGHT])
+    for cls in (SIGN, LIGHT):  # one of each close to the camera: every class covers > 3000 px in some real frame
+        x0, sh, sw = int(rng.uniform(0, w * 0.9)), h // 10, w // 25
+        t[int(horizon * 0.3) : int(horizon * 0.3) + sh, x0 : x0 + sw] = cls
     for _ in range(rng.integers(2, 6)):  # vehicles and people on the road
         cls = rng.choice([CAR, CAR, TRUCK, BUS, PERSON, RIDER])
         ch = int(h * (rng.uniform(0.15, 0.3) if cls in (PERSON, RIDER) else rng.uniform(0.08, 0.2)))
@@ -150,7 +154,7 @@ def write_all(root: Path, scale: float = 1.0, counts: dict[str, int] | None = No
          **(counts or {})}  # fmt: skip
     paths = {"gta5": root / "GTA5", "cityscapes": root / "cityscapes", "synthia": root / "RAND_CITYSCAPES",
              "bdd100k": root / "bdd100k", "mapillary": root / "mapillary"}  # fmt: skip
-    marker = root / f".complete-{scale}-{'-'.join(str(v) for v in c.values())}"
+    marker = root / f".complete-v{GENERATOR_VERSION}-{scale}-{'-'.join(str(v) for v in c.values())}"
     if marker.is_file():
         return paths
     write_gta5(paths["gta5"], c["gta5"], scale)

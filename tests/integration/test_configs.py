@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from diga.data.labels import get_label_set
+from diga.data.rare_class_sampling import DAFORMER_LABEL_SIZE, DAFORMER_TRAIN_SIZE, scale_min_pixels
 from tests.helpers import CONFIG_DIR, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -240,7 +241,18 @@ def test_daformer_and_mic_baselines_use_their_authors_recipe(experiment: str, tm
                                                                                            0.01, 10.0)  # fmt: skip
     assert (sched["power"], sched["warmup_steps"]) == (1.0, 1500)
     assert (m["ema"]["decay"], m["ema"]["ramp"]) == (0.999, "reciprocal")
-    assert dm["source"]["loader"]["rare_class_sampling"]["temperature"] == 0.01
+    rcs = dm["source"]["loader"]["rare_class_sampling"]
+    assert rcs["temperature"] == 0.01
+    # DAFormer's counts in pixels of the real files: 3000 on the native label maps, 0.5 · 3000 in the training crop
+    # of the resized image (GTA5: keep-ratio resize of 1914×1052 to 1280 wide = 704×1280; SYNTHIA 760×1280 as is)
+    label_size = (1052, 1914) if experiment.startswith("gta") else (760, 1280)
+    (stream,) = dm["source"]["loader"]["streams"]
+    resize = tuple(stream["resize"])
+    assert resize == ((704, 1280) if experiment.startswith("gta") else (760, 1280))
+    reference = rcs.get("label_size") or DAFORMER_LABEL_SIZE
+    assert scale_min_pixels(rcs["min_pixels"], label_size, reference) == 3000
+    reference = rcs.get("train_size") or DAFORMER_TRAIN_SIZE
+    assert scale_min_pixels(rcs["min_pixels"], resize, reference) * rcs["min_crop_ratio"] == 1500
     assert (m["feature_distance"]["weight"], m["feature_distance"]["things_only"]) == (0.005, True)
     assert m["pseudo_threshold"] == 0.968
     mic = m["masked_consistency"]

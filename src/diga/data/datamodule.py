@@ -129,7 +129,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             from diga.data.rare_class_sampling import DAFORMER_TRAIN_SIZE, RareClassCropRetry, scale_min_pixels
 
             size = resize or self.native_size(domain)
-            min_px = scale_min_pixels(float(rcs.get("min_pixels", 3000)), size, DAFORMER_TRAIN_SIZE)
+            train_size = rcs.get("train_size") or DAFORMER_TRAIN_SIZE  # the resize min_pixels is stated at
+            min_px = scale_min_pixels(float(rcs.get("min_pixels", 3000)), size, train_size)
             transform = RareClassCropRetry(tf, min_px, float(rcs.get("min_crop_ratio", 0.5)))
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get("train", "train"),
@@ -237,7 +238,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                 sampler = RareClassSampler.from_stats(
                     self.rare_class_stats(), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,
                     start_step=lambda: int(self.trainer.global_step), temperature=float(rcs.get("temperature", 0.01)),
-                    min_pixels=float(rcs.get("min_pixels", 3000)), reference_size=DAFORMER_LABEL_SIZE,
+                    min_pixels=float(rcs.get("min_pixels", 3000)),
+                    reference_size=rcs.get("label_size") or DAFORMER_LABEL_SIZE,  # label maps min_pixels counts on
                 )  # fmt: skip
             elif self.step_sampler and self.trainer is not None and self.trainer.max_steps > 0:
                 sampler = StepSampler(len(ds), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,

@@ -9,12 +9,14 @@ Where DAFormer counts pixels (the rule behind `min_pixels`):
       keeps an image for class c when it has more than `min_pixels` = 3000 such pixels. `samples_with_class` counts on
       the native labels too (`dataset.load_label`) and scales the minimum in proportion to each label map's pixel
       count relative to GTA5's 1052×1914 (`reference_size`): identical to DAFormer on GTA5, and a resolution-free
-      "more than 0.149 % of the image" elsewhere. `reference_size=None` gives DAFormer's absolute count (what it
-      used, unscaled, for SYNTHIA's 1280×760 labels too).
+      "more than 0.149 % of the image" elsewhere. DAFormer used the same unscaled 3000 on SYNTHIA's 1280×760 labels:
+      the SYNTHIA baselines state it there (`rare_class_sampling.label_size: [760, 1280]`), which keeps DAFormer's
+      count on the real files and scales it for smaller copies (the rehearsal's fake trees).
     * crops: the re-crop test counts the class in the *training crop*, after the resize to 1280×720 (GTA5 becomes
       1280×704), against `min_crop_ratio · min_pixels` = 0.5 · 3000. For another resize, scale the minimum with the
       resized image's pixel count relative to 704×1280 (`scale_min_pixels(3000, resize, DAFORMER_TRAIN_SIZE)`) —
-      MIC does exactly this when it doubles the resolution (min_crop_ratio 0.5 → 2.0).
+      MIC does exactly this when it doubles the resolution (min_crop_ratio 0.5 → 2.0). SYNTHIA is not resized
+      (`rare_class_sampling.train_size: [760, 1280]`).
 """
 
 from __future__ import annotations
