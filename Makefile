@@ -85,7 +85,7 @@ reproduce: ## the toy pipeline at reduced size against benchmarks/expected/toy_r
 docs: ## regenerate docs/configuration.md from conf/ (the comment beside each key is its meaning)
 	$(PYTHON) -m diga.tasks.config_reference docs/configuration.md
 
-rehearsal: ## every real experiment's pipeline on fake data at the real image sizes (CPU, small encoder; ~1 h)
+rehearsal: ## every real experiment and baseline on fake data at the real image sizes (CPU, small encoder; hours)
 	$(PYTHON) -m benchmarks.rehearsal $(REHEARSAL_ARGS)
 
 clean-logs: ## remove run directories
