@@ -56,7 +56,8 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
     from diga.tasks.config import compose_config
 
     out = []
-    own = {"gta_dg": ("warmup",), **dict.fromkeys(BASELINES, ("daformer",))}  # stages other than the default three
+    own = {"gta_dg": ("warmup",), "cs_semi": ("warmup", "selftrain"),  # no translator stage in these
+           **dict.fromkeys(BASELINES, ("daformer",))}  # fmt: skip
     stages = own.get(name, ("translator", "warmup", "selftrain"))
     for stage in stages:
         GlobalHydra.instance().clear()
