@@ -106,7 +106,7 @@ def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> Memory
 
 def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | None:
     """CPU runs: estimate the stage's memory before it starts; one line when its likely peak exceeds what is free."""
-    from diga.utils.memory import PEAK_OVER_ESTIMATE, available_bytes
+    from diga.utils.memory import available_bytes
 
     if cfg.trainer.get("accelerator") != "cpu" or not cfg.get("memory_estimate", True):
         return None
@@ -116,11 +116,11 @@ def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | N
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     total, free = est.total * processes, available_bytes()
     line = est.line(free) + (f" (× {processes} processes)" if processes > 1 else "")
-    if free is not None and total * PEAK_OVER_ESTIMATE > free:
+    if free is not None and est.likely_peak * processes > free:
         options = getattr(module, "memory_options", "trainer.precision=bf16-mixed")
         msg = (
-            f"{line}; measured peaks reach {PEAK_OVER_ESTIMATE:g}× the estimate — this stage will probably be killed"
-            f" for memory. Lower the batch (datamodule.*.loader.streams) or use {options}"
+            f"{line} — this stage will probably be killed for memory. Lower the batch (datamodule.*.loader.streams)"
+            f" or use {options}"
         )
         log.warning(msg)
         print(f"diga: {msg}", flush=True)
