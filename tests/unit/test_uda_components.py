@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -212,6 +213,17 @@ def test_cache_is_reused_and_invalidated_by_a_changed_file_list(
     path = gta_root / rcs_module.cache_file_name(first.key)
     path.write_bytes(path.read_bytes()[:100])  # a truncated cache (e.g. copied half-way) is recounted, not an error
     assert (class_pixel_counts(_gta(gta_root)).counts == first.counts).all()
+
+
+def test_a_label_file_rewritten_under_the_same_name_is_counted_again(gta_root: Path) -> None:
+    first = class_pixel_counts(_gta(gta_root))
+    label = _gta(gta_root).samples[0].label
+    cv2.imwrite(str(label), np.full((24, 40), 7, np.uint8))  # labelId 7 = road (train-id 0) everywhere
+    os.utime(label, ns=(1, 1))  # even with an old time stamp: the size changed
+    second = class_pixel_counts(_gta(gta_root))
+    assert second.key != first.key
+    assert second.counts[0].tolist() == [24 * 40] + [0] * 18
+    assert (second.counts[1:] == first.counts[1:]).all()
 
 
 def test_cache_write_is_atomic_and_falls_back_when_the_root_is_read_only(

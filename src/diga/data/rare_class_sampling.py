@@ -47,7 +47,7 @@ DAFORMER_MIN_PIXELS = 3000
 DAFORMER_MIN_CROP_RATIO = 0.5
 DAFORMER_LABEL_SIZE = (1052, 1914)  # (H, W) of the GTA5 label maps DAFormer counts `min_pixels` on
 DAFORMER_TRAIN_SIZE = (704, 1280)  # (H, W) of GTA5 after DAFormer's Resize(1280×720, keep ratio): the crop test's scale
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,15 @@ class ClassPixelStats:
 
 # --- statistics and their cache -----------------------------------------------------------------------------------
 def stats_key(dataset: Any) -> str:
-    """Hash of what the counts depend on: the label files (relative to the root), the label set and the id mapping."""
+    """Hash of what the counts depend on: the label files (relative to the root) with their size and modification
+    time, the label set and the id mapping. A label file rewritten under the same name (re-converted labels, a
+    regenerated tree) changes the key, so stale counts are never reused."""
     root = Path(dataset.root)
     lut = getattr(dataset, "_lut", None)
+    stamps = []
+    for s in dataset.samples:
+        st = os.stat(s.label) if s.label is not None else None
+        stamps.append(None if st is None else [st.st_size, st.st_mtime_ns])
     desc = {
         "version": CACHE_VERSION,
         "dataset": type(dataset).__name__,
@@ -80,6 +86,7 @@ def stats_key(dataset: Any) -> str:
         "classes": list(dataset.labels.classes),
         "mapping": None if lut is None else hashlib.sha256(np.ascontiguousarray(lut).tobytes()).hexdigest(),
         "files": [_relative(s.label, root) for s in dataset.samples],
+        "stamps": stamps,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
