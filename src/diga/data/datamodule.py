@@ -126,12 +126,18 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         transform: Any = ClassContentRetry(tf) if domain == "source" and loader.get("class_retry", False) else tf
         rcs = loader.get("rare_class_sampling") if domain == "source" else None
         if rcs:  # DAFormer's re-crop replaces the reference's class-content retry
-            from diga.data.rare_class_sampling import DAFORMER_TRAIN_SIZE, RareClassCropRetry, scale_min_pixels
+            from diga.data.rare_class_sampling import (
+                DAFORMER_MIN_CROP_RATIO,
+                DAFORMER_MIN_PIXELS,
+                DAFORMER_TRAIN_SIZE,
+                RareClassCropRetry,
+                scale_min_pixels,
+            )
 
             size = resize or self.native_size(domain)
             train_size = rcs.get("train_size") or DAFORMER_TRAIN_SIZE  # the resize min_pixels is stated at
-            min_px = scale_min_pixels(float(rcs.get("min_pixels", 3000)), size, train_size)
-            transform = RareClassCropRetry(tf, min_px, float(rcs.get("min_crop_ratio", 0.5)))
+            min_px = scale_min_pixels(float(rcs.get("min_pixels", DAFORMER_MIN_PIXELS)), size, train_size)
+            transform = RareClassCropRetry(tf, min_px, float(rcs.get("min_crop_ratio", DAFORMER_MIN_CROP_RATIO)))
         kwargs: dict[str, Any] = {
             "split": loader.get("splits", {}).get("train", "train"),
             "transform": transform,
@@ -233,12 +239,18 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             if rcs and (self.trainer is None or self.trainer.max_steps <= 0):
                 raise ValueError("rare class sampling needs an iteration budget (trainer.max_steps > 0)")
             if rcs:
-                from diga.data.rare_class_sampling import DAFORMER_LABEL_SIZE, RareClassSampler
+                from diga.data.rare_class_sampling import (
+                    DAFORMER_LABEL_SIZE,
+                    DAFORMER_MIN_PIXELS,
+                    DAFORMER_TEMPERATURE,
+                    RareClassSampler,
+                )
 
                 sampler = RareClassSampler.from_stats(
                     self.rare_class_stats(), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,
-                    start_step=lambda: int(self.trainer.global_step), temperature=float(rcs.get("temperature", 0.01)),
-                    min_pixels=float(rcs.get("min_pixels", 3000)),
+                    start_step=lambda: int(self.trainer.global_step),
+                    temperature=float(rcs.get("temperature", DAFORMER_TEMPERATURE)),
+                    min_pixels=float(rcs.get("min_pixels", DAFORMER_MIN_PIXELS)),
                     reference_size=rcs.get("label_size") or DAFORMER_LABEL_SIZE,  # label maps min_pixels counts on
                 )  # fmt: skip
             elif self.step_sampler and self.trainer is not None and self.trainer.max_steps > 0:
