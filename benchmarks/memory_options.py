@@ -5,7 +5,8 @@ domain-generalisation warm-up at the authors' batch (DeepLabV2-ResNet-101, 2 + 2
 teacher), each as one training step on the fake real-size data of the rehearsal, in its own process (so the peak
 resident memory is the step's), with: nothing, activation checkpointing, bf16 autocast, both, and — for the
 warm-up — micro-batches. diga's own pre-flight estimate is printed beside each measurement; a configuration whose
-estimate exceeds the free memory is reported and not run (on this machine it would be killed).
+likely resident peak (`MemoryEstimate.likely_peak`, the rule of the pre-flight warning) exceeds the free memory is
+reported and not run (on this machine it would be killed).
 Results: benchmarks/results/memory-<host>-<date>.json.
 """
 
@@ -60,8 +61,9 @@ def _one(overrides: list[str], out_dir: Path) -> dict[str, Any]:
     metrics = run_task(compose_config([*overrides, f"paths.output_dir={out_dir}"]))
     timings = json.loads((out_dir / "timings.json").read_text())
     steps = timings.get("training steps", {"seconds": float("nan"), "count": 1})
+    parts = {k.split(" › ")[1]: v["seconds"] for k, v in timings.items() if k.startswith("training steps › ")}
     return {"estimate_gb": (metrics.get("memory_estimate_bytes") or 0) / GB,
-            "s_per_step": steps["seconds"] / max(steps["count"], 1)}  # fmt: skip
+            "s_per_step": steps["seconds"] / max(steps["count"], 1), "step_parts_s": parts}  # fmt: skip
 
 
 def _estimate(overrides: list[str]) -> float:
@@ -77,33 +79,41 @@ def _estimate(overrides: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("DIGA_REHEARSAL_DIR", "/tmp/diga-rehearsal")))
-    parser.add_argument("--steps", type=int, default=2, help="training steps per measurement (the last is timed)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per measurement (s/step is their mean)")
     parser.add_argument("--stages", default="translator,warmup")
+    parser.add_argument("--options", default="", help="comma-separated option names to run (default: all)")
     args = parser.parse_args()
-    from diga.utils.memory import available_bytes
+    from diga.utils.memory import PEAK_FACTOR, PEAK_OVERHEAD, available_bytes
+
+    wanted = {o.strip() for o in args.options.split(",") if o.strip()}
 
     data = args.work / "data-1.0"
     write_all(data, 1.0)
     weights = write_weights(args.work / "weights")
+    out = Path(__file__).parent / "results" / f"memory-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    out.parent.mkdir(exist_ok=True)
     results = []
     for stage in args.stages.split(","):
         for name, extra in OPTIONS[stage].items():
+            if wanted and name not in wanted:
+                continue
             overrides = [*_overrides(stage, args.work, data, weights, args.steps), *extra]
             est = isolated(_estimate_dict, overrides)["estimate_gb"]
             free = (available_bytes() or 0) / GB
-            row: dict[str, Any] = {"stage": stage, "option": name, "estimate_gb": est, "free_gb": free}
-            if est > 0.95 * free:
-                row["skipped"] = f"estimate {est:.1f} GB > {free:.1f} GB free"
+            likely = est * PEAK_FACTOR + PEAK_OVERHEAD / GB
+            row: dict[str, Any] = {"stage": stage, "option": name, "steps": args.steps, "estimate_gb": est,
+                                   "likely_peak_gb": likely, "free_gb": free}  # fmt: skip
+            if likely > free:
+                row["skipped"] = f"likely peak {likely:.1f} GB (estimate {est:.1f} GB) > {free:.1f} GB free"
             else:
                 try:
                     r = isolated(_one, overrides, args.work / "memory" / stage / name.replace(" ", "_"))
-                    row.update(peak_rss_gb=r["peak_rss_gb"], s_per_step=r["s_per_step"])
+                    row.update(peak_rss_gb=r["peak_rss_gb"], s_per_step=r["s_per_step"], step_parts_s=r["step_parts_s"])
                 except MeasurementFailed as e:
                     row["failed"] = str(e)[-500:]
             results.append(row)
             print(json.dumps(row), flush=True)
-    out = Path(__file__).parent / "results" / f"memory-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=1))
+            out.write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=1))  # after each row
     print(f"wrote {out}")
 
 

@@ -3,10 +3,11 @@
 For every real experiment and training stage, with the paper's network (MiT-B5 + DAFormer head, DeepLabV2-ResNet-101,
 HRNet-W48 + OCR; random weights) at the authors' crop and batch composition, diga's own pre-flight estimate
 (`diga.utils.memory`: one probe forward records every tensor autograd saves, scaled to the real crop and the number
-of images a step forwards with gradients, plus weights, gradients and optimiser state) in fp32, bf16 autocast, and
-bf16 with activation checkpointing. A stage fits a GPU of G GB when `estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA
-context, cuDNN workspace and allocator slack; an assumption until measured on a GPU, stated beside the table).
-Runs on the CPU in a few minutes; writes benchmarks/results/memory-plan-<host>-<date>.json.
+of images a step forwards with gradients, plus weights, gradients and optimiser state) in fp32, fp32 with
+activation checkpointing, bf16 autocast, and bf16 with activation checkpointing. A stage fits a GPU of G GB when
+`estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA context, cuDNN workspace and allocator slack; an assumption until
+measured on a GPU, stated beside the table).
+Runs on the CPU in about 20 minutes (a process per row); writes benchmarks/results/memory-plan-<host>-<date>.json.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ EXPERIMENTS = {
     "synthia2cs": ("source_only", "translator", "warmup", "selftrain"),
     "gta_dg": ("source_only", "warmup"),
     "cs_semi": ("source_only", "warmup", "selftrain"),
+    "gta2cs_mic": ("daformer",),  # the baselines' one adapting stage (the DAFormer baseline is MIC without masking)
+    "synthia2cs_mic": ("daformer",),
 }
 OPTIONS = {
     "fp32": [],
+    "checkpointing": ["checkpointing"],  # fp32 with activation checkpointing: GPUs without bf16 (V100, T4)
     "bf16": ["trainer.precision=bf16-mixed"],
     "bf16 + checkpointing": ["trainer.precision=bf16-mixed", "checkpointing"],
 }
@@ -43,11 +47,11 @@ PRIOR = [
     "stage.centroids=null",
     "stage.module.pl_selection=offline",
 ]
-NO_INPUTS = {"source_only": [], "translator": [], "warmup": [FROZEN_TRANSLATOR],
+NO_INPUTS = {"source_only": [], "translator": [], "daformer": [], "warmup": [FROZEN_TRANSLATOR],
              "selftrain": [*PRIOR, FROZEN_TRANSLATOR]}  # fmt: skip
 
 
-def estimate(experiment: str, stage: str, option: list[str]) -> dict[str, Any]:
+def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Path) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
 
     from diga.tasks.config import compose_config
@@ -57,7 +61,8 @@ def estimate(experiment: str, stage: str, option: list[str]) -> dict[str, Any]:
     option = [CHECKPOINTING.get(stage, "model.grad_checkpointing=true") if o == "checkpointing" else o
               for o in option]  # fmt: skip
     overrides = [f"experiment={experiment}", f"stage={stage}", "trainer=cpu", "paths.output_dir=/tmp/diga-memplan",
-                 "model.pretrained=null", *NO_INPUTS[stage], *option]  # fmt: skip
+                 "model.pretrained=null", f"paths.pretrained_dir={pretrained_dir}", *NO_INPUTS[stage],
+                 *option]  # fmt: skip
     cfg = compose_config(overrides)
     module = build_module(cfg)
     est = estimate_stage_memory(cfg, module)  # the same estimate a CPU run logs before it starts
@@ -70,16 +75,30 @@ def estimate(experiment: str, stage: str, option: list[str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    parser.add_argument("--options", default=",".join(OPTIONS), help=f"some of: {', '.join(OPTIONS)}")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=Path("/tmp/diga-memplan-weights"),
+        help="where random-init weight files are written (the translator's VGG-19 perceptual loss)",
+    )
     args = parser.parse_args()
+    from benchmarks.fake_datasets import write_weights
+    from benchmarks.isolate import MeasurementFailed, isolated
+
+    pretrained_dir = write_weights(args.weights)["vgg19"].parent
+    out = Path(__file__).parent / "results" / f"memory-plan-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    out.parent.mkdir(exist_ok=True)
     rows = []
     for name in args.experiments.split(","):
         for stage in EXPERIMENTS[name]:
-            for label, option in OPTIONS.items():
+            for label in args.options.split(","):
+                option = OPTIONS[label]
                 t = time.perf_counter()
-                try:
-                    r = estimate(name, stage, option)
-                except Exception as e:  # report and go on: one stage's failure must not hide the others
-                    r = {"error": f"{type(e).__name__}: {e}"[:300]}
+                try:  # each in its own process: modules built by earlier rows do not pile up in memory
+                    r = isolated(estimate, name, stage, option, pretrained_dir)
+                except MeasurementFailed as e:  # report and go on: one stage's failure must not hide the others
+                    r = {"error": str(e)[-300:]}
                 rows.append({"experiment": name, "stage": stage, "option": label, **r,
                              "seconds": time.perf_counter() - t})  # fmt: skip
                 fit = r.get("smallest_gpu_gb")
@@ -87,10 +106,22 @@ def main() -> None:
                     f"estimate {r['estimate_gb']:6.1f} GB → needs ≈{r['need_gb']:5.1f} GB: "
                     f"{f'fits {fit} GB' if fit else 'more than 141 GB'}" if "error" not in r else r["error"]),
                     flush=True)  # fmt: skip
-    out = Path(__file__).parent / "results" / f"memory-plan-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"margin": MARGIN, "overhead_gb": OVERHEAD_GB, "rows": rows}, indent=1))
+                out.write_text(json.dumps({"margin": MARGIN, "overhead_gb": OVERHEAD_GB, "rows": rows}, indent=1))
+    print(table(rows))
     print(f"wrote {out}")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per experiment × stage, per option the estimate and the smallest GPU it fits."""
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        fit = r.get("smallest_gpu_gb")
+        cell = "error" if "error" in r else f"{r['estimate_gb']:.1f} → {f'{fit} GB' if fit else '> 141 GB'}"
+        cells.setdefault((r["experiment"], r["stage"]), {})[r["option"]] = cell
+    lines = ["| experiment | stage | " + " | ".join(OPTIONS) + " |", "|---|---|" + "---|" * len(OPTIONS)]
+    for (experiment, stage), by_option in cells.items():
+        lines.append(f"| {experiment} | {stage} | " + " | ".join(by_option.get(o, "–") for o in OPTIONS) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

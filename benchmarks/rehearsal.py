@@ -124,12 +124,14 @@ def report(res: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|")
     for step, rec in res["steps"].items():
         phases = rec.get("phases", {})
-        top = sorted(((k, v["seconds"]) for k, v in phases.items() if k not in ("total",) and "inside" not in k),
-                     key=lambda kv: -kv[1])[:4]  # fmt: skip
+        shown = [(k, v["seconds"]) for k, v in phases.items() if k != "total" and "inside" not in k and " › " not in k]
+        top = sorted(shown, key=lambda kv: -kv[1])[:4]
+        parts = ", ".join(f"{k.split(' › ')[1]} {v['seconds']:.1f}" for k, v in phases.items() if " › " in k)
         est, peak = rec.get("memory_estimate_bytes"), rec.get("peak_rss_bytes")
         wall = f"{rec['seconds']:.1f}" if "seconds" in rec else f"(fit {phases.get(FIT, {}).get('seconds', 0):.1f})"
         cells = [step, wall, f"{peak / GB:.2f}" if peak else "– (earlier run)", f"{est / GB:.2f}" if est else "–",
-                 ", ".join(f"{k} {v:.1f} s" for k, v in top)]  # fmt: skip
+                 ", ".join(f"{k} {v:.1f} s" + (f" ({parts})" if k == "training steps" and parts else "")
+                           for k, v in top)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     for row in res.get("loader", []):
         lines.append(f"- data loader, {row['stage']}: {row['stream']}: {row['img_per_s_per_worker']:.2f} img/s/worker")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks.fake_datasets import write_all, write_weights
-from benchmarks.rehearsal import BASELINES, run_pipeline
+from benchmarks.rehearsal import BASELINES, report, run_pipeline
 
 STEPS = {
     "gta2cs": ["source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "pseudolabel_r2",
@@ -40,6 +40,9 @@ def test_real_experiment_pipeline_runs_at_reduced_size(experiment: str, rehearsa
     assert set(results) == expected_sets
     if experiment.startswith("synthia2cs"):
         assert "mIoU13" in results["cityscapes"]  # SYNTHIA's 16- and 13-class means
+    # the profile of every training step: forward, backward and optimiser time, shown in the printed table
+    assert "training steps › backward" in res["steps"]["source_only"]["phases"]
+    assert "(forward and losses " in report(res)
     run = Path(res["run_dir"])
     if experiment in ("gta2cs", "synthia2cs"):
         assert (run / "01_translator" / "translator.pt").is_file()  # the learned translator, not a training-free one
