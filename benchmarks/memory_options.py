@@ -57,23 +57,24 @@ def _overrides(stage: str, work: Path, data: Path, weights: dict[str, Path], ste
 def _one(overrides: list[str], out_dir: Path) -> dict[str, Any]:
     from diga.tasks import run_task
     from diga.tasks.config import compose_config
+    from diga.utils.timing import step_parts
 
     metrics = run_task(compose_config([*overrides, f"paths.output_dir={out_dir}"]))
     timings = json.loads((out_dir / "timings.json").read_text())
     steps = timings.get("training steps", {"seconds": float("nan"), "count": 1})
-    parts = {k.split(" › ")[1]: v["seconds"] for k, v in timings.items() if k.startswith("training steps › ")}
     return {"estimate_gb": (metrics.get("memory_estimate_bytes") or 0) / GB,
-            "s_per_step": steps["seconds"] / max(steps["count"], 1), "step_parts_s": parts}  # fmt: skip
+            "s_per_step": steps["seconds"] / max(steps["count"], 1), "step_parts_s": step_parts(timings)}  # fmt: skip
 
 
-def _estimate(overrides: list[str]) -> float:
-    """diga's estimate without running the step (the module is built, one probe forward runs)."""
+def _estimate(overrides: list[str]) -> dict[str, float]:
+    """diga's estimate and the likely peak it predicts, without running the step (the module is built, one probe
+    forward runs): the figures the pre-flight warning of the same run would use."""
     from diga.tasks.config import compose_config
-    from diga.tasks.fit import build_module, warn_if_memory_short
+    from diga.tasks.fit import build_module, estimate_stage_memory
 
     cfg = compose_config([*overrides, "paths.output_dir=/tmp/diga-memory-estimate"])
-    with open(os.devnull, "w") as null, __import__("contextlib").redirect_stdout(null):
-        return (warn_if_memory_short(cfg, build_module(cfg)) or 0) / GB
+    est = estimate_stage_memory(cfg, build_module(cfg))
+    return {"estimate_gb": est.total / GB, "likely_peak_gb": est.likely_peak / GB}
 
 
 def main() -> None:
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--stages", default="translator,warmup")
     parser.add_argument("--options", default="", help="comma-separated option names to run (default: all)")
     args = parser.parse_args()
-    from diga.utils.memory import PEAK_FACTOR, PEAK_OVERHEAD, available_bytes
+    from diga.utils.memory import available_bytes
 
     wanted = {o.strip() for o in args.options.split(",") if o.strip()}
 
@@ -98,9 +99,9 @@ def main() -> None:
             if wanted and name not in wanted:
                 continue
             overrides = [*_overrides(stage, args.work, data, weights, args.steps), *extra]
-            est = isolated(_estimate_dict, overrides)["estimate_gb"]
+            predicted = isolated(_estimate, overrides)
+            est, likely = predicted["estimate_gb"], predicted["likely_peak_gb"]
             free = (available_bytes() or 0) / GB
-            likely = est * PEAK_FACTOR + PEAK_OVERHEAD / GB
             row: dict[str, Any] = {"stage": stage, "option": name, "steps": args.steps, "estimate_gb": est,
                                    "likely_peak_gb": likely, "free_gb": free}  # fmt: skip
             if likely > free:
@@ -115,10 +116,6 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             out.write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=1))  # after each row
     print(f"wrote {out}")
-
-
-def _estimate_dict(overrides: list[str]) -> dict[str, float]:
-    return {"estimate_gb": _estimate(overrides)}
 
 
 if __name__ == "__main__":

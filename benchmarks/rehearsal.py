@@ -117,6 +117,8 @@ def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], st
 
 
 def report(res: dict[str, Any]) -> str:
+    from diga.utils.timing import STEP_PART_PREFIX, step_parts
+
     lines = [f"## {res['experiment']} — {res['wall_s']:.0f} s in all"]
     if res.get("error"):
         return "\n".join([*lines, "FAILED:", res["error"]])
@@ -124,9 +126,10 @@ def report(res: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|")
     for step, rec in res["steps"].items():
         phases = rec.get("phases", {})
-        shown = [(k, v["seconds"]) for k, v in phases.items() if k != "total" and "inside" not in k and " › " not in k]
+        shown = [(k, v["seconds"]) for k, v in phases.items()
+                 if k != "total" and "inside" not in k and not k.startswith(STEP_PART_PREFIX)]  # fmt: skip
         top = sorted(shown, key=lambda kv: -kv[1])[:4]
-        parts = ", ".join(f"{k.split(' › ')[1]} {v['seconds']:.1f}" for k, v in phases.items() if " › " in k)
+        parts = ", ".join(f"{part} {s:.1f}" for part, s in step_parts(phases).items())
         est, peak = rec.get("memory_estimate_bytes"), rec.get("peak_rss_bytes")
         wall = f"{rec['seconds']:.1f}" if "seconds" in rec else f"(fit {phases.get(FIT, {}).get('seconds', 0):.1f})"
         cells = [step, wall, f"{peak / GB:.2f}" if peak else "– (earlier run)", f"{est / GB:.2f}" if est else "–",

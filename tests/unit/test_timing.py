@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from diga.callbacks.timing import STEP_PARTS, PhaseTimer
-from diga.utils.timing import PhaseTimes
+from diga.utils.timing import STEP_PART_PREFIX, PhaseTimes, step_parts
 
 
 class _Regression(pl.LightningModule):
@@ -47,7 +47,8 @@ def _train(module: pl.LightningModule, steps: int) -> dict[str, dict[str, float]
 @pytest.mark.parametrize("backward_passes", [1, 2])
 def test_a_training_step_splits_into_parts_that_add_up_to_it(backward_passes: int) -> None:
     phases = _train(_Regression(backward_passes), steps=3)
-    parts = {p: phases[f"training steps › {p}"] for p in STEP_PARTS}
+    parts = {p: phases[STEP_PART_PREFIX + p] for p in STEP_PARTS}
+    assert step_parts(phases) == {p: parts[p]["seconds"] for p in STEP_PARTS}
     assert phases["training steps"]["count"] == 3
     assert parts["optimiser step"]["count"] == 3
     # one forward and one backward interval per backward pass

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from diga.utils.timing import PhaseTimes
+from diga.utils.timing import STEP_PART_PREFIX, PhaseTimes
 
 STEP_PARTS = ("forward and losses", "backward", "optimiser step")
 """How a training step's time splits, each a sub-phase `training steps › <part>` of `timings.json`. Time before a
@@ -27,7 +27,7 @@ class PhaseTimer(pl.Callback):
 
     def _part(self, index: int) -> None:
         now = time.perf_counter()
-        self.times.add(f"training steps › {STEP_PARTS[index]}", now - self._mark)
+        self.times.add(STEP_PART_PREFIX + STEP_PARTS[index], now - self._mark)
         self._mark = now
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

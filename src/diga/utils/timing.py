@@ -10,8 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+STEP_PART_PREFIX = "training steps › "
+"""Sub-phases of `training steps` (forward, backward, optimiser; see `diga.callbacks.timing.STEP_PARTS`)."""
+
+
+def step_parts(phases: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Seconds per part of the training steps, read from a `timings.json` dict, in the order they were recorded."""
+    return {k.removeprefix(STEP_PART_PREFIX): v["seconds"] for k, v in phases.items() if k.startswith(STEP_PART_PREFIX)}
 
 
 class PhaseTimes:
