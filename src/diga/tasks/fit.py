@@ -129,6 +129,20 @@ def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | N
     return total
 
 
+def close_run_loggers(trainer: pl.Trainer) -> None:
+    """Finish the stage's W&B run once its last metrics are logged.
+
+    Lightning's `WandbLogger` reuses a W&B run that is still open, so without this every later stage of an
+    in-process pipeline would log into the first stage's run, under its name and job type.
+    """
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        run = getattr(logger, "_experiment", None)  # only a run this logger started; `.experiment` would start one
+        if isinstance(logger, WandbLogger) and run is not None and hasattr(run, "finish"):
+            run.finish()
+
+
 def run_fit(cfg: DictConfig) -> dict[str, Any]:
     times = PhaseTimes()
     pl.seed_everything(cfg.seed, workers=True)
@@ -175,6 +189,7 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         times.write(out_dir / TIMINGS)
         log.info("%s timings: %s", cfg.stage.name, times.summary())
+    close_run_loggers(trainer)
     # other ranks go on to read what rank 0 wrote (the next stage's init_from)
     trainer.strategy.barrier("diga-stage-outputs-written")
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
