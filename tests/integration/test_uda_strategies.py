@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from diga.tasks import run_task
 from tests.helpers import compose_cfg, tiny_pipeline_overrides, tiny_toy_overrides
@@ -24,6 +25,49 @@ def test_daformer_and_mic_stage_runs_with_rcs(tmp_path: Path, toy_root: Path, ca
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     logged = {k for r in rows for k, v in r.items() if v}
     assert {"train/loss_mix", "train/loss_mic", "train/loss_fd", "train/pl_confident"} <= logged
+
+
+def test_sequential_backward_gives_the_summed_gradient_holding_one_pass(tmp_path: Path, toy_root: Path) -> None:
+    """DAFormer's order (source, class-mix, MIC each back-propagated in turn) changes memory, not the gradient."""
+    from hydra.utils import instantiate
+
+    from diga.tasks.fit import build_module
+
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=daformer", MIC,
+                       "stage.module.feature_distance.weight=0.005"])  # fmt: skip
+    module = build_module(cfg)
+    datamodule = instantiate(cfg.datamodule, _recursive_=False)
+    datamodule.setup("fit")
+    from diga.data.datamodule import merge_streams
+
+    streams, _, _ = next(iter(datamodule.train_dataloader()))  # CombinedLoader: (batch, batch_idx, loader_idx)
+    batch = merge_streams(streams)  # what the datamodule hands the module during training
+
+    def gradients(sequential: bool) -> tuple[dict[str, torch.Tensor], float, int]:
+        module.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the photometric draws and drop-path: the same in both orders
+        if sequential:
+            total, n = 0.0, 0
+            for losses in module.loss_phases(batch):
+                losses["loss"].backward()
+                total, n = total + float(losses["loss"]), n + 1
+        else:
+            loss = module.step_losses(batch)["loss"]
+            loss.backward()
+            total, n = float(loss), 1
+        grads = {k: p.grad.clone() for k, p in module.model.named_parameters() if p.grad is not None}
+        return grads, total, n
+
+    seq, seq_loss, passes = gradients(sequential=True)
+    summed, summed_loss, _ = gradients(sequential=False)
+    assert passes == 3, "source (+ FD), class-mix and MIC are three backward passes"
+    assert seq.keys() == summed.keys() and seq
+    assert seq_loss == pytest.approx(summed_loss, rel=1e-6)
+    for k in seq:
+        torch.testing.assert_close(seq[k], summed[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert module.grad_forwards_per_image == 1 and not module.automatic_optimization
+    module.hparams.sequential_backward = False
+    assert module.grad_forwards_per_image == 3, "summed: the source, class-mix and MIC graphs are held together"
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ the two views of an image (warm-up, self-training) always stay in the same part,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,15 @@ class SegmentationModule(pl.LightningModule):
         """The stage's losses for one (micro-)batch; `loss` is what is back-propagated."""
         raise NotImplementedError
 
+    def loss_phases(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
+        """The step's losses in groups that are back-propagated one after the other (manual optimisation).
+
+        A stage whose losses come from independent forward passes yields one group per pass, so that each graph is
+        freed before the next forward: the peak holds one pass's activations, not all of them (DAFormer's order).
+        Default: the whole of `step_losses` as one group.
+        """
+        yield self.step_losses(batch)
+
     def batch_size_of(self, batch: Mapping[str, Any]) -> int:
         return int(batch["source"]["image"].shape[0])
 
@@ -184,10 +193,14 @@ class SegmentationModule(pl.LightningModule):
         opt.zero_grad()
         total: dict[str, torch.Tensor] = {}
         for chunk in split_batch(batch, parts):
-            losses = self.step_losses(chunk)
-            self.manual_backward(losses["loss"] / parts)
-            for k, v in losses.items():
-                total[k] = total.get(k, 0) + v.detach() / parts
+            step_loss: torch.Tensor | float = 0.0
+            for losses in self.loss_phases(chunk):
+                self.manual_backward(losses["loss"] / parts)
+                step_loss = step_loss + losses["loss"].detach()
+                for k, v in losses.items():
+                    if k != "loss":
+                        total[k] = total.get(k, 0) + v.detach() / parts
+            total["loss"] = total.get("loss", 0) + step_loss / parts
         opt.step()
         self.lr_schedulers().step()
         self.log_losses(total, batch_size=self.batch_size_of(batch))

@@ -9,7 +9,7 @@ pseudo-label). No translator, no distillation, no centroids: what DiGA adds is t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -30,13 +30,17 @@ class DAFormerModule(SourceOnlyModule):
     mix_weight: weight of the class-mix loss.
     masked_consistency: MIC, `{weight: λ (0 = DAFormer, 1 = MIC), mask_ratio: 0.7, block_size: 64}`.
     mask_seed: seed of the class-mix and block-mask draws (with the step and rank).
+    sequential_backward: back-propagate the source, class-mix and MIC losses one after the other, as DAFormer
+        does: the same gradient, with one forward pass's activations held at a time instead of all of them.
     """
 
     def __init__(self, *args: Any, ema: Mapping[str, Any] | None = None,
                  photometric: Mapping[str, Any] | None = None, pseudo_threshold: float = 0.968,
                  mix_weight: float = 1.0, masked_consistency: Mapping[str, Any] | None = None, mask_seed: int = 0,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 sequential_backward: bool = True, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
+        if sequential_backward:
+            self.automatic_optimization = False  # training_step back-propagates each of loss_phases
         self.teacher = EMATeacher(self.model, **dict(ema or {}))
         self.photometric = PhotometricAugment(**{"beta": 1.0, **dict(photometric or {})})
         mic = dict(masked_consistency or {})
@@ -44,7 +48,10 @@ class DAFormerModule(SourceOnlyModule):
         self.mask_generator = BlockMaskGenerator(float(mic.get("mask_ratio", 0.7)), int(mic.get("block_size", 64)))
         self._generator: torch.Generator | None = None
 
-    grad_forwards_per_image = 3  # source, class-mix (and the masked target with MIC)
+    @property
+    def grad_forwards_per_image(self) -> int:  # type: ignore[override]
+        """Student forwards whose activations are held at once: one with sequential backward, else all of them."""
+        return 1 if self.hparams.sequential_backward else 2 + int(self.mic_weight > 0)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.teacher, *super().frozen_modules()]
@@ -59,30 +66,41 @@ class DAFormerModule(SourceOnlyModule):
         super().on_train_batch_start(batch, batch_idx)
         self.teacher.update(self.model, int(self.global_step))
 
-    def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss_phases(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
+        """Source (+ feature distance), then class-mix, then MIC: DAFormer back-propagates each before the next."""
         src, tgt = batch["source"], batch["target"]
         xs, ys, xt = self.prep(src["image"]), src["label"], self.prep(tgt["image"])
         size, ac = ys.shape[-2:], self.model.align_corners
         gen = self.step_generator()
 
         out_s = self.model(xs)
-        loss_src = self.supervised_loss(out_s, ys)
-        losses: dict[str, torch.Tensor] = {"loss_src": loss_src}
+        source = {"loss_src": self.supervised_loss(out_s, ys)}
         fd = self.fd_loss(xs, out_s, ys)
         if fd is not None:
-            losses["loss_fd"] = fd
+            source["loss_fd"] = fd
+        yield {"loss": sum(source.values()), **source}
+        del out_s  # its graph is freed by the backward pass above (manual optimisation)
 
-        pl = confidence_weighted_pseudo_labels(self.teacher(xt).logits, self.hparams.pseudo_threshold, size=size,
+        with torch.no_grad():
+            teacher_logits = self.teacher(xt).logits
+        pl = confidence_weighted_pseudo_labels(teacher_logits, self.hparams.pseudo_threshold, size=size,
                                                align_corners=ac)  # fmt: skip
         mask = sample_class_masks(ys, self.model.num_classes, gen)
         x_mix = self.photometric(mix_images(xt, xs, mask))
         y_mix = mix_labels(pl.label, ys, mask)
         w_mix = mix_labels(pl.weight, torch.ones_like(pl.weight), mask)
-        losses["loss_mix"] = self.hparams.mix_weight * self.supervised_loss(self.model(x_mix), y_mix, w_mix)
+        loss_mix = self.hparams.mix_weight * self.supervised_loss(self.model(x_mix), y_mix, w_mix)
+        yield {"loss": loss_mix, "loss_mix": loss_mix, "pl_confident": pl.weight.mean()}
         if self.mic_weight > 0:
             keep = self.mask_generator(xt, gen)
             masked = mask_images(self.photometric(xt), keep, fill=self.model.normalize.mean.view(-1))
-            losses["loss_mic"] = masked_consistency_loss(self.model(masked).logits, pl.label, pl.weight,
-                                                         self.mic_weight, ac)  # fmt: skip
-        losses["pl_confident"] = pl.weight.mean()
-        return {"loss": sum(v for k, v in losses.items() if k != "pl_confident"), **losses}
+            loss_mic = masked_consistency_loss(self.model(masked).logits, pl.label, pl.weight, self.mic_weight, ac)
+            yield {"loss": loss_mic, "loss_mic": loss_mic}
+
+    def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """All phases' losses summed into one backward pass (`sequential_backward=false`)."""
+        merged: dict[str, torch.Tensor] = {}
+        for losses in self.loss_phases(batch):
+            for k, v in losses.items():
+                merged[k] = merged[k] + v if k in merged else v
+        return merged
