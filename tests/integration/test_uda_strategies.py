@@ -31,6 +31,7 @@ def test_sequential_backward_gives_the_summed_gradient_holding_one_pass(tmp_path
     """DAFormer's order (source, class-mix, MIC each back-propagated in turn) changes memory, not the gradient."""
     from hydra.utils import instantiate
 
+    from diga.data.datamodule import merge_streams
     from diga.tasks.fit import build_module
 
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=daformer", MIC,
@@ -38,8 +39,6 @@ def test_sequential_backward_gives_the_summed_gradient_holding_one_pass(tmp_path
     module = build_module(cfg)
     datamodule = instantiate(cfg.datamodule, _recursive_=False)
     datamodule.setup("fit")
-    from diga.data.datamodule import merge_streams
-
     streams, _, _ = next(iter(datamodule.train_dataloader()))  # CombinedLoader: (batch, batch_idx, loader_idx)
     batch = merge_streams(streams)  # what the datamodule hands the module during training
 
@@ -68,6 +67,7 @@ def test_sequential_backward_gives_the_summed_gradient_holding_one_pass(tmp_path
     assert module.grad_forwards_per_image == 1 and not module.automatic_optimization
     module.hparams.sequential_backward = False
     assert module.grad_forwards_per_image == 3, "summed: the source, class-mix and MIC graphs are held together"
+    assert len(list(module.loss_phases(batch))) == 1, "summed is one backward pass, also on the manual path"
 
 
 @pytest.mark.slow

@@ -193,14 +193,10 @@ class SegmentationModule(pl.LightningModule):
         opt.zero_grad()
         total: dict[str, torch.Tensor] = {}
         for chunk in split_batch(batch, parts):
-            step_loss: torch.Tensor | float = 0.0
-            for losses in self.loss_phases(chunk):
+            for losses in self.loss_phases(chunk):  # the phases' `loss` entries add up to the step's loss
                 self.manual_backward(losses["loss"] / parts)
-                step_loss = step_loss + losses["loss"].detach()
                 for k, v in losses.items():
-                    if k != "loss":
-                        total[k] = total.get(k, 0) + v.detach() / parts
-            total["loss"] = total.get("loss", 0) + step_loss / parts
+                    total[k] = total.get(k, 0) + v.detach() / parts
         opt.step()
         self.lr_schedulers().step()
         self.log_losses(total, batch_size=self.batch_size_of(batch))

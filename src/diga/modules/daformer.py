@@ -67,6 +67,13 @@ class DAFormerModule(SourceOnlyModule):
         self.teacher.update(self.model, int(self.global_step))
 
     def loss_phases(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
+        """One group per forward pass with `sequential_backward`, else all of them summed (also with micro-batches)."""
+        if self.hparams.sequential_backward:
+            yield from self.forward_passes(batch)
+        else:
+            yield self.step_losses(batch)
+
+    def forward_passes(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
         """Source (+ feature distance), then class-mix, then MIC: DAFormer back-propagates each before the next."""
         src, tgt = batch["source"], batch["target"]
         xs, ys, xt = self.prep(src["image"]), src["label"], self.prep(tgt["image"])
@@ -79,7 +86,7 @@ class DAFormerModule(SourceOnlyModule):
         if fd is not None:
             source["loss_fd"] = fd
         yield {"loss": sum(source.values()), **source}
-        del out_s  # its graph is freed by the backward pass above (manual optimisation)
+        del out_s  # with sequential backward, its graph was freed by the backward pass above
 
         with torch.no_grad():
             teacher_logits = self.teacher(xt).logits
@@ -98,9 +105,9 @@ class DAFormerModule(SourceOnlyModule):
             yield {"loss": loss_mic, "loss_mic": loss_mic}
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """All phases' losses summed into one backward pass (`sequential_backward=false`)."""
+        """All forward passes' losses summed into one backward pass (`sequential_backward=false`)."""
         merged: dict[str, torch.Tensor] = {}
-        for losses in self.loss_phases(batch):
+        for losses in self.forward_passes(batch):
             for k, v in losses.items():
                 merged[k] = merged[k] + v if k in merged else v
         return merged
