@@ -1,9 +1,13 @@
-"""`python -m diga.ablation SWEEP_DIR` — the table of an ablation sweep (`make ablation`).
+"""`python -m diga.ablation SWEEP_DIR [SWEEP_DIR …]` — the table of an ablation sweep (`make ablation`).
 
 The sweep is a Hydra multirun of `stage=pipeline` over the rows in conf/ablation/ and over seeds; every job's
 pipeline writes its per-stage results. This collects them: per row, the mean ± sample std over seeds of the target
 mIoU (of the first validation set, or `--set`), the per-seed values, and the per-class IoU means; written as
 `ablation.csv`, `ablation.md`, `ablation_per_class.csv` and `ablation.png` into the sweep directory.
+
+Seeds run at different times (one sweep per seed, another day, another cluster) are several sweep directories:
+their jobs are pooled (rows in the order they first appear) and the table goes to `--out` (default: the first).
+A row with the same seed in two jobs is an error that names both, so no result is silently replaced.
 """
 
 from __future__ import annotations
@@ -20,11 +24,21 @@ from omegaconf import OmegaConf
 from diga.utils.io import atomic_write_bytes
 
 
-def collect(sweep: Path, val_set: str | None = None) -> dict[str, dict[str, Any]]:
-    """{row: {"seeds": {seed: mIoU}, "per_class": {seed: {class: IoU}}, "order": first job index}}."""
+def finished_jobs(sweeps: list[Path]) -> list[Path]:
+    """Every job directory of the sweeps, in sweep order then Hydra's job number."""
+    jobs = []
+    for sweep in sweeps:
+        found = [p.parent.parent for p in sweep.glob("*/.hydra/config.yaml") if p.parent.parent.name.isdigit()]
+        jobs += sorted(found, key=lambda j: int(j.name))
+    return jobs
+
+
+def collect(sweeps: Path | list[Path], val_set: str | None = None) -> dict[str, dict[str, Any]]:
+    """{row: {"seeds": {seed: mIoU}, "per_class": {seed: {class: IoU}}, "jobs": {seed: job dir}}}, in first-seen
+    order."""
     rows: dict[str, dict[str, Any]] = {}
-    for cfg_path in sorted(sweep.glob("*/.hydra/config.yaml"), key=lambda p: int(p.parent.parent.name)):
-        job = cfg_path.parent.parent
+    for job in finished_jobs([sweeps] if isinstance(sweeps, Path) else list(sweeps)):
+        cfg_path = job / ".hydra" / "config.yaml"
         cfg = OmegaConf.load(cfg_path)
         spec = cfg.get("ablation_row")
         results, per_class = job / "pipeline_results.json", job / "pipeline_per_class.json"
@@ -35,10 +49,15 @@ def collect(sweep: Path, val_set: str | None = None) -> dict[str, dict[str, Any]
             if stage_row not in stages:
                 continue
             name = val_set or next(iter(stages[stage_row]))
-            entry = rows.setdefault(str(label), {"seeds": {}, "per_class": {}, "order": int(job.name)})
-            entry["seeds"][int(cfg.seed)] = stages[stage_row][name]
-            entry["per_class"][int(cfg.seed)] = classes.get(name, {}).get(stage_row, {})
-    return dict(sorted(rows.items(), key=lambda kv: kv[1]["order"]))
+            entry = rows.setdefault(str(label), {"seeds": {}, "per_class": {}, "jobs": {}})
+            seed = int(cfg.seed)
+            if seed in entry["jobs"]:
+                raise SystemExit(f"ablation row {label!r}, seed {seed}: two results, {entry['jobs'][seed]} and "
+                                 f"{job}; pass each seed's sweep once")  # fmt: skip
+            entry["seeds"][seed] = stages[stage_row][name]
+            entry["per_class"][seed] = classes.get(name, {}).get(stage_row, {})
+            entry["jobs"][seed] = job
+    return rows
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -94,20 +113,25 @@ def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write(sweep: Path, val_set: str | None = None) -> dict[str, dict[str, Any]]:
-    rows = collect(sweep, val_set)
+def write(sweeps: Path | list[Path], val_set: str | None = None, out: Path | None = None) -> dict[str, dict[str, Any]]:
+    sweeps = [sweeps] if isinstance(sweeps, Path) else list(sweeps)
+    rows = collect(sweeps, val_set)
     if not rows:
-        raise SystemExit(f"{sweep}: no finished ablation jobs (expected <job>/.hydra/config.yaml with ablation_row and "
-                         "<job>/pipeline_results.json)")  # fmt: skip
+        raise SystemExit(f"{', '.join(map(str, sweeps))}: no finished ablation jobs (expected "
+                         "<job>/.hydra/config.yaml with ablation_row and <job>/pipeline_results.json)")  # fmt: skip
+    sweep = out or sweeps[0]
+    sweep.mkdir(parents=True, exist_ok=True)
     md = markdown(rows)
-    csv = ["row,mean,std," + ",".join(f"seed{s}" for s in sorted({k for r in rows.values() for k in r["seeds"]}))]
-    for name, r in rows.items():
+    seeds = sorted({k for r in rows.values() for k in r["seeds"]})
+    csv = ["row,mean,std," + ",".join(f"seed{s}" for s in seeds)]
+    for name, r in rows.items():  # a seed the row lacks is an empty cell, so every column stays one seed's
         m, s = mean_std(list(r["seeds"].values()))
-        csv.append(f'"{name}",{m:.4f},{s:.4f},' + ",".join(f"{v:.4f}" for _, v in sorted(r["seeds"].items())))
+        csv.append(f'"{name}",{m:.4f},{s:.4f},' + ",".join(f"{r['seeds'][k]:.4f}" if k in r["seeds"] else ""
+                                                           for k in seeds))  # fmt: skip
     atomic_write_bytes(sweep / "ablation.md", md.encode())
     atomic_write_bytes(sweep / "ablation.csv", ("\n".join(csv) + "\n").encode())
     atomic_write_bytes(sweep / "ablation_per_class.csv", per_class_csv(rows).encode())
-    plot(rows, sweep / "ablation.png", f"ablation ({sweep.name})")
+    plot(rows, sweep / "ablation.png", f"ablation ({', '.join(s.name for s in sweeps)})")
     print(md)
     print(f"wrote {sweep / 'ablation.md'}, ablation.csv, ablation_per_class.csv, ablation.png")
     return rows
@@ -115,10 +139,12 @@ def write(sweep: Path, val_set: str | None = None) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="the multirun directory (logs/train/<experiment>/multirun/<run_id>)")
+    parser.add_argument("sweeps", type=Path, nargs="+",
+                        help="multirun directories (logs/train/<experiment>/multirun/<run_id>), pooled")  # fmt: skip
     parser.add_argument("--set", dest="val_set", default=None, help="validation set (default: the first)")
+    parser.add_argument("--out", type=Path, default=None, help="where the table goes (default: the first sweep)")
     args = parser.parse_args()
-    write(args.sweep, args.val_set)
+    write(args.sweeps, args.val_set, args.out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ def test_ablation_sweep_and_table(tmp_path: Path, toy_root: Path) -> None:
     rows = write(sweep)
     assert set(rows) == {"self-training: offline pseudo-labels only", "self-training: nearest-centroid labels only"}
     assert all(set(r["seeds"]) == {0, 1} for r in rows.values())
-    assert (sweep / "ablation.md").read_text().count("±") == 3  # header + 2 rows and (sweep / "ablation.png").is_file()
+    assert (sweep / "ablation.md").read_text().count("±") == 3  # header + 2 rows
+    assert (sweep / "ablation.png").is_file() and (sweep / "ablation_per_class.csv").is_file()
     # the two rows of a seed share translator, warm-up, pseudo-labels and centroids: 4 + 2 self-trainings in all
     assert len(list((tmp_path / "cache").glob("warmup-*"))) == 2  # one per seed
     assert len(list((tmp_path / "cache").glob("selftrain-*"))) == 4

@@ -1,0 +1,61 @@
+"""The ablation table from finished job folders: pooling sweeps, per-seed columns, duplicates refused."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from diga.ablation import collect, mean_std, write
+
+
+def _job(sweep: Path, number: int, row: str, seed: int, miou: float, road: float) -> Path:
+    """A job folder as a finished `stage=pipeline` job of the multirun leaves it."""
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    cfg = {"seed": seed, "ablation_row": {"name": row, "report": {f"{row}: warm-up": "warm-up"}}}
+    OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+    (job / "pipeline_results.json").write_text(json.dumps({"warm-up": {"toy_target": miou}}))
+    (job / "pipeline_per_class.json").write_text(json.dumps({"toy_target": {"warm-up": {"road": road}}}))
+    return job
+
+
+def test_mean_and_sample_std() -> None:
+    m, s = mean_std([1.0, 2.0, 3.0])
+    assert m == 2.0 and s == pytest.approx(1.0)  # sample std: sqrt(((1)² + 0 + (1)²) / 2)
+
+
+def test_two_sweeps_pool_their_seeds_into_one_table(tmp_path: Path) -> None:
+    first, second, out = tmp_path / "seed0", tmp_path / "seeds12", tmp_path / "table"
+    _job(first, 0, "a", 0, 10.0, 50.0)
+    _job(first, 1, "b", 0, 20.0, 70.0)
+    _job(second, 0, "a", 1, 14.0, 60.0)
+    _job(second, 1, "a", 2, 12.0, 40.0)  # row b has no seeds 1, 2 yet
+    rows = write([first, second], out=out)
+    assert list(rows) == ["a: warm-up", "b: warm-up"]
+    assert rows["a: warm-up"]["seeds"] == {0: 10.0, 1: 14.0, 2: 12.0}
+    csv = (out / "ablation.csv").read_text().splitlines()
+    assert csv[0] == "row,mean,std,seed0,seed1,seed2"
+    assert csv[1] == '"a: warm-up",12.0000,2.0000,10.0000,14.0000,12.0000'
+    assert csv[2].endswith(",20.0000,,")  # a missing seed is an empty cell, not a shifted column
+    assert "| a: warm-up | 12.00 ± 2.00 | 10.00 | 14.00 | 12.00 |" in (out / "ablation.md").read_text()
+    assert (out / "ablation_per_class.csv").read_text().splitlines()[1] == '"a: warm-up",50.00'
+    assert (out / "ablation.png").stat().st_size > 0
+    assert not (first / "ablation.md").exists()  # --out, not the first sweep
+
+
+def test_the_same_seed_of_a_row_twice_is_refused_with_both_jobs_named(tmp_path: Path) -> None:
+    one = _job(tmp_path / "x", 0, "a", 0, 10.0, 50.0)
+    two = _job(tmp_path / "y", 0, "a", 0, 11.0, 50.0)
+    with pytest.raises(SystemExit, match=re.escape(f"seed 0: two results, {one} and {two}")):
+        collect([tmp_path / "x", tmp_path / "y"])
+
+
+def test_unfinished_jobs_are_skipped_and_an_empty_sweep_is_an_error(tmp_path: Path) -> None:
+    job = _job(tmp_path / "s", 0, "a", 0, 10.0, 50.0)
+    (job / "pipeline_results.json").unlink()  # still running (or killed)
+    with pytest.raises(SystemExit, match="no finished ablation jobs"):
+        write(tmp_path / "s")
