@@ -3,7 +3,10 @@
 The sweep is a Hydra multirun of `stage=pipeline` over the rows in conf/ablation/ and over seeds; every job's
 pipeline writes its per-stage results. This collects them: per row, the mean ± sample std over seeds of the target
 mIoU (of the first validation set, or `--set`), the per-seed values, and the per-class IoU means; written as
-`ablation.csv`, `ablation.md`, `ablation_per_class.csv` and `ablation.png` into the sweep directory.
+`ablation.csv`, `ablation.md`, `ablation_per_class.csv` and `ablation.png` into the sweep directory — and, for the
+self-training rows, `ablation_pseudo_labels.csv`: per class, the fraction of the offline pseudo-label's pixels of
+that class the selection kept, and the precision of what it kept (from the self-training step's CSV log; the
+precision uses the toy's diagnosis labels, never a training input).
 
 Seeds run at different times (one sweep per seed, another day, another cluster) are several sweep directories:
 their jobs are pooled (rows in the order they first appear) and the table goes to `--out` (default: the first).
@@ -13,6 +16,7 @@ A row with the same seed in two jobs is an error that names both, so no result i
 from __future__ import annotations
 
 import argparse
+import csv as csvlib
 import io
 import json
 import math
@@ -49,7 +53,7 @@ def collect(sweeps: Path | list[Path], val_set: str | None = None) -> dict[str, 
             if stage_row not in stages:
                 continue
             name = val_set or next(iter(stages[stage_row]))
-            entry = rows.setdefault(str(label), {"seeds": {}, "per_class": {}, "jobs": {}})
+            entry = rows.setdefault(str(label), {"seeds": {}, "per_class": {}, "jobs": {}, "pseudo_labels": {}})
             seed = int(cfg.seed)
             if seed in entry["jobs"]:
                 raise SystemExit(f"ablation row {label!r}, seed {seed}: two results, {entry['jobs'][seed]} and "
@@ -57,7 +61,34 @@ def collect(sweeps: Path | list[Path], val_set: str | None = None) -> dict[str, 
             entry["seeds"][seed] = stages[stage_row][name]
             entry["per_class"][seed] = classes.get(name, {}).get(stage_row, {})
             entry["jobs"][seed] = job
+            if stats := pseudo_label_stats(job, stage_row):
+                entry["pseudo_labels"][seed] = stats
     return rows
+
+
+PSEUDO_LABEL_STEPS = {"self-training": "[0-9][0-9]_selftrain", "refinement 1": "[0-9][0-9]_selftrain_r2"}
+
+
+def pseudo_label_stats(job: Path, stage_row: str) -> dict[str, dict[str, float]]:
+    """{"kept" | "precision": {class: mean over the stage's logged steps}} of the self-training step behind
+    `stage_row` (its CSV log), or {} when the row is not a self-training one or the step kept no log.
+
+    Precision is measured against the target labels the toy keeps for diagnosis; a class with no pseudo-labelled
+    pixel in a step logs nothing for it, so a class missing here never received a pseudo-label."""
+    pattern = PSEUDO_LABEL_STEPS.get(stage_row)
+    logs = sorted(job.glob(f"{pattern}/csv/metrics.csv")) if pattern else []
+    if not logs:
+        return {}
+    with logs[0].open() as f:
+        records = list(csvlib.DictReader(f))
+    out: dict[str, dict[str, float]] = {"kept": {}, "precision": {}}
+    for kind in out:
+        prefix = f"train/pl_{kind}/"
+        for key in records[0] if records else []:
+            vals = [float(r[key]) for r in records if key.startswith(prefix) and r.get(key) not in (None, "")]
+            if vals:
+                out[kind][key[len(prefix) :]] = sum(vals) / len(vals)
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -86,6 +117,25 @@ def per_class_csv(rows: dict[str, dict[str, Any]]) -> str:
             vals = [pc[c] for pc in r["per_class"].values() if c in pc and not math.isnan(pc[c])]
             means.append(f"{sum(vals) / len(vals):.2f}" if vals else "nan")
         lines.append(f'"{name}",' + ",".join(means))
+    return "\n".join(lines) + "\n"
+
+
+def pseudo_label_csv(rows: dict[str, dict[str, Any]]) -> str | None:
+    """Per self-training row and class: kept-pixel fraction and pseudo-label precision, means over the seeds."""
+    rows = {k: r for k, r in rows.items() if r["pseudo_labels"]}
+    if not rows:
+        return None
+    iou_order = [c for r in rows.values() for pc in r["per_class"].values() for c in pc]  # the label set's order
+    seen = {c for r in rows.values() for st in r["pseudo_labels"].values() for k in st.values() for c in k}
+    classes = [c for c in dict.fromkeys(iou_order) if c in seen] + sorted(seen - set(iou_order))
+    lines = ["row,measure," + ",".join(classes)]
+    for name, r in rows.items():
+        for kind in ("kept", "precision"):
+            cells = []
+            for c in classes:
+                vals = [st[kind][c] for st in r["pseudo_labels"].values() if c in st[kind]]
+                cells.append(f"{sum(vals) / len(vals):.3f}" if vals else "")
+            lines.append(f'"{name}",{kind},' + ",".join(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -131,9 +181,12 @@ def write(sweeps: Path | list[Path], val_set: str | None = None, out: Path | Non
     atomic_write_bytes(sweep / "ablation.md", md.encode())
     atomic_write_bytes(sweep / "ablation.csv", ("\n".join(csv) + "\n").encode())
     atomic_write_bytes(sweep / "ablation_per_class.csv", per_class_csv(rows).encode())
+    if (pl := pseudo_label_csv(rows)) is not None:
+        atomic_write_bytes(sweep / "ablation_pseudo_labels.csv", pl.encode())
     plot(rows, sweep / "ablation.png", f"ablation ({', '.join(s.name for s in sweeps)})")
     print(md)
-    print(f"wrote {sweep / 'ablation.md'}, ablation.csv, ablation_per_class.csv, ablation.png")
+    extra = ", ablation_pseudo_labels.csv" if pl is not None else ""
+    print(f"wrote {sweep / 'ablation.md'}, ablation.csv, ablation_per_class.csv{extra}, ablation.png")
     return rows
 
 

@@ -59,3 +59,17 @@ def test_unfinished_jobs_are_skipped_and_an_empty_sweep_is_an_error(tmp_path: Pa
     (job / "pipeline_results.json").unlink()  # still running (or killed)
     with pytest.raises(SystemExit, match="no finished ablation jobs"):
         write(tmp_path / "s")
+
+
+def test_pseudo_label_statistics_are_averaged_per_class_over_logged_steps(tmp_path: Path) -> None:
+    from diga.ablation import pseudo_label_stats
+
+    job = _job(tmp_path / "s", 0, "a", 0, 10.0, 50.0)
+    log = job / "05_selftrain" / "csv" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("step,train/pl_kept/road,train/pl_precision/road,train/pl_kept/car,val/mIoU\n"
+                   "9,0.5,0.9,,\n19,0.7,0.7,0.2,\n20,,,,33.0\n")  # fmt: skip
+    stats = pseudo_label_stats(job, "self-training")
+    assert stats["kept"] == pytest.approx({"road": 0.6, "car": 0.2})
+    assert stats["precision"] == pytest.approx({"road": 0.8})  # car: no precision logged → absent, not 0
+    assert pseudo_label_stats(job, "warm-up") == {} and pseudo_label_stats(job, "refinement 1") == {}
