@@ -51,7 +51,8 @@ NO_INPUTS = {"source_only": [], "translator": [], "daformer": [], "warmup": [FRO
              "selftrain": [*PRIOR, FROZEN_TRANSLATOR]}  # fmt: skip
 
 
-def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Path) -> dict[str, Any]:
+def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Path,
+             model: str | None = None) -> dict[str, Any]:  # fmt: skip
     from hydra.core.global_hydra import GlobalHydra
 
     from diga.tasks.config import compose_config
@@ -61,8 +62,8 @@ def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Pat
     option = [CHECKPOINTING.get(stage, "model.grad_checkpointing=true") if o == "checkpointing" else o
               for o in option]  # fmt: skip
     overrides = [f"experiment={experiment}", f"stage={stage}", "trainer=cpu", "paths.output_dir=/tmp/diga-memplan",
-                 "model.pretrained=null", f"paths.pretrained_dir={pretrained_dir}", *NO_INPUTS[stage],
-                 *option]  # fmt: skip
+                 *([f"model={model}"] if model else []), "model.pretrained=null",
+                 f"paths.pretrained_dir={pretrained_dir}", *NO_INPUTS[stage], *option]  # fmt: skip
     cfg = compose_config(overrides)
     module = build_module(cfg)
     est = estimate_stage_memory(cfg, module)  # the same estimate a CPU run logs before it starts
@@ -76,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
     parser.add_argument("--options", default=",".join(OPTIONS), help=f"some of: {', '.join(OPTIONS)}")
+    parser.add_argument("--stages", default="", help="some of each experiment's training stages (default: all)")
+    parser.add_argument("--model", default=None, help="another network than the experiment's (e.g. dinov2_vit_l)")
     parser.add_argument(
         "--weights",
         type=Path,
@@ -91,15 +94,16 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     rows = []
     for name in args.experiments.split(","):
-        for stage in EXPERIMENTS[name]:
+        wanted = [s for s in args.stages.split(",") if s]
+        for stage in [s for s in EXPERIMENTS[name] if not wanted or s in wanted]:
             for label in args.options.split(","):
                 option = OPTIONS[label]
                 t = time.perf_counter()
                 try:  # each in its own process: modules built by earlier rows do not pile up in memory
-                    r = isolated(estimate, name, stage, option, pretrained_dir)
+                    r = isolated(estimate, name, stage, option, pretrained_dir, args.model)
                 except MeasurementFailed as e:  # report and go on: one stage's failure must not hide the others
                     r = {"error": str(e)[-300:]}
-                rows.append({"experiment": name, "stage": stage, "option": label, **r,
+                rows.append({"experiment": name, "model": args.model, "stage": stage, "option": label, **r,
                              "seconds": time.perf_counter() - t})  # fmt: skip
                 fit = r.get("smallest_gpu_gb")
                 print(f"{name:10s} {stage:11s} {label:22s} " + (
@@ -117,7 +121,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         fit = r.get("smallest_gpu_gb")
         cell = "error" if "error" in r else f"{r['estimate_gb']:.1f} → {f'{fit} GB' if fit else '> 141 GB'}"
-        cells.setdefault((r["experiment"], r["stage"]), {})[r["option"]] = cell
+        name = r["experiment"] + (f" ({r['model']})" if r.get("model") else "")
+        cells.setdefault((name, r["stage"]), {})[r["option"]] = cell
     lines = ["| experiment | stage | " + " | ".join(OPTIONS) + " |", "|---|---|" + "---|" * len(OPTIONS)]
     for (experiment, stage), by_option in cells.items():
         lines.append(f"| {experiment} | {stage} | " + " | ".join(by_option.get(o, "–") for o in OPTIONS) + " |")

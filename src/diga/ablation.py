@@ -66,12 +66,14 @@ def collect(sweeps: Path | list[Path], val_set: str | None = None) -> dict[str, 
     return rows
 
 
+LABELLED = "labelled (all pixels)"  # the column of the fraction of all target pixels that carry a selected label
 PSEUDO_LABEL_STEPS = {"self-training": "[0-9][0-9]_selftrain", "refinement 1": "[0-9][0-9]_selftrain_r2"}
 
 
 def pseudo_label_stats(job: Path, stage_row: str) -> dict[str, dict[str, float]]:
     """{"kept" | "precision": {class: mean over the stage's logged steps}} of the self-training step behind
-    `stage_row` (its CSV log), or {} when the row is not a self-training one or the step kept no log.
+    `stage_row` (its CSV log), or {} when the row is not a self-training one or the step kept no log. `kept` also
+    holds LABELLED: the fraction of all target pixels with a selected label.
 
     Precision is measured against the target labels the toy keeps for diagnosis; a class with no pseudo-labelled
     pixel in a step logs nothing for it, so a class missing here never received a pseudo-label."""
@@ -88,6 +90,9 @@ def pseudo_label_stats(job: Path, stage_row: str) -> dict[str, dict[str, float]]
             vals = [float(r[key]) for r in records if key.startswith(prefix) and r.get(key) not in (None, "")]
             if vals:
                 out[kind][key[len(prefix) :]] = sum(vals) / len(vals)
+    coverage = [float(r["train/pl_kept"]) for r in records if r.get("train/pl_kept") not in (None, "")]
+    if coverage:  # of all target pixels: also what a threshold applied when the pseudo-labels were written removed
+        out["kept"][LABELLED] = sum(coverage) / len(coverage)
     return out
 
 
@@ -104,7 +109,8 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
     for name, r in rows.items():
         m, s = mean_std(list(r["seeds"].values()))
         vals = " | ".join(f"{r['seeds'][k]:.2f}" if k in r["seeds"] else "–" for k in seeds)
-        lines.append(f"| {name} | {m:.2f} ± {s:.2f} | {vals} |")
+        spread = f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f} (one seed)"
+        lines.append(f"| {name} | {spread} | {vals} |")
     return "\n".join(lines) + "\n"
 
 

@@ -41,7 +41,9 @@ def test_two_sweeps_pool_their_seeds_into_one_table(tmp_path: Path) -> None:
     assert csv[0] == "row,mean,std,seed0,seed1,seed2"
     assert csv[1] == '"a: warm-up",12.0000,2.0000,10.0000,14.0000,12.0000'
     assert csv[2].endswith(",20.0000,,")  # a missing seed is an empty cell, not a shifted column
-    assert "| a: warm-up | 12.00 ± 2.00 | 10.00 | 14.00 | 12.00 |" in (out / "ablation.md").read_text()
+    md = (out / "ablation.md").read_text()
+    assert "| a: warm-up | 12.00 ± 2.00 | 10.00 | 14.00 | 12.00 |" in md
+    assert "| b: warm-up | 20.00 (one seed) | 20.00 | – | – |" in md  # no std of one value
     assert (out / "ablation_per_class.csv").read_text().splitlines()[1] == '"a: warm-up",50.00'
     assert (out / "ablation.png").stat().st_size > 0
     assert not (first / "ablation.md").exists()  # --out, not the first sweep
@@ -62,14 +64,14 @@ def test_unfinished_jobs_are_skipped_and_an_empty_sweep_is_an_error(tmp_path: Pa
 
 
 def test_pseudo_label_statistics_are_averaged_per_class_over_logged_steps(tmp_path: Path) -> None:
-    from diga.ablation import pseudo_label_stats
+    from diga.ablation import LABELLED, pseudo_label_stats
 
     job = _job(tmp_path / "s", 0, "a", 0, 10.0, 50.0)
     log = job / "05_selftrain" / "csv" / "metrics.csv"
     log.parent.mkdir(parents=True)
-    log.write_text("step,train/pl_kept/road,train/pl_precision/road,train/pl_kept/car,val/mIoU\n"
-                   "9,0.5,0.9,,\n19,0.7,0.7,0.2,\n20,,,,33.0\n")  # fmt: skip
+    log.write_text("step,train/pl_kept,train/pl_kept/road,train/pl_precision/road,train/pl_kept/car,val/mIoU\n"
+                   "9,0.4,0.5,0.9,,\n19,0.6,0.7,0.7,0.2,\n20,,,,,33.0\n")  # fmt: skip
     stats = pseudo_label_stats(job, "self-training")
-    assert stats["kept"] == pytest.approx({"road": 0.6, "car": 0.2})
+    assert stats["kept"] == pytest.approx({"road": 0.6, "car": 0.2, LABELLED: 0.5})
     assert stats["precision"] == pytest.approx({"road": 0.8})  # car: no precision logged → absent, not 0
     assert pseudo_label_stats(job, "warm-up") == {} and pseudo_label_stats(job, "refinement 1") == {}
