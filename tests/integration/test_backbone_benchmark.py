@@ -1,0 +1,36 @@
+"""`benchmarks/backbones.py` at reduced size: a real warm-up and self-training step per row, measured and tabulated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_one_warmup_and_one_selftraining_row_are_measured(tmp_path: Path) -> None:
+    from benchmarks.backbones import fake_pseudo_labels, measure_row, rows_to_run, stage_overrides, table
+    from benchmarks.fake_datasets import write_all, write_weights
+    from benchmarks.isolate import isolated
+
+    assert rows_to_run(["MiT-B5 + DAFormer"], None) == [("MiT-B5 + DAFormer", s, o) for s in ("warmup", "selftrain")
+                                                        for o in ("fp32", "bf16")]  # fmt: skip
+    assert len(rows_to_run(["DINOv2 ViT-L/14 + DAFormer"], None)) == 8  # + checkpointing, with and without bf16
+    data = tmp_path / "data"
+    write_all(data, 0.25)
+    weights = write_weights(tmp_path / "weights")["vgg19"].parent
+    rows = []
+    for stage in ("warmup", "selftrain"):
+        overrides = stage_overrides("MiT-B5 + DAFormer", stage, "fp32", data, weights, 0.25)
+        overrides += ["model=segformer_b0", "model.head=daformer", "model.pretrained=null"]  # small, same code path
+        if stage == "selftrain":
+            pseudo = fake_pseudo_labels(overrides, tmp_path / "pl")
+            assert len(list(pseudo.glob("*.png"))) == 32  # every fake Cityscapes training image
+            overrides.append(f"stage.pseudo_labels={pseudo}")
+        row = isolated(measure_row, overrides, tmp_path / stage, 2, 1, stage)
+        assert row["steps_timed"] == 1 and row["s_per_step"] > 0 and row["peak_rss_gb"] > row["rss_before_gb"]
+        assert row["images_per_step"] == 3 and row["schedule_steps"] == 80000  # gta2cs: 1 + 2, 2 + 1 source images
+        assert row["estimate_gb"] > 0 and row["crop"] == [128, 224]  # 512×896 at scale 0.25
+        rows.append({"case": "MiT-B0", "stage": stage, "option": "fp32", **row})
+    text = table(rows)
+    assert text.count("\n") == 3 and "80000 steps" in text
