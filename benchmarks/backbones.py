@@ -129,13 +129,13 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--steps", type=int, default=3, help="training steps per row")
     parser.add_argument("--skip", type=int, default=1, help="steps not timed (kernel selection, allocator warm-up)")
-    parser.add_argument("--scale", type=float, default=1.0, help="image-size factor (the test runs 0.125)")
+    parser.add_argument("--scale", type=float, default=1.0, help="image-size factor (the slow test runs 0.25)")
     args = parser.parse_args()
 
     data = args.work / f"data-{args.scale}"
     write_all(data, args.scale)
     weights = write_weights(args.work / "weights")["vgg19"].parent
-    pseudo = args.work / "bench-pseudo-labels"
+    pseudo: dict[str, Path] = {}  # per experiment: the self-training rows of one experiment share its target images
     out = Path(__file__).parent / "results" / f"backbones-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(exist_ok=True)
     options = [o.strip() for o in args.options.split(",") if o.strip()] or None
@@ -146,7 +146,10 @@ def main() -> None:
             continue
         overrides = stage_overrides(case, stage, option, data, weights, args.scale)
         if stage == "selftrain":
-            overrides.append(f"stage.pseudo_labels={fake_pseudo_labels(overrides, pseudo / CASES[case][0])}")
+            experiment = CASES[case][0]
+            if experiment not in pseudo:
+                pseudo[experiment] = fake_pseudo_labels(overrides, args.work / "bench-pseudo-labels" / experiment)
+            overrides.append(f"stage.pseudo_labels={pseudo[experiment]}")
         row: dict[str, Any] = {"case": case, "stage": stage, "option": option, "steps": args.steps, "skip": args.skip}
         work = args.work / "backbones" / f"{case}-{stage}-{option}".replace(" ", "_").replace("/", "")
         try:

@@ -93,8 +93,8 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"memory-plan-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(exist_ok=True)
     rows = []
+    wanted = [s for s in args.stages.split(",") if s]
     for name in args.experiments.split(","):
-        wanted = [s for s in args.stages.split(",") if s]
         for stage in [s for s in EXPERIMENTS[name] if not wanted or s in wanted]:
             for label in args.options.split(","):
                 option = OPTIONS[label]

@@ -28,8 +28,8 @@ from omegaconf import OmegaConf
 from diga.utils.io import atomic_write_bytes
 
 
-def finished_jobs(sweeps: list[Path]) -> list[Path]:
-    """Every job directory of the sweeps, in sweep order then Hydra's job number."""
+def job_dirs(sweeps: list[Path]) -> list[Path]:
+    """Every job directory of the sweeps (finished or not), in sweep order then Hydra's job number."""
     jobs = []
     for sweep in sweeps:
         found = [p.parent.parent for p in sweep.glob("*/.hydra/config.yaml") if p.parent.parent.name.isdigit()]
@@ -37,11 +37,11 @@ def finished_jobs(sweeps: list[Path]) -> list[Path]:
     return jobs
 
 
-def collect(sweeps: Path | list[Path], val_set: str | None = None) -> dict[str, dict[str, Any]]:
+def collect(sweeps: list[Path], val_set: str | None = None) -> dict[str, dict[str, Any]]:
     """{row: {"seeds": {seed: mIoU}, "per_class": {seed: {class: IoU}}, "jobs": {seed: job dir}}}, in first-seen
     order."""
     rows: dict[str, dict[str, Any]] = {}
-    for job in finished_jobs([sweeps] if isinstance(sweeps, Path) else list(sweeps)):
+    for job in job_dirs(sweeps):
         cfg_path = job / ".hydra" / "config.yaml"
         cfg = OmegaConf.load(cfg_path)
         spec = cfg.get("ablation_row")
@@ -83,17 +83,23 @@ def pseudo_label_stats(job: Path, stage_row: str) -> dict[str, dict[str, float]]
         return {}
     with logs[0].open() as f:
         records = list(csvlib.DictReader(f))
+    columns = list(records[0]) if records else []
     out: dict[str, dict[str, float]] = {"kept": {}, "precision": {}}
     for kind in out:
         prefix = f"train/pl_{kind}/"
-        for key in records[0] if records else []:
-            vals = [float(r[key]) for r in records if key.startswith(prefix) and r.get(key) not in (None, "")]
-            if vals:
-                out[kind][key[len(prefix) :]] = sum(vals) / len(vals)
-    coverage = [float(r["train/pl_kept"]) for r in records if r.get("train/pl_kept") not in (None, "")]
-    if coverage:  # of all target pixels: also what a threshold applied when the pseudo-labels were written removed
-        out["kept"][LABELLED] = sum(coverage) / len(coverage)
+        for key in (k for k in columns if k.startswith(prefix)):
+            if (m := _column_mean(records, key)) is not None:
+                out[kind][key[len(prefix) :]] = m
+    # of all target pixels: also what a threshold applied when the pseudo-labels were written removed
+    if (coverage := _column_mean(records, "train/pl_kept")) is not None:
+        out["kept"][LABELLED] = coverage
     return out
+
+
+def _column_mean(records: list[dict[str, str]], key: str) -> float | None:
+    """Mean of a CSV log column over the rows that logged it (Lightning leaves the other rows' cells empty)."""
+    vals = [float(r[key]) for r in records if r.get(key) not in (None, "")]
+    return sum(vals) / len(vals) if vals else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
