@@ -161,10 +161,11 @@ def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     stats = [mean_std(list(r["seeds"].values())) for r in rows.values()]
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.42 * len(names)))
     y = list(range(len(names)))[::-1]
-    ax.barh(y, [m for m, _ in stats], xerr=[0 if math.isnan(s) else s for _, s in stats], color="#3b7dd8",
-            capsize=3)  # fmt: skip
-    for yi, (m, _) in zip(y, stats):
-        ax.text(m + 0.5, yi, f"{m:.1f}", va="center", fontsize=8)
+    spreads = [0.0 if math.isnan(s) else s for _, s in stats]
+    ax.barh(y, [m for m, _ in stats], xerr=spreads, color="#3b7dd8", capsize=3)
+    for yi, (m, _), s in zip(y, stats, spreads):  # the value right of the error bar, not on it
+        ax.text(m + s + 0.8, yi, f"{m:.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, max((m + s for (m, _), s in zip(stats, spreads)), default=0.0) * 1.12 or 1.0)
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlabel("target mIoU (%), mean ± std over seeds")
     ax.set_title(title)

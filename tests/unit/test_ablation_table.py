@@ -75,3 +75,17 @@ def test_pseudo_label_statistics_are_averaged_per_class_over_logged_steps(tmp_pa
     assert stats["kept"] == pytest.approx({"road": 0.6, "car": 0.2, LABELLED: 0.5})
     assert stats["precision"] == pytest.approx({"road": 0.8})  # car: no precision logged → absent, not 0
     assert pseudo_label_stats(job, "warm-up") == {} and pseudo_label_stats(job, "refinement 1") == {}
+
+
+def test_plot_labels_sit_right_of_the_error_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label drawn at the bar's end is hidden under its error bar: it goes right of mean + std."""
+    from matplotlib.axes import Axes
+
+    from diga.ablation import plot
+
+    placed: list[tuple[float, str]] = []
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, **kw: placed.append((x, s)))
+    rows = {"a": {"seeds": {0: 10.0, 1: 14.0, 2: 12.0}}, "b": {"seeds": {0: 20.0}}}  # std 2; one seed: no std
+    plot(rows, tmp_path / "ablation.png", "t")
+    assert [s for _, s in placed] == ["12.0", "20.0"]
+    assert placed[0][0] > 12.0 + 2.0 and placed[1][0] > 20.0
