@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fake_datasets import write_all, write_weights
-from benchmarks.isolate import MeasurementFailed, isolated
+from benchmarks.isolate import MeasurementFailed, MemoryCapReached, isolated, physical_memory_gb
 
 GB = 1024**3
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (experiment, overrides of its model)
@@ -78,10 +78,9 @@ def fake_pseudo_labels(overrides: list[str], folder: Path) -> Path:
     return folder
 
 
-def measure_row(overrides: list[str], work: Path, steps: int, skip: int, stage: str) -> dict[str, Any]:
-    """Median s/step of the real stage after `skip` steps, its estimate, and its schedule's length (in the row's
-    own process, so the peak memory that `isolated` adds is this step's)."""
-    from benchmarks.train_step import measure
+def describe_row(overrides: list[str], work: Path, stage: str) -> dict[str, Any]:
+    """What a row is, before it runs: diga's memory estimate, source images per step, schedule length, crop (in
+    its own process too, so a row stopped at the memory cap still shows its estimate)."""
     from diga.data.datamodule import images_per_step, scaled_size
     from diga.tasks.config import compose_config
     from diga.tasks.fit import build_module, estimate_stage_memory
@@ -90,9 +89,29 @@ def measure_row(overrides: list[str], work: Path, steps: int, skip: int, stage: 
     cfg = compose_config([*overrides, f"paths.output_dir={work / 'estimate'}"])
     est = estimate_stage_memory(cfg, build_module(cfg))
     images = images_per_step(to_plain(cfg.datamodule.source))  # source images per step (img/s counts these)
-    timed = measure(stage, overrides, work, steps, skip, images)
-    return {**timed, "images_per_step": images, "estimate_gb": est.total / GB, "schedule_steps": int(cfg.steps[stage]),
+    return {"images_per_step": images, "estimate_gb": est.total / GB, "schedule_steps": int(cfg.steps[stage]),
             "crop": list(scaled_size(cfg.datamodule.crop_size, float(cfg.datamodule.get("scale", 1.0))))}  # fmt: skip
+
+
+def measure_row(overrides: list[str], work: Path, steps: int, skip: int, stage: str, images: int) -> dict[str, Any]:
+    """Median s/step of the real stage after `skip` steps (in the row's own process, so the peak memory that
+    `isolated` adds is this step's)."""
+    from benchmarks.train_step import measure
+
+    return measure(stage, overrides, work, steps, skip, images)
+
+
+def run_row(overrides: list[str], work: Path, steps: int, skip: int, stage: str,
+            rss_cap_gb: float | None) -> dict[str, Any]:  # fmt: skip
+    """One table row: its description, then its measurement, or the reason it has none (`over_cap_gb` when it
+    passed the memory cap: its peak is at least that)."""
+    row = isolated(describe_row, overrides, work, stage)
+    try:
+        row.update(isolated(measure_row, overrides, work, steps, skip, stage, row["images_per_step"],
+                            rss_cap_gb=rss_cap_gb))  # fmt: skip
+    except MemoryCapReached as e:
+        row.update(over_cap_gb=e.reached_gb, cap_gb=rss_cap_gb)
+    return row
 
 
 def rows_to_run(cases: list[str], options: list[str] | None) -> list[tuple[str, str, str]]:
@@ -112,6 +131,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "failed" in r:
             lines.append(f"{head} failed: {r['failed'][-120:]} | | | | |")
             continue
+        if "over_cap_gb" in r:
+            lines.append(f"{head} – | – | over {r['cap_gb']:.1f} GB RSS (stopped at the cap) | "
+                         f"{r['estimate_gb']:.1f} GB | does not fit here |")  # fmt: skip
+            continue
         peak = r.get("peak_cuda_gb", r["peak_rss_gb"])
         where = "GPU" if "peak_cuda_gb" in r else "RSS"
         hours = r["s_per_step"] * r["schedule_steps"] / 3600
@@ -130,6 +153,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per row")
     parser.add_argument("--skip", type=int, default=1, help="steps not timed (kernel selection, allocator warm-up)")
     parser.add_argument("--scale", type=float, default=1.0, help="image-size factor (the slow test runs 0.25)")
+    parser.add_argument("--rss-cap-gb", type=float, default=round(0.9 * physical_memory_gb(), 1),
+                        help="stop a row whose resident memory passes this and report it as not fitting, before "
+                        "the OOM killer acts (default: 90%% of RAM; 0: no cap)")  # fmt: skip
     args = parser.parse_args()
 
     data = args.work / f"data-{args.scale}"
@@ -153,7 +179,7 @@ def main() -> None:
         row: dict[str, Any] = {"case": case, "stage": stage, "option": option, "steps": args.steps, "skip": args.skip}
         work = args.work / "backbones" / f"{case}-{stage}-{option}".replace(" ", "_").replace("/", "")
         try:
-            row.update(isolated(measure_row, overrides, work, args.steps, args.skip, stage))
+            row.update(run_row(overrides, work, args.steps, args.skip, stage, args.rss_cap_gb or None))
         except MeasurementFailed as e:  # e.g. killed for memory: report it and go on with the next row
             row["failed"] = str(e)[-500:]
         rows.append(row)

@@ -9,9 +9,8 @@ import pytest
 
 @pytest.mark.slow
 def test_one_warmup_and_one_selftraining_row_are_measured(tmp_path: Path) -> None:
-    from benchmarks.backbones import fake_pseudo_labels, measure_row, rows_to_run, stage_overrides, table
+    from benchmarks.backbones import fake_pseudo_labels, rows_to_run, run_row, stage_overrides, table
     from benchmarks.fake_datasets import write_all, write_weights
-    from benchmarks.isolate import isolated
 
     assert rows_to_run(["MiT-B5 + DAFormer"], None) == [("MiT-B5 + DAFormer", s, o) for s in ("warmup", "selftrain")
                                                         for o in ("fp32", "bf16")]  # fmt: skip
@@ -27,10 +26,13 @@ def test_one_warmup_and_one_selftraining_row_are_measured(tmp_path: Path) -> Non
             pseudo = fake_pseudo_labels(overrides, tmp_path / "pl")
             assert len(list(pseudo.glob("*.png"))) == 32  # every fake Cityscapes training image
             overrides.append(f"stage.pseudo_labels={pseudo}")
-        row = isolated(measure_row, overrides, tmp_path / stage, 2, 1, stage)
+        row = run_row(overrides, tmp_path / stage, 2, 1, stage, rss_cap_gb=None)
         assert row["steps_timed"] == 1 and row["s_per_step"] > 0 and row["peak_rss_gb"] > row["rss_before_gb"]
         assert row["images_per_step"] == 3 and row["schedule_steps"] == 80000  # gta2cs: 1 + 2, 2 + 1 source images
         assert row["estimate_gb"] > 0 and row["crop"] == [128, 224]  # 512×896 at scale 0.25
         rows.append({"case": "MiT-B0", "stage": stage, "option": "fp32", **row})
+    capped = run_row(overrides, tmp_path / "capped", 2, 1, "selftrain", rss_cap_gb=0.8)  # below what the step needs
+    assert capped["over_cap_gb"] > 0.8 and "s_per_step" not in capped and capped["estimate_gb"] > 0
+    rows.append({"case": "MiT-B0", "stage": "selftrain", "option": "capped", **capped})
     text = table(rows)
-    assert text.count("\n") == 3 and "80000 steps" in text
+    assert text.count("\n") == 4 and "80000 steps" in text and "over 0.8 GB RSS (stopped at the cap)" in text
