@@ -31,8 +31,8 @@ GB = 1024**3
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (experiment, overrides of its model)
     "MiT-B5 + DAFormer": ("gta2cs", ["model.pretrained=null"]),
     "HRNet-W48 + OCR": ("cs_semi", ["model.pretrained=null"]),
-    "DINOv2 ViT-B/14 + DAFormer": ("gta2cs", ["model=dinov2_vit_b"]),
-    "DINOv2 ViT-L/14 + DAFormer": ("gta2cs", ["model=dinov2_vit_l"]),
+    "DINOv2 ViT-B/14 + DAFormer": ("gta2cs", ["model=dinov2_vit_b", "model.pretrained=null"]),
+    "DINOv2 ViT-L/14 + DAFormer": ("gta2cs", ["model=dinov2_vit_l", "model.pretrained=null"]),
 }
 OPTIONS = {
     "fp32": [],

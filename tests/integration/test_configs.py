@@ -213,6 +213,26 @@ def test_semi_supervised_uses_the_authors_hrnet_ocr_recipe(tmp_path: Path) -> No
     )
 
 
+@pytest.mark.parametrize(("experiment", "model", "file"), [
+    ("gta2cs", None, "mit_b5.pth"), ("synthia2cs", "segformer_b2", "mit_b2.pth"),
+    ("gta_dg", None, "DeepLab_resnet_pretrained_init-f81d91e8.pth"),
+    ("gta2cs", "dinov2_vit_l", "dinov2_vitl14_pretrain.pth"), ("cs_semi", "dinov2_vit_b", "dinov2_vitb14_pretrain.pth"),
+    ("gta2cs", "hrnet48_ocr", "hrnetv2_w48_imagenet_pretrained.pth"),
+])  # fmt: skip
+def test_an_experiment_looks_for_the_weights_of_the_model_it_runs(tmp_path: Path, experiment: str, model: str | None,
+                                                                  file: str) -> None:  # fmt: skip
+    """`experiment=gta2cs model=dinov2_vit_l` must not load MiT-B5's file into a ViT."""
+    c = _compose(experiment, "source_only", tmp_path, *([f"model={model}"] if model else []))
+    assert c["model"]["pretrained"] == f"{c['paths']['pretrained_dir']}/{file}"
+
+
+def test_a_model_without_standard_weights_asks_for_a_file(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"'timm' has no standard pretrained-weights file; set model\.pretrained"):
+        _compose("gta2cs", "source_only", tmp_path, "model=convnext_daformer")
+    c = _compose("gta2cs", "source_only", tmp_path, "model=convnext_daformer", "model.pretrained=null")
+    assert c["model"]["pretrained"] is None
+
+
 def test_every_method_knob_is_set_in_one_place(tmp_path: Path) -> None:
     """EMA momentum, its ramp, λ_KD, β, the centroid momentum: each a key of `stage.module`, settable directly."""
     c = _compose("gta2cs", "selftrain", tmp_path, "stage.module.ema.decay=0.99", "stage.module.ema.ramp=none",

@@ -15,7 +15,7 @@ A head is `create_head(name, in_channels, num_classes, **kwargs)` and returns `(
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
@@ -24,6 +24,7 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 _HEADS: dict[str, Callable[..., nn.Module]] = {}
+_WEIGHTS_FILES: dict[str, str] = {}  # backbone name: the file name its publishers give its pretrained weights
 
 
 def _register(table: dict[str, Callable[..., nn.Module]], kind: str, name: str) -> Callable[[F], F]:
@@ -36,9 +37,26 @@ def _register(table: dict[str, Callable[..., nn.Module]], kind: str, name: str) 
     return wrap
 
 
-def register_backbone(name: str) -> Callable[[F], F]:
-    """Decorator: `@register_backbone("mit_b5")` on a function (or class) that builds the encoder."""
+def register_backbone(name: str, weights_file: str | None = None) -> Callable[[F], F]:
+    """Decorator: `@register_backbone("mit_b5", weights_file="mit_b5.pth")` on a function (or class) that builds
+    the encoder; `weights_file` is the published name of its pretrained weights (see `standard_weights_file`)."""
+    if weights_file is not None:
+        _WEIGHTS_FILES[name] = weights_file
     return _register(_BACKBONES, "backbone", name)
+
+
+def standard_weights_file(backbone: str | Mapping[str, Any]) -> str:
+    """The file name an experiment looks for in `paths.pretrained_dir` for this encoder's pretrained weights.
+
+    Experiments name the weights through the model (`${diga.weights_file:${model.backbone}}`), so that
+    `experiment=gta2cs model=dinov2_vit_l` looks for DINOv2's file, not the default model's."""
+    _ensure_builtin()
+    name = str(backbone.get("name")) if isinstance(backbone, Mapping) else str(backbone)
+    if name not in _WEIGHTS_FILES:
+        known = ", ".join(f"{k}: {v}" for k, v in sorted(_WEIGHTS_FILES.items()))
+        raise ValueError(f"backbone {name!r} has no standard pretrained-weights file; set model.pretrained=<a local "
+                         f"file> (or null for random initialisation). Standard files: {known}")  # fmt: skip
+    return _WEIGHTS_FILES[name]
 
 
 def register_head(name: str) -> Callable[[F], F]:

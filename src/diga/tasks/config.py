@@ -54,11 +54,19 @@ def keys(node: Any) -> list[str]:
     return [str(k) for k in (node or {})]
 
 
+def weights_file(backbone: Any) -> str:
+    """The published file name of the encoder's pretrained weights (the registry's), for `paths.pretrained_dir`."""
+    from diga.models.registry import standard_weights_file
+
+    return standard_weights_file(backbone)
+
+
 _RESOLVERS = {
     "diga.wandb_mode": wandb_mode,
     "diga.translator_needs_target": translator_needs_target,
     "diga.num_classes": num_classes,
     "diga.keys": keys,
+    "diga.weights_file": weights_file,
 }
 
 

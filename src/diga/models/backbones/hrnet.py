@@ -206,7 +206,7 @@ class HRNetBackbone(nn.Module):
         return [torch.cat(ups, dim=1)]
 
 
-@register_backbone("hrnet_w48")
+@register_backbone("hrnet_w48", weights_file="hrnetv2_w48_imagenet_pretrained.pth")
 def hrnet_w48(**kwargs: Any) -> HRNetBackbone:
     """HRNetV2-W48 (720-d at stride 4), DiGA's semi-supervised encoder."""
     return HRNetBackbone("hrnet_w48", **kwargs)

@@ -88,4 +88,4 @@ def _mit_builder(variant: str):
 
 
 for _variant in MIT_VARIANTS:
-    register_backbone(_variant)(_mit_builder(_variant))
+    register_backbone(_variant, weights_file=f"{_variant}.pth")(_mit_builder(_variant))  # NVlabs' names

@@ -78,5 +78,6 @@ def _resnet_builder(variant: str):
     return build
 
 
+DEEPLAB_INIT = {"resnet101": "DeepLab_resnet_pretrained_init-f81d91e8.pth"}  # the file the UDA literature starts from
 for _variant in RESNET_VARIANTS:
-    register_backbone(_variant)(_resnet_builder(_variant))
+    register_backbone(_variant, weights_file=DEEPLAB_INIT.get(_variant))(_resnet_builder(_variant))

@@ -307,49 +307,49 @@ def vit_checkpoint_to_timm(
         ) from e
 
 
-@register_backbone("dinov2_vit_s")
+@register_backbone("dinov2_vit_s", weights_file="dinov2_vits14_pretrain.pth")
 def dinov2_vit_s(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-S/14 (384-d, 12 blocks, 22 M parameters); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_s"], **kwargs)
 
 
-@register_backbone("dinov2_vit_b")
+@register_backbone("dinov2_vit_b", weights_file="dinov2_vitb14_pretrain.pth")
 def dinov2_vit_b(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-B/14 (768-d, 12 blocks, 86 M); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_b"], **kwargs)
 
 
-@register_backbone("dinov2_vit_l")
+@register_backbone("dinov2_vit_l", weights_file="dinov2_vitl14_pretrain.pth")
 def dinov2_vit_l(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-L/14 (1024-d, 24 blocks, 300 M); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_l"], **kwargs)
 
 
-@register_backbone("dinov2_vit_g")
+@register_backbone("dinov2_vit_g", weights_file="dinov2_vitg14_pretrain.pth")
 def dinov2_vit_g(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-g/14 (1536-d, 40 blocks, SwiGLU, 1.1 B); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_g"], **kwargs)
 
 
-@register_backbone("dinov2_vit_s_reg")
+@register_backbone("dinov2_vit_s_reg", weights_file="dinov2_vits14_reg4_pretrain.pth")
 def dinov2_vit_s_reg(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-S/14 with 4 registers (384-d, 12 blocks, 22 M parameters); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_s_reg"], **kwargs)
 
 
-@register_backbone("dinov2_vit_b_reg")
+@register_backbone("dinov2_vit_b_reg", weights_file="dinov2_vitb14_reg4_pretrain.pth")
 def dinov2_vit_b_reg(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-B/14 with 4 registers (768-d, 12 blocks, 86 M); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_b_reg"], **kwargs)
 
 
-@register_backbone("dinov2_vit_l_reg")
+@register_backbone("dinov2_vit_l_reg", weights_file="dinov2_vitl14_reg4_pretrain.pth")
 def dinov2_vit_l_reg(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-L/14 with 4 registers (1024-d, 24 blocks, 300 M); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_l_reg"], **kwargs)
 
 
-@register_backbone("dinov2_vit_g_reg")
+@register_backbone("dinov2_vit_g_reg", weights_file="dinov2_vitg14_reg4_pretrain.pth")
 def dinov2_vit_g_reg(**kwargs: Any) -> ViTBackbone:
     """DINOv2 ViT-g/14 with 4 registers (1536-d, 40 blocks, SwiGLU, 1.1 B); kwargs as `ViTBackbone`."""
     return ViTBackbone(DINOV2_MODELS["dinov2_vit_g_reg"], **kwargs)
