@@ -127,24 +127,40 @@ def rows_to_run(cases: list[str], options: list[str] | None) -> list[tuple[str, 
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: per network, stage and option — s/step, img/s, peak memory, estimate, projected hours."""
-    lines = ["| network | stage | option | s/step | img/s | peak memory | estimate | schedule at this speed |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    """Markdown: per network, stage, option and crop — s/step, img/s, peak memory next to diga's estimate and the
+    pre-flight warning's likely CPU peak, and the hours the experiment's schedule would take at this speed."""
+    from diga.utils.memory import PEAK_FACTOR, PEAK_OVERHEAD
+
+    lines = ["| network | stage | option | crop | s/step | img/s | peak memory | estimate | likely CPU peak | "
+             "schedule at this speed |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         head = f"| {r['case']} | {r['stage']} | {r['option']} |"
         if "failed" in r:
-            lines.append(f"{head} failed: {r['failed'][-120:]} | | | | |")
+            lines.append(f"{head} | failed: {r['failed'][-120:]} | | | | | |")
             continue
+        crop = "×".join(map(str, r["crop"]))
+        likely = f"{r['estimate_gb'] * PEAK_FACTOR + PEAK_OVERHEAD / GB:.1f} GB"
         if "over_cap_gb" in r:
-            lines.append(f"{head} – | – | over {r['cap_gb']:.1f} GB RSS (stopped at the cap) | "
-                         f"{r['estimate_gb']:.1f} GB | does not fit here |")  # fmt: skip
+            lines.append(f"{head} {crop} | – | – | over {r['cap_gb']:.1f} GB RSS (stopped at the cap) | "
+                         f"{r['estimate_gb']:.1f} GB | {likely} | does not fit here |")  # fmt: skip
             continue
         peak = r.get("peak_cuda_gb", r["peak_rss_gb"])
         where = "GPU" if "peak_cuda_gb" in r else "RSS"
         hours = r["s_per_step"] * r["schedule_steps"] / 3600
-        lines.append(f"{head} {r['s_per_step']:.2f} | {r['img_per_s']:.2f} | {peak:.1f} GB {where} | "
-                     f"{r['estimate_gb']:.1f} GB | {hours:,.0f} h ({r['schedule_steps']} steps) |")  # fmt: skip
+        schedule = f"{hours:,.0f} h ({r['schedule_steps']} steps)"
+        lines.append(f"{head} {crop} | {r['s_per_step']:.0f} | {r['img_per_s']:.4f} | {peak:.1f} GB {where} | "
+                     f"{r['estimate_gb']:.1f} GB | {likely} | {schedule} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def saved_rows(files: list[Path]) -> list[dict[str, Any]]:
+    """The rows of earlier sittings, in file order, with the image scale of each (rows that failed are left out:
+    their reason is in the file)."""
+    rows = []
+    for f in files:
+        data = json.loads(f.read_text())
+        rows += [{**r, "scale": data["scale"]} for r in data["rows"] if "failed" not in r]
+    return rows
 
 
 def main() -> None:
@@ -157,16 +173,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per row")
     parser.add_argument("--skip", type=int, default=1, help="steps not timed (kernel selection, allocator warm-up)")
     parser.add_argument("--scale", type=float, default=1.0, help="image-size factor (the slow test runs 0.25)")
+    parser.add_argument("--tabulate", nargs="+", type=Path, metavar="JSON",
+                        help="print the table of earlier sittings' result files and stop")  # fmt: skip
     parser.add_argument("--rss-cap-gb", type=float, default=round(0.9 * physical_memory_gb(), 1),
                         help="stop a row whose resident memory passes this and report it as not fitting, before "
                         "the OOM killer acts (default: 90%% of RAM; 0: no cap)")  # fmt: skip
     args = parser.parse_args()
+    if args.tabulate:
+        print(table(saved_rows(args.tabulate)))
+        return
 
     data = args.work / f"data-{args.scale}"
     write_all(data, args.scale)
     weights = write_weights(args.work / "weights")["vgg19"].parent
     pseudo: dict[str, Path] = {}  # per experiment: the self-training rows of one experiment share its target images
-    out = Path(__file__).parent / "results" / f"backbones-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
+    out = Path(__file__).parent / "results" / f"backbones-{platform.node()}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     options = [o.strip() for o in args.options.split(",") if o.strip()] or None
     stages = set(args.stages.split(","))

@@ -36,3 +36,21 @@ def test_one_warmup_and_one_selftraining_row_are_measured(tmp_path: Path) -> Non
     rows.append({"case": "MiT-B0", "stage": "selftrain", "option": "capped", **capped})
     text = table(rows)
     assert text.count("\n") == 4 and "80000 steps" in text and "over 0.8 GB RSS (stopped at the cap)" in text
+
+
+def test_earlier_sittings_are_tabulated_together(tmp_path: Path) -> None:
+    """`--tabulate`: measured and capped rows of several result files in one table; failed rows stay in their file."""
+    import json
+
+    from benchmarks.backbones import saved_rows, table
+
+    base = {"stage": "warmup", "estimate_gb": 10.0, "schedule_steps": 80000, "crop": [512, 896]}
+    measured = {**base, "case": "A", "option": "fp32", "s_per_step": 360.0, "img_per_s": 3 / 360, "peak_rss_gb": 15.0}
+    capped = {**base, "case": "B", "option": "fp32", "over_cap_gb": 21.2, "cap_gb": 21.1}
+    (tmp_path / "one.json").write_text(json.dumps({"scale": 1.0, "rows": [measured, {"case": "C", "failed": "x"}]}))
+    (tmp_path / "two.json").write_text(json.dumps({"scale": 0.5, "rows": [capped]}))
+    rows = saved_rows([tmp_path / "one.json", tmp_path / "two.json"])
+    assert [(r["case"], r["scale"]) for r in rows] == [("A", 1.0), ("B", 0.5)]
+    text = table(rows).splitlines()
+    assert len(text) == 4 and "| 360 | 0.0083 | 15.0 GB RSS | 10.0 GB | 15.0 GB | 8,000 h (80000 steps) |" in text[2]
+    assert "over 21.1 GB RSS (stopped at the cap)" in text[3] and "does not fit here" in text[3]
