@@ -202,7 +202,8 @@ def main() -> None:
                 pseudo[experiment] = fake_pseudo_labels(overrides, args.work / "bench-pseudo-labels" / experiment)
             overrides.append(f"stage.pseudo_labels={pseudo[experiment]}")
         row: dict[str, Any] = {"case": case, "stage": stage, "option": option, "steps": args.steps, "skip": args.skip}
-        work = args.work / "backbones" / f"{case}-{stage}-{option}".replace(" ", "_").replace("/", "")
+        # a folder per sitting: diga refuses to write a stage over an earlier run of it
+        work = args.work / "backbones" / out.stem / f"{case}-{stage}-{option}".replace(" ", "_").replace("/", "")
         try:
             row.update(run_row(overrides, work, args.steps, args.skip, stage, args.rss_cap_gb or None))
         except MeasurementFailed as e:  # e.g. killed for memory: report it and go on with the next row
