@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fake_datasets import write_all, write_weights
-from benchmarks.isolate import MeasurementFailed, MemoryCapReached, isolated, physical_memory_gb
+from benchmarks.isolate import MeasurementFailed, MemoryCapReached, isolated
 
 GB = 1024**3
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (experiment, overrides of its model)
@@ -106,15 +106,15 @@ def measure_row(overrides: list[str], work: Path, steps: int, skip: int, stage: 
 
 
 def run_row(overrides: list[str], work: Path, steps: int, skip: int, stage: str,
-            rss_cap_gb: float | None) -> dict[str, Any]:  # fmt: skip
-    """One table row: its description, then its measurement, or the reason it has none (`over_cap_gb` when it
-    passed the memory cap: its peak is at least that)."""
+            min_available_gb: float | None) -> dict[str, Any]:  # fmt: skip
+    """One table row: its description, then its measurement, or the reason it has none (`stopped_at_gb` when the
+    machine's available memory fell below `min_available_gb`: the row's peak is at least that)."""
     row = isolated(describe_row, overrides, work, stage)
     try:
         row.update(isolated(measure_row, overrides, work, steps, skip, stage, row["images_per_step"],
-                            rss_cap_gb=rss_cap_gb))  # fmt: skip
+                            min_available_gb=min_available_gb))  # fmt: skip
     except MemoryCapReached as e:
-        row.update(over_cap_gb=e.reached_gb, cap_gb=rss_cap_gb)
+        row["stopped_at_gb"] = e.reached_gb
     return row
 
 
@@ -140,8 +140,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         crop = "×".join(map(str, r["crop"]))
         likely = f"{r['estimate_gb'] * PEAK_FACTOR + PEAK_OVERHEAD / GB:.1f} GB"
-        if "over_cap_gb" in r:
-            lines.append(f"{head} {crop} | – | – | over {r['cap_gb']:.1f} GB RSS (stopped at the cap) | "
+        if "stopped_at_gb" in r:
+            lines.append(f"{head} {crop} | – | – | over {r['stopped_at_gb']:.1f} GB RSS (stopped: memory full) | "
                          f"{r['estimate_gb']:.1f} GB | {likely} | does not fit here |")  # fmt: skip
             continue
         peak = r.get("peak_cuda_gb", r["peak_rss_gb"])
@@ -175,9 +175,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="image-size factor (the slow test runs 0.25)")
     parser.add_argument("--tabulate", nargs="+", type=Path, metavar="JSON",
                         help="print the table of earlier sittings' result files and stop")  # fmt: skip
-    parser.add_argument("--rss-cap-gb", type=float, default=round(0.9 * physical_memory_gb(), 1),
-                        help="stop a row whose resident memory passes this and report it as not fitting, before "
-                        "the OOM killer acts (default: 90%% of RAM; 0: no cap)")  # fmt: skip
+    parser.add_argument("--min-available-gb", type=float, default=1.5,
+                        help="stop a row once the machine's available memory falls below this and report it as "
+                        "not fitting, before the OOM killer acts (0: no limit)")  # fmt: skip
     args = parser.parse_args()
     if args.tabulate:
         print(table(saved_rows(args.tabulate)))
@@ -205,7 +205,7 @@ def main() -> None:
         # a folder per sitting: diga refuses to write a stage over an earlier run of it
         work = args.work / "backbones" / out.stem / f"{case}-{stage}-{option}".replace(" ", "_").replace("/", "")
         try:
-            row.update(run_row(overrides, work, args.steps, args.skip, stage, args.rss_cap_gb or None))
+            row.update(run_row(overrides, work, args.steps, args.skip, stage, args.min_available_gb or None))
         except MeasurementFailed as e:  # e.g. killed for memory: report it and go on with the next row
             row["failed"] = str(e)[-500:]
         rows.append(row)

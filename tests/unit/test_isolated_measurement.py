@@ -24,9 +24,15 @@ def test_a_measurement_under_its_cap_returns_its_peak() -> None:
 
 
 def test_a_measurement_over_its_cap_is_stopped_and_says_how_far_it_got() -> None:
-    with pytest.raises(MemoryCapReached, match=r"over the 0\.5 GB cap") as caught:
+    with pytest.raises(MemoryCapReached, match=r"stopped at 0\.\d\d GB resident .*limits: 0\.5 GB resident") as caught:
         isolated(_hold, 2.0, rss_cap_gb=0.5)
     assert 0.5 < caught.value.reached_gb < 2.0  # stopped on the way up, not after the whole block
+
+
+def test_a_machine_short_of_memory_stops_the_measurement() -> None:
+    """The floor on available memory (which also sees data-loader workers): here above what the machine has."""
+    with pytest.raises(MemoryCapReached, match="GB left available"):
+        isolated(_hold, 0.25, min_available_gb=1e6)
 
 
 def test_any_other_failure_is_not_mistaken_for_the_cap() -> None:

@@ -65,8 +65,10 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 # A CPU process's resident peak over the estimate: libraries, data buffers, validation at full resolution and allocator
 # slack come on top of what autograd saves. Fitted to the 24 training steps of the full-size rehearsals, whose measured
 # peaks were 0.68–1.03 × (1.3 × estimate + 2 GiB); six later steps (benchmarks/memory_options.py: the translator and
-# the ResNet-101 DG warm-up per memory option) fell at 0.67–0.98 ×. The pre-flight warning compares this likely peak
-# with free memory.
+# the ResNet-101 DG warm-up per memory option) fell at 0.67–0.98 ×. Six real-crop steps of benchmarks/backbones.py
+# fell at 0.70–1.16 ×: above 1 for MiT-B5's warm-up (1.16) and HRNet-W48 + OCR (1.06–1.07), all three with
+# activation checkpointing; left as it is until more steps show whether checkpointed runs need their own rule. The
+# pre-flight warning compares this likely peak with free memory.
 PEAK_FACTOR, PEAK_OVERHEAD = 1.3, 2 * 1024**3
 
 
