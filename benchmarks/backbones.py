@@ -110,6 +110,8 @@ def run_row(overrides: list[str], work: Path, steps: int, skip: int, stage: str,
     """One table row: its description, then its measurement, or the reason it has none (`stopped_at_gb` when the
     machine's available memory fell below `min_available_gb`: the row's peak is at least that)."""
     row = isolated(describe_row, overrides, work, stage)
+    del row["peak_rss_gb"], row["rss_before_gb"]  # the describing process's, not the step's
+    row.pop("peak_cuda_gb", None)
     try:
         row.update(isolated(measure_row, overrides, work, steps, skip, stage, row["images_per_step"],
                             min_available_gb=min_available_gb))  # fmt: skip
