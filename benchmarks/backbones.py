@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.device import machine, machine_line
 from benchmarks.fake_datasets import write_all, write_weights
 from benchmarks.isolate import MeasurementFailed, MemoryCapReached, isolated
 
@@ -156,13 +157,21 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def saved_rows(files: list[Path]) -> list[dict[str, Any]]:
-    """The rows of earlier sittings, in file order, with the image scale of each (rows that failed are left out:
-    their reason is in the file)."""
+    """The rows of earlier sittings, in file order, with the image scale and machine of each (rows that failed are
+    left out: their reason is in the file)."""
     rows = []
     for f in files:
         data = json.loads(f.read_text())
-        rows += [{**r, "scale": data["scale"]} for r in data["rows"] if "failed" not in r]
+        context = {"scale": data["scale"], "machine": data.get("machine")}
+        rows += [{**r, **context} for r in data["rows"] if "failed" not in r]
     return rows
+
+
+def machines_caption(rows: list[dict[str, Any]]) -> str:
+    """Which machines the rows were measured on (files older than the `machine` field say "not recorded"): speeds
+    of different machines are not comparable, so a table that mixes them must say so."""
+    lines = {machine_line(r["machine"]) if r.get("machine") else "machine not recorded in the file" for r in rows}
+    return "\n".join(f"Measured on: {line}" for line in sorted(lines))
 
 
 def main() -> None:
@@ -182,7 +191,8 @@ def main() -> None:
                         "not fitting, before the OOM killer acts (0: no limit)")  # fmt: skip
     args = parser.parse_args()
     if args.tabulate:
-        print(table(saved_rows(args.tabulate)))
+        rows = saved_rows(args.tabulate)
+        print(f"{machines_caption(rows)}\n\n{table(rows)}")
         return
 
     data = args.work / f"data-{args.scale}"
@@ -194,6 +204,8 @@ def main() -> None:
     options = [o.strip() for o in args.options.split(",") if o.strip()] or None
     stages = set(args.stages.split(","))
     rows: list[dict[str, Any]] = []
+    host = machine()
+    print(f"Measuring on: {machine_line(host)}", flush=True)
     for case, stage, option in rows_to_run(args.cases.split(","), options):
         if stage not in stages:
             continue
@@ -212,7 +224,8 @@ def main() -> None:
             row["failed"] = str(e)[-500:]
         rows.append(row)
         print(json.dumps(row), flush=True)
-        out.write_text(json.dumps({"cpu_count": os.cpu_count(), "scale": args.scale, "rows": rows}, indent=1))
+        out.write_text(json.dumps({"cpu_count": os.cpu_count(), "machine": host, "scale": args.scale, "rows": rows},
+                                  indent=1))  # fmt: skip
     print(table(rows))
     print(f"wrote {out}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -13,3 +15,23 @@ def sync() -> None:
     """Wait for queued CUDA work, so a clock read after it measures the work (no-op on CPU)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def machine() -> dict:
+    """What a result was measured on: CPU model, its vector extensions and the ISA ATen dispatches to, the GPUs.
+
+    Two 2-core machines of the same size can differ by 3× in fp32 speed and in whether bf16 has hardware support
+    (AVX2 against AVX-512 with AMX), so every result file carries this beside its figures."""
+    from diga.utils.environment import cpu_isa_flags, cpu_model
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]  # 0 without CUDA
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_isa_flags": cpu_isa_flags(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "gpus": gpus,
+            "torch": torch.__version__}  # fmt: skip
+
+
+def machine_line(m: dict) -> str:
+    """One line for a table's caption, e.g. `Intel(R) Xeon(R) Processor × 2, ATen AVX512, amx_bf16 avx512_bf16`."""
+    bf16 = [f for f in m.get("cpu_isa_flags", []) if "bf16" in f] or ["no bf16 instructions"]
+    gpus = f", GPU {', '.join(m['gpus'])}" if m.get("gpus") else ""
+    return f"{m['cpu']} × {m['cpu_count']}, ATen {m['cpu_capability']}, {' '.join(bf16)}{gpus}"

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.device import machine
 from benchmarks.fake_datasets import write_all, write_weights
 from benchmarks.isolate import MeasurementFailed, isolated
 
@@ -114,7 +115,9 @@ def main() -> None:
                     row["failed"] = str(e)[-500:]
             results.append(row)
             print(json.dumps(row), flush=True)
-            out.write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=1))  # after each row
+            out.write_text(
+                json.dumps({"cpu_count": os.cpu_count(), "machine": machine(), "results": results}, indent=1)
+            )  # after each row
     print(f"wrote {out}")
 
 

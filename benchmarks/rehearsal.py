@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.device import machine
 from benchmarks.fake_datasets import write_all, write_weights
 
 BASELINES = ("gta2cs_daformer", "gta2cs_mic", "synthia2cs_daformer", "synthia2cs_mic")  # one adaptation stage each
@@ -174,7 +175,7 @@ def main() -> None:
         print(report(res), flush=True)
         # after every experiment: a rehearsal of hours that is stopped keeps what it measured
         out.write_text(json.dumps({"scale": args.scale, "steps": args.steps, "cpu_count": os.cpu_count(),
-                                   "results": results}, indent=1))  # fmt: skip
+                                   "machine": machine(), "results": results}, indent=1))  # fmt: skip
     print(f"wrote {out}")
     if any(r.get("error") for r in results):
         raise SystemExit(1)

@@ -55,3 +55,24 @@ def test_earlier_sittings_are_tabulated_together(tmp_path: Path) -> None:
     text = table(rows).splitlines()
     assert len(text) == 4 and "| 360 | 0.0083 | 15.0 GB RSS | 10.0 GB | 15.0 GB | 8,000 h (80000 steps) |" in text[2]
     assert "over 21.2 GB RSS (stopped: memory full)" in text[3] and "does not fit here" in text[3]
+
+
+def test_a_table_says_which_machines_its_rows_come_from(tmp_path: Path) -> None:
+    """Speeds of two machines must not be read as one: the caption names each machine, and files from before the
+    `machine` field say that it is not recorded."""
+    import json
+
+    from benchmarks.backbones import machines_caption, saved_rows
+    from benchmarks.device import machine
+
+    row = {"case": "A", "stage": "warmup", "option": "fp32", "estimate_gb": 1.0, "schedule_steps": 1, "crop": [8, 8],
+           "s_per_step": 1.0, "img_per_s": 1.0, "peak_rss_gb": 1.0}  # fmt: skip
+    amx = {"cpu": "Xeon", "cpu_count": 2, "cpu_isa_flags": ["avx2", "avx512_bf16", "amx_bf16"],
+           "cpu_capability": "AVX512", "gpus": [], "torch": "2"}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps({"scale": 1.0, "rows": [row]}))
+    (tmp_path / "new.json").write_text(json.dumps({"scale": 1.0, "machine": amx, "rows": [row, row]}))
+    caption = machines_caption(saved_rows([tmp_path / "old.json", tmp_path / "new.json"])).splitlines()
+    assert caption == ["Measured on: Xeon × 2, ATen AVX512, avx512_bf16 amx_bf16",
+                       "Measured on: machine not recorded in the file"]  # fmt: skip
+    here = machine()
+    assert here["cpu_count"] >= 1 and here["cpu_capability"] and isinstance(here["cpu_isa_flags"], list)
