@@ -167,6 +167,16 @@ def saved_rows(files: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def in_reading_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows by network, stage, option and image scale (sittings run rows in whatever order the machine allowed)."""
+
+    def key(r: dict[str, Any]) -> tuple:
+        rank = {name: i for i, name in enumerate([*CASES, *STAGES, *OPTIONS])}
+        return rank.get(r["case"], 99), rank.get(r["stage"], 99), rank.get(r["option"], 99), r.get("scale", 1.0)
+
+    return sorted(rows, key=key)
+
+
 def machines_caption(rows: list[dict[str, Any]]) -> str:
     """Which machines the rows were measured on (files older than the `machine` field say "not recorded"): speeds
     of different machines are not comparable, so a table that mixes them must say so."""
@@ -191,7 +201,7 @@ def main() -> None:
                         "not fitting, before the OOM killer acts (0: no limit)")  # fmt: skip
     args = parser.parse_args()
     if args.tabulate:
-        rows = saved_rows(args.tabulate)
+        rows = in_reading_order(saved_rows(args.tabulate))
         print(f"{machines_caption(rows)}\n\n{table(rows)}")
         return
 

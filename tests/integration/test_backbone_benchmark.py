@@ -43,7 +43,7 @@ def test_earlier_sittings_are_tabulated_together(tmp_path: Path) -> None:
     """`--tabulate`: measured and capped rows of several result files in one table; failed rows stay in their file."""
     import json
 
-    from benchmarks.backbones import saved_rows, table
+    from benchmarks.backbones import in_reading_order, saved_rows, table
 
     base = {"stage": "warmup", "estimate_gb": 10.0, "schedule_steps": 80000, "crop": [512, 896]}
     measured = {**base, "case": "A", "option": "fp32", "s_per_step": 360.0, "img_per_s": 3 / 360, "peak_rss_gb": 15.0}
@@ -55,6 +55,14 @@ def test_earlier_sittings_are_tabulated_together(tmp_path: Path) -> None:
     text = table(rows).splitlines()
     assert len(text) == 4 and "| 360 | 0.0083 | 15.0 GB RSS | 10.0 GB | 15.0 GB | 8,000 h (80000 steps) |" in text[2]
     assert "over 21.2 GB RSS (stopped: memory full)" in text[3] and "does not fit here" in text[3]
+    late = [{"case": "HRNet-W48 + OCR", "stage": "warmup", "option": "bf16", "scale": 1.0},
+            {"case": "MiT-B5 + DAFormer", "stage": "selftrain", "option": "fp32", "scale": 1.0},
+            {"case": "MiT-B5 + DAFormer", "stage": "warmup", "option": "bf16", "scale": 1.0},
+            {"case": "MiT-B5 + DAFormer", "stage": "warmup", "option": "fp32", "scale": 1.0},
+            {"case": "MiT-B5 + DAFormer", "stage": "warmup", "option": "fp32", "scale": 0.5}]  # fmt: skip
+    ordered = [(r["case"][:3], r["stage"], r["option"], r["scale"]) for r in in_reading_order(late)]
+    assert ordered == [("MiT", "warmup", "fp32", 0.5), ("MiT", "warmup", "fp32", 1.0), ("MiT", "warmup", "bf16", 1.0),
+                       ("MiT", "selftrain", "fp32", 1.0), ("HRN", "warmup", "bf16", 1.0)]  # fmt: skip
 
 
 def test_a_table_says_which_machines_its_rows_come_from(tmp_path: Path) -> None:
