@@ -25,3 +25,7 @@ row "HRNet-W48 + OCR" selftrain "bf16 + checkpointing"
 row "DINOv2 ViT-B/14 + DAFormer" warmup "fp32 + checkpointing"
 row "MiT-B5 + DAFormer" warmup "fp32 + checkpointing"
 row "HRNet-W48 + OCR" warmup "fp32 + checkpointing"
+# bf16 without checkpointing, for the networks whose estimate fits this machine: what checkpointing costs and saves
+row "MiT-B5 + DAFormer" warmup "bf16"
+row "HRNet-W48 + OCR" warmup "bf16"
+row "DINOv2 ViT-B/14 + DAFormer" warmup "bf16"

@@ -66,7 +66,7 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 # slack come on top of what autograd saves. Fitted to the 24 training steps of the full-size rehearsals, whose measured
 # peaks were 0.68–1.03 × (1.3 × estimate + 2 GiB); six later steps (benchmarks/memory_options.py: the translator and
 # the ResNet-101 DG warm-up per memory option) fell at 0.67–0.98 ×. Six real-crop steps of benchmarks/backbones.py
-# fell at 0.70–1.16 × on an AVX2 CPU, and 15 more (every network and stage, fp32 and bf16, all checkpointed) at
+# fell at 0.70–1.16 × on an AVX2 CPU, and 18 more (every network and stage, fp32 and bf16, 15 checkpointed) at
 # 0.72–1.07 × on an AMX CPU. Above 1 are MiT-B5's fp32 warm-up (1.03; 1.16 for a second step) and HRNet-W48 + OCR in
 # fp32 (1.06–1.07), while every checkpointed ViT step is at or below 0.93 ×: the over-run follows the network, not
 # checkpointing, and is a few percent, so the rule stays one rule. The pre-flight warning compares this likely peak
