@@ -170,9 +170,13 @@ def saved_rows(files: list[Path]) -> list[dict[str, Any]]:
 def in_reading_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows by network, stage, option and image scale (sittings run rows in whatever order the machine allowed)."""
 
+    cases, stages, options = list(CASES), list(STAGES), list(OPTIONS)
+
+    def rank(names: list[str], name: str) -> int:
+        return names.index(name) if name in names else len(names)  # unknown names last
+
     def key(r: dict[str, Any]) -> tuple:
-        rank = {name: i for i, name in enumerate([*CASES, *STAGES, *OPTIONS])}
-        return rank.get(r["case"], 99), rank.get(r["stage"], 99), rank.get(r["option"], 99), r.get("scale", 1.0)
+        return rank(cases, r["case"]), rank(stages, r["stage"]), rank(options, r["option"]), r.get("scale", 1.0)
 
     return sorted(rows, key=key)
 

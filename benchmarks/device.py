@@ -22,12 +22,11 @@ def machine() -> dict:
 
     Two 2-core machines of the same size can differ by 3× in fp32 speed and in whether bf16 has hardware support
     (AVX2 against AVX-512 with AMX), so every result file carries this beside its figures."""
-    from diga.utils.environment import cpu_isa_flags, cpu_model
+    from diga.utils.environment import cpu_isa_flags, cpu_model, torch_build
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]  # 0 without CUDA
+    build = torch_build()  # what every run's environment record says of torch and the GPUs
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_isa_flags": cpu_isa_flags(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "gpus": gpus,
-            "torch": torch.__version__}  # fmt: skip
+            "cpu_capability": build["cpu_capability"], "gpus": build["gpus"], "torch": build["torch"]}  # fmt: skip
 
 
 def machine_line(m: dict) -> str:

@@ -94,7 +94,7 @@ def main() -> None:
     weights = write_weights(args.work / "weights")
     out = Path(__file__).parent / "results" / f"memory-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(exist_ok=True)
-    results = []
+    results, host = [], machine()  # the machine once: it does not change between rows
     for stage in args.stages.split(","):
         for name, extra in OPTIONS[stage].items():
             if wanted and name not in wanted:
@@ -116,7 +116,7 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row), flush=True)
             out.write_text(
-                json.dumps({"cpu_count": os.cpu_count(), "machine": machine(), "results": results}, indent=1)
+                json.dumps({"cpu_count": os.cpu_count(), "machine": host, "results": results}, indent=1)
             )  # after each row
     print(f"wrote {out}")
 

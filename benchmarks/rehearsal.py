@@ -163,7 +163,7 @@ def main() -> None:
     write_all(data, args.scale)
     weights = write_weights(args.work / "weights")
     print(f"fake datasets and weights ready in {time.perf_counter() - t:.0f} s under {args.work}", flush=True)
-    results = []
+    results, host = [], machine()  # the machine once: it does not change between experiments
     out = Path(__file__).parent / "results" / f"rehearsal-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(exist_ok=True)
     for name in args.experiments.split(","):
@@ -175,7 +175,7 @@ def main() -> None:
         print(report(res), flush=True)
         # after every experiment: a rehearsal of hours that is stopped keeps what it measured
         out.write_text(json.dumps({"scale": args.scale, "steps": args.steps, "cpu_count": os.cpu_count(),
-                                   "machine": machine(), "results": results}, indent=1))  # fmt: skip
+                                   "machine": host, "results": results}, indent=1))  # fmt: skip
     print(f"wrote {out}")
     if any(r.get("error") for r in results):
         raise SystemExit(1)
