@@ -55,3 +55,23 @@ def trained_toy_run(tmp_path_factory: pytest.TempPathFactory, toy_root: Path) ->
     run_task(compose_cfg([*tiny_toy_overrides(root, toy_root.parent), "stage=source_only"]))
     GlobalHydra.instance().clear()
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def selftrain_inputs(tmp_path_factory: pytest.TempPathFactory, toy_root: Path) -> tuple[Path, Path]:
+    """Fixed, arbitrary pseudo-labels for the tiny toy target images and initial centroids: what `stage=selftrain`
+    reads, without running the stages that make them. (pseudo-label folder, centroids.pt)"""
+    import numpy as np
+
+    from diga.centroids import save_centroids
+    from diga.data.datasets import ToyDataset
+    from diga.data.io import save_label_png
+
+    root = tmp_path_factory.mktemp("selftrain_inputs")
+    ds = ToyDataset(toy_root, domain="target", split="train", spec=fakes.TINY_TOY, with_labels=False)
+    rng = np.random.default_rng(0)
+    for s in ds.samples:
+        save_label_png(root / "pl" / f"{s.name}.png", rng.integers(0, 7, (32, 64)).astype(np.uint8))
+    save_centroids(root / "centroids.pt", torch.randn(7, 256, generator=torch.Generator().manual_seed(0)),
+                   torch.ones(7), "toy")  # fmt: skip
+    return root / "pl", root / "centroids.pt"

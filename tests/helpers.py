@@ -64,3 +64,24 @@ def run_if(min_cuda_gpus: int = 0):
     if min_cuda_gpus and torch.cuda.device_count() < min_cuda_gpus:
         reasons.append(f"needs {min_cuda_gpus} CUDA GPU(s), found {torch.cuda.device_count()}")
     return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))
+
+
+MIC_TINY = "stage.module.masked_consistency={weight:1.0,mask_ratio:0.7,block_size:8}"
+TRAINING_STAGES = ("source_only", "translator", "warmup", "selftrain", "daformer")
+
+
+def training_stage_overrides(stage: str, selftrain_inputs: tuple[Path, Path] | None = None) -> list[str]:
+    """Every training stage at tiny size with what it reads: the warm-up and self-training with the Fourier
+    translator (no translator run needed), self-training from fixed pseudo-labels and centroids
+    (`selftrain_inputs` fixture), DAFormer with MIC and the feature distance (every optional loss on)."""
+    if stage == "selftrain":
+        if selftrain_inputs is None:
+            raise ValueError("stage=selftrain needs the selftrain_inputs fixture")
+        pl_dir, centroids = selftrain_inputs
+        return ["stage=selftrain", "stage.module.translator.kind=fourier", f"stage.pseudo_labels={pl_dir}",
+                f"stage.centroids={centroids}", "stage.init_from=null"]  # fmt: skip
+    extra = {
+        "warmup": ["stage.module.translator.kind=fourier"],
+        "daformer": [MIC_TINY, "stage.module.feature_distance.weight=0.005"],
+    }
+    return [f"stage={stage}", *extra.get(stage, [])]

@@ -15,7 +15,13 @@ from diga.data.datasets import ToyDataset
 from diga.data.io import save_label_png
 from diga.tasks.fit import build_module
 from tests import fakes
-from tests.helpers import TINY_PSEUDO_LABELS, compose_cfg, tiny_pipeline_overrides, tiny_toy_overrides
+from tests.helpers import (
+    TINY_PSEUDO_LABELS,
+    compose_cfg,
+    tiny_pipeline_overrides,
+    tiny_toy_overrides,
+    training_stage_overrides,
+)
 
 
 class DumpCentroids(pl.Callback):
@@ -40,7 +46,8 @@ class DumpMetrics(pl.Callback):
         self.out = out
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        torch.save(pl_module.last_val_results, Path(self.out) / f"val_rank{trainer.global_rank}.pt")
+        torch.save({"results": pl_module.last_val_results, "confmats": pl_module.last_val_confmats},
+                   Path(self.out) / f"val_rank{trainer.global_rank}.pt")  # fmt: skip
 
 
 @pytest.mark.ddp
@@ -79,9 +86,10 @@ def test_selftrain_centroids_identical_across_ranks(tmp_path: Path, toy_root: Pa
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_validation_equals_single_process(tmp_path: Path, toy_root: Path) -> None:
-    """The confusion matrix is summed over ranks: 2-process validation gives the single-process numbers."""
+    """The confusion matrix is summed over ranks: 2-process validation of an odd-sized set (3 images) gives the
+    single-process confusion matrix exactly — no image is repeated to even out the ranks."""
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only",
-                       "datamodule.val_batch_size=1"])  # fmt: skip
+                       "datamodule.val_batch_size=1", "+datamodule.val.toy_target.limit=3"])  # fmt: skip
     results = {}
     for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
         module = build_module(cfg)
@@ -97,9 +105,56 @@ def test_ddp_validation_equals_single_process(tmp_path: Path, toy_root: Path) ->
                              callbacks=[DumpMetrics(str(tmp_path))])  # fmt: skip
         trainer.validate(module, datamodule=dm, verbose=False)
         results[devices] = torch.load(tmp_path / "val_rank0.pt", weights_only=False)
-    single, ddp = results[1]["toy_target"], results[2]["toy_target"]
-    assert ddp["mIoU"] == pytest.approx(single["mIoU"], abs=1e-6)
-    assert ddp["aAcc"] == pytest.approx(single["aAcc"], abs=1e-6)
+    single, ddp = results[1]["confmats"]["toy_target"], results[2]["confmats"]["toy_target"]
+    assert 0 < single.sum() <= 3 * 32 * 64  # the labelled pixels of the 3 images
+    assert torch.equal(ddp, single), f"{int(ddp.sum())} pixels scored by 2 processes, {int(single.sum())} by one"
+    assert results[2]["results"]["toy_target"]["mIoU"] == pytest.approx(results[1]["results"]["toy_target"]["mIoU"])
+
+
+def _counting_allreduce(state, bucket):  # no annotations: DDP checks a hook's annotations at run time
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    state.rounds += int(bucket.is_last())  # one round of bucket all-reduces per synchronised backward pass
+    return allreduce_hook(None, bucket)
+
+
+class CountGradientSyncs(pl.Callback):
+    """Counts the backward passes whose gradients DDP all-reduces (a comm hook on the DDP model)."""
+
+    def __init__(self, out: str) -> None:
+        self.out, self.rounds = out, 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.strategy.model.register_comm_hook(state=self, hook=_counting_allreduce)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        weights = {k: v.cpu() for k, v in pl_module.model.state_dict().items() if "running_" not in k}
+        torch.save({"rounds": self.rounds, "steps": trainer.global_step, "weights": weights},
+                   Path(self.out) / f"syncs_rank{trainer.global_rank}.pt")  # fmt: skip
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_one_gradient_all_reduce_per_step_with_sequential_passes_and_micro_batches(tmp_path: Path,
+                                                                                 toy_root: Path) -> None:  # fmt: skip
+    """DAFormer + MIC + FD back-propagates three passes per micro-batch, two micro-batches: six backward passes per
+    step, of which only the last all-reduces (DDP's no_sync on the others) — and the ranks still end with the same
+    weights, so the accumulated gradients were synchronised."""
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=2), *training_stage_overrides("daformer"),
+                       "stage.module.micro_batches=2", "model.drop_path_rate=0", "model.dropout=0"])  # fmt: skip
+    module = build_module(cfg)
+    assert module.loss_phase_count() == 3
+    dm = instantiate(cfg.datamodule, _recursive_=False)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, callbacks=[CountGradientSyncs(str(tmp_path))])  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    ranks = [torch.load(tmp_path / f"syncs_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for r in ranks:
+        assert r["steps"] == 2 and r["rounds"] == 2, r["rounds"]  # 12 backward passes, 2 all-reduces
+    for k, v in ranks[0]["weights"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, ranks[1]["weights"][k], rtol=0, atol=0, msg=k)
 
 
 @pytest.mark.ddp

@@ -6,9 +6,16 @@ space="rgb01" (default, correct): `x` is RGB in [0, 1]; the colour ops see what 
 space="reference": reproduces the reference exactly — the ops run on the Caffe-normalised BGR tensor
   `(BGR·255 − mean)/128` as if it were RGB in [0, 1] (clamping, HSV on BGR), followed by `N(z) = 2z − 1`; the
   result is mapped back to RGB [0, 1] for the network. Use only to reproduce published numbers.
+
+The random parameters are drawn on the host, from the step-seeded CPU generator, whatever device the images are
+on: kornia decides which ops fire and in which order with Python `if`s on its parameters, and with the parameters on
+a GPU each of those would make the host wait for the device (about a dozen times per call). Drawn on the host they
+cost nothing, and a GPU run draws the same augmentations as a CPU run.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import kornia.augmentation as K
 import torch
@@ -36,6 +43,13 @@ class PhotometricAugment(nn.Module):
             ops.append(K.RandomSharpness(0.5, p=sharpness_p))
         self.ops = nn.Sequential(*ops)
         self.register_buffer("_mean", torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1) / 255.0, persistent=False)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> PhotometricAugment:
+        """Moving the module (`.to(device)`) moves kornia's parameter sampling with it; keep that on the host."""
+        out = super()._apply(fn, *args, **kwargs)
+        for op in self.ops:
+            op.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+        return out
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, beta: float | None = None) -> torch.Tensor:

@@ -4,6 +4,10 @@
   say c (e.g. pseudo-label and prediction), if at least `min_pixels` pixels agree.
 * `sequential_ema`: the reference's sequence of updates μ_c ← (1−m)·μ_c + m·v, applied in order, in closed form.
 * `nearest_centroid_*`: softmax over negative Euclidean distances to the centroids, up-sampled, argmax.
+
+All of them run in float32 with autocast off (`float32_math`), whatever precision the training step uses: per-class
+sums over many pixels overflow fp16, and the distance expansion ‖f‖² + ‖μ‖² − 2 f·μ cancels to noise in bf16.
+None of them waits for the device (no `.item()`, no boolean indexing): they run inside every self-training step.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from diga.pseudo_labels.selection import downsample_labels
+from diga.utils.precision import float32_math
 
 
+@float32_math
 def class_mean_vectors(feat: torch.Tensor, labels: torch.Tensor, num_classes: int, pred: torch.Tensor | None = None,
                        min_pixels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per-image class means.
@@ -65,31 +71,40 @@ def ordered_class_vectors(
     return classes, vectors, ok
 
 
+@float32_math
 def sequential_ema(
-    centroids: torch.Tensor, classes: torch.Tensor, vectors: torch.Tensor, momentum: float
+    centroids: torch.Tensor,
+    classes: torch.Tensor,
+    vectors: torch.Tensor,
+    momentum: float,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply μ_{c_j} ← (1−m)·μ_{c_j} + m·v_j for j = 1..n *in order*, vectorised.
 
     For class c with k updates: μ_c ← (1−m)^k μ_c + m Σ_j (1−m)^{k−j} v_j, where k−j counts the later updates
-    of the same class. Returns the new C×D tensor (the input is not modified).
+    of the same class. Rows j with `valid[j]` false are not updates (a mask instead of `classes[valid]`, which would
+    wait for the device to count them). Returns the new C×D tensor (the input is not modified).
     """
     if classes.numel() == 0:
         return centroids.clone()
     num_classes = centroids.shape[0]
     onehot = F.one_hot(classes.long(), num_classes).to(centroids.dtype)  # n×C
+    if valid is not None:
+        onehot = onehot * valid.to(centroids.dtype).unsqueeze(1)
     later = onehot.flip(0).cumsum(0).flip(0) - onehot  # later updates of the same class, per row
     later_j = (later * onehot).sum(1)  # n
-    decay = (1 - momentum) ** later_j
+    weight = momentum * (1 - momentum) ** later_j * onehot.sum(1)  # 0 for rows that are not updates
     k = onehot.sum(0)  # C
-    added = torch.zeros_like(centroids).index_add_(0, classes.long(), vectors * (momentum * decay).unsqueeze(1))
+    added = torch.zeros_like(centroids).index_add_(0, classes.long(), vectors * weight.unsqueeze(1))
     return centroids * ((1 - momentum) ** k).unsqueeze(1) + added
 
 
+@float32_math
 def nearest_centroid_probs(feat: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """B×C×h×w softmax over classes of −‖f − μ_c‖₂ (REF `feat_centroid_distance` + softmax)."""
     b, d, h, w = feat.shape
-    f = feat.float().reshape(b, d, h * w)
-    mu = centroids.float()
+    f = feat.reshape(b, d, h * w)
+    mu = centroids
     # ‖f − μ‖² = ‖f‖² + ‖μ‖² − 2 f·μ: one matmul, no B×P×D transpose copy
     # (C×D)·(B×D×P) as a broadcast matmul: 2× faster than the equivalent einsum on CPU (measured, benchmarks/)
     sq = (f * f).sum(1, keepdim=True) + (mu * mu).sum(1)[None, :, None] - 2 * torch.matmul(mu, f)
@@ -97,6 +112,7 @@ def nearest_centroid_probs(feat: torch.Tensor, centroids: torch.Tensor) -> torch
     return F.softmax(-dist, dim=1).reshape(b, -1, h, w)
 
 
+@float32_math
 def nearest_centroid_labels(feat: torch.Tensor, centroids: torch.Tensor, out_size: Sequence[int],
                             align_corners: bool = True) -> torch.Tensor:  # fmt: skip
     """REF order: up-sample the soft centroid weights (bilinear) to `out_size`, then argmax."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diga.data.datasets.base import SegmentationDataset
-from diga.data.samplers import StepSampler
+from diga.data.samplers import ShardSampler, StepSampler
 from diga.data.transforms import ClassContentRetry, eval_transform, seed_transform, train_transform, worker_init_fn
 
 DOMAINS = ("source", "target")
@@ -77,7 +77,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         target_pseudo_label_dir: str | None = None,
         num_workers: int = 2,
         val_batch_size: int = 1,
-        pin_memory: bool = False,
+        pin_memory: bool | Literal["auto"] = "auto",
         persistent_workers: bool = False,
         seed: int = 0,
         step_sampler: bool = True,
@@ -214,23 +214,34 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         return list(self.val_cfg)
 
     # --- loaders ------------------------------------------------------------------------------------
+    def pins_memory(self) -> bool:
+        """`pin_memory=auto`: page-locked batches (asynchronous host→device copies) when training on CUDA."""
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and type(trainer.accelerator).__name__ == "CUDAAccelerator"
+
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, drop_last: bool,
-                sampler: Sampler | None = None) -> DataLoader:  # fmt: skip
+                sampler: Sampler | None = None, workers: int | None = None) -> DataLoader:  # fmt: skip
+        workers = self.num_workers if workers is None else workers
         return DataLoader(
             ds,
             batch_size=batch_size,
             shuffle=shuffle if sampler is None else False,
             sampler=sampler,
             drop_last=drop_last,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            worker_init_fn=worker_init_fn if self.num_workers > 0 else None,
+            num_workers=workers,
+            pin_memory=self.pins_memory(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=worker_init_fn if workers > 0 else None,
             collate_fn=collate,
         )
 
     def train_dataloader(self) -> CombinedLoader:
+        """All training streams, iterated together; `num_workers` loader processes per process (GPU) in all, shared
+        by the streams in proportion to their batch sizes."""
         loaders = {}
+        workers = split_workers(self.num_workers, [self.stream_batch[k] for k in self.train_sets])
         for i, (k, ds) in enumerate(self.train_sets.items()):
             sampler = None
             rcs = (
@@ -256,11 +267,18 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             elif self.step_sampler and self.trainer is not None and self.trainer.max_steps > 0:
                 sampler = StepSampler(len(ds), self.stream_batch[k], self.trainer.max_steps, self.seed * 1000 + i,
                                       start_step=lambda: int(self.trainer.global_step))  # fmt: skip
-            loaders[k] = self._loader(ds, self.stream_batch[k], True, True, sampler)
+            loaders[k] = self._loader(ds, self.stream_batch[k], True, True, sampler, workers[i])
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, self.val_batch_size, False, False) for ds in self.val_sets.values()]
+        """One loader per validation set; under DDP each rank scores its own share, no image twice (`ShardSampler`)."""
+        world = self.trainer.world_size if getattr(self, "trainer", None) is not None else 1
+        for name, ds in self.val_sets.items():
+            if len(ds) < world:
+                raise ValueError(f"{ds!r} (validation set {name!r}) has {len(ds)} images, fewer than the {world} "
+                                 "processes that validate it: every process needs at least one")  # fmt: skip
+        return [self._loader(ds, self.val_batch_size, False, False, ShardSampler(len(ds)))
+                for ds in self.val_sets.values()]  # fmt: skip
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
@@ -269,6 +287,23 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.training and isinstance(batch, dict):
             return merge_streams(batch)
         return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return widen_labels(batch)
+
+
+def split_workers(total: int, batch_sizes: list[int]) -> list[int]:
+    """`total` loader processes shared by streams in proportion to their batch sizes (largest remainders), at least
+    one per stream when `total` > 0 — a stream without a worker would load in the training process."""
+    if total <= 0 or not batch_sizes:
+        return [0] * len(batch_sizes)
+    weight = sum(batch_sizes)
+    exact = [total * b / weight for b in batch_sizes]
+    share = [max(1, int(e)) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: int(exact[i]) - exact[i])
+    for i in by_remainder[: max(0, total - sum(share))]:
+        share[i] += 1
+    return share
 
 
 def scaled_size(size: Any, scale: float) -> tuple[int, int] | None:
@@ -323,6 +358,21 @@ def _cat(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
         vals = [p[k] for p in parts]
         merged[k] = torch.cat(vals) if isinstance(vals[0], torch.Tensor) else [x for v in vals for x in v]
     return merged
+
+
+LABEL_KEYS = ("label", "pseudo_label")
+
+
+def widen_labels(batch: Any) -> Any:
+    """uint8 label maps (how loaders ship them) → int64, what cross-entropy and index arithmetic need; in place in
+    every (nested) dict of the batch, on whatever device the batch is on."""
+    if isinstance(batch, dict):
+        for k, v in batch.items():
+            if k in LABEL_KEYS and isinstance(v, torch.Tensor):
+                batch[k] = v.long()
+            elif isinstance(v, dict):
+                widen_labels(v)
+    return batch
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

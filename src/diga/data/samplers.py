@@ -51,6 +51,29 @@ class StepSampler(DistributedSampler):
             yield int(perms[e][p % self.n]), int(np.random.default_rng([self.seed, e, p]).integers(2**31))
 
 
+class ShardSampler(DistributedSampler):
+    """Evaluation under DDP: rank r takes items r, r + W, r + 2W, … — every item on exactly one rank, none repeated.
+
+    Lightning's own `DistributedSampler` pads each rank to the same length with repeated items, so 500 Cityscapes
+    val images on 8 GPUs would score 4 of them twice. Ranks may then run one batch more or less than each other;
+    validation has no collective per batch (the confusion matrices are summed once, at the end).
+    """
+
+    def __init__(self, num_samples: int) -> None:  # rank and world size are read when iterating (after DDP set-up)
+        self.n = num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order is fixed (Lightning calls this at every epoch start)."""
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = rank_and_world()
+        return iter(range(rank, self.n, world))
+
+    def __len__(self) -> int:
+        rank, world = rank_and_world()
+        return len(range(rank, self.n, world))
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """A seed for everything random inside one training step (dropout, drop-path, photometric ops, masks)."""
     return int(np.random.default_rng([seed, step, rank]).integers(2**63 - 1))

@@ -168,10 +168,16 @@ def seed_transform(transform: Any, seed: int) -> None:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Lightning's rank-aware worker seeding, then reseed the dataset's albumentations pipeline."""
+    """Lightning's rank-aware worker seeding, then reseed the dataset's albumentations pipeline.
+
+    OpenCV is set to one thread per worker: by default every worker process opens a thread per core, so 8 workers
+    × 4 streams × 8 GPUs would run thousands of threads on a node and the loaders, not the GPUs, set the pace.
+    """
+    import cv2
     from lightning_fabric.utilities.rank_zero import rank_zero_only
     from lightning_fabric.utilities.seed import pl_worker_init_function
 
+    cv2.setNumThreads(0)  # 0 = no OpenCV thread pool: the worker process is the unit of parallelism
     rank = getattr(rank_zero_only, "rank", 0) or 0
     pl_worker_init_function(worker_id, rank=rank)
     info = torch.utils.data.get_worker_info()

@@ -57,7 +57,7 @@ class SegMetric(MulticlassConfusionMatrix):
         """`preds` are class ids (B×H×W) or logits (B×C×H×W, argmax taken). Labels were range-checked when read."""
         if preds.is_floating_point():
             preds = preds.argmax(1)
-        super().update(preds, target)
+        super().update(preds, target.long())  # uint8 labels: index arithmetic (target·C + pred) would overflow
 
     def summary(self) -> dict[str, float]:
         return summarize(self.compute(), self.label_set)

@@ -76,17 +76,33 @@ def plot_per_class(per_class: Mapping[str, Mapping[str, Mapping[str, float]]], c
 
 
 @torch.no_grad()
+@torch.no_grad()
+def predict_each(models: Mapping[str, Segmentor], images: torch.Tensor, inference: InferenceConfig,
+                 device: torch.device) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Class maps of `images` from every model, each moved to `device` for its turn only (one model in device
+    memory at a time), returned on the CPU."""
+    preds = {}
+    x = images.to(device)
+    for name, model in models.items():
+        model.to(device).eval()
+        preds[name] = predict_logits(model, x, inference, model.num_classes).argmax(1).cpu()
+        model.to("cpu")
+    return preds
+
+
 def prediction_grid(models: Mapping[str, Segmentor], images: torch.Tensor, labels: torch.Tensor,
-                    label_set: LabelSet, path: str | Path) -> None:  # fmt: skip
+                    label_set: LabelSet, path: str | Path, inference: InferenceConfig | None = None,
+                    device: torch.device | str = "cpu") -> None:  # fmt: skip
     """Rows = images; columns = image | ground truth | one prediction per model (in the given order), with column
-    titles on top and a colour legend of the classes below (matplotlib, Agg backend)."""
+    titles on top and a colour legend of the classes below (matplotlib, Agg backend). The models run on `device`
+    with `inference` (default: whole image)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    preds = {n: predict_logits(m.eval(), images, InferenceConfig(), m.num_classes).argmax(1) for n, m in models.items()}
+    preds = predict_each(models, images, inference or InferenceConfig(), torch.device(device))
     titles = ["image", "ground truth", *preds]
     n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     cell = 2.2

@@ -35,17 +35,15 @@ def ohem_cross_entropy(
     """Online hard example mining CE (REF SYNTHIA).
 
     Among labelled pixels, the threshold is τ = max(p_sorted[min(min_kept, n_valid − 1)], thresh) on the
-    ascending GT-class probabilities; the loss is the mean CE over labelled pixels with p < τ.
+    ascending GT-class probabilities; the loss is the mean CE over labelled pixels with p < τ (0 when none).
+    Computed with masks and a gathered index, so it never waits for the device to count pixels.
     """
     valid = target != IGNORE_INDEX
-    n_valid = int(valid.sum())
-    if n_valid == 0:
-        return logits.sum() * 0.0
     per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
     with torch.no_grad():
-        prob = torch.exp(-per_pixel[valid])
-        sorted_p = prob.sort().values
-        tau = max(float(sorted_p[min(min_kept, n_valid - 1)]), thresh)
-        keep = prob < tau
-    hard = per_pixel[valid][keep]
-    return hard.mean() if hard.numel() else logits.sum() * 0.0
+        prob = torch.where(valid, torch.exp(-per_pixel), torch.full_like(per_pixel, float("inf")))  # void sorts last
+        sorted_p = prob.flatten().sort().values
+        k = (valid.sum().clamp(max=min_kept + 1) - 1).clamp(min=0)  # min(min_kept, n_valid − 1)
+        tau = sorted_p.gather(0, k.view(1)).clamp(min=thresh)  # inf when nothing is labelled: keeps nothing
+        keep = valid & (prob < tau)
+    return (per_pixel * keep).sum() / keep.sum().clamp(min=1)

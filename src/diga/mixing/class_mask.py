@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from diga.utils.tensors import count_values
+
 
 def present_values(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """B×(C+1) bool: which of the classes 0..C-1 (and, in the last column, 255) appear in each label map."""
     b = labels.shape[0]
     flat = _flat_value_index(labels, num_classes)
-    return torch.bincount(flat, minlength=b * (num_classes + 1)).reshape(b, num_classes + 1) > 0
+    return count_values(flat, b * (num_classes + 1)).reshape(b, num_classes + 1) > 0
 
 
 def _flat_value_index(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -43,6 +45,6 @@ def sample_class_masks(
     """B×H×W bool mask of the pixels whose label value was selected (see module docstring)."""
     flat = _flat_value_index(labels, num_classes)
     b = labels.shape[0]
-    present = torch.bincount(flat, minlength=b * (num_classes + 1)).reshape(b, num_classes + 1) > 0
+    present = count_values(flat, b * (num_classes + 1)).reshape(b, num_classes + 1) > 0
     selected = select_half_classes(present, generator)
     return selected.reshape(-1)[flat].reshape(labels.shape)

@@ -13,12 +13,14 @@ the two views of an image (warm-up, self-training) always stay in the same part,
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.strategies import ParallelStrategy
 from torch import nn
 
 from diga.data.labels import get_label_set
@@ -120,6 +122,7 @@ class SegmentationModule(pl.LightningModule):
         self.inference = InferenceConfig.from_config(inference or {})
         self.val_metrics = nn.ModuleList(SegMetric(self.labels) for _ in self.val_names)
         self.last_val_results: dict[str, dict[str, float]] = {}
+        self.last_val_confmats: dict[str, torch.Tensor] = {}  # per set, summed over every process
         self._val_count = 0
         self._val_images: list[dict[str, Any]] = []
 
@@ -180,6 +183,11 @@ class SegmentationModule(pl.LightningModule):
         """
         yield self.step_losses(batch)
 
+    def loss_phase_count(self) -> int:
+        """How many groups `loss_phases` yields per (micro-)batch: under DDP, all backward passes but the last of a
+        step accumulate gradients locally and only the last one all-reduces them."""
+        return 1
+
     def batch_size_of(self, batch: Mapping[str, Any]) -> int:
         return int(batch["source"]["image"].shape[0])
 
@@ -188,15 +196,22 @@ class SegmentationModule(pl.LightningModule):
             losses = self.step_losses(batch)
             self.log_losses(losses, batch_size=self.batch_size_of(batch))
             return losses["loss"]
-        parts = int(self.hparams.micro_batches)
+        parts, phases = int(self.hparams.micro_batches), self.loss_phase_count()
         opt = self.optimizers()
         opt.zero_grad()
         total: dict[str, torch.Tensor] = {}
-        for chunk in split_batch(batch, parts):
+        for i, chunk in enumerate(split_batch(batch, parts)):
+            done = 0
             for losses in self.loss_phases(chunk):  # the phases' `loss` entries add up to the step's loss
-                self.manual_backward(losses["loss"] / parts)
+                last = i == parts - 1 and done == phases - 1
+                with nullcontext() if last else self.gradient_sync_blocked():
+                    self.manual_backward(losses["loss"] / parts)
+                done += 1
                 for k, v in losses.items():
                     total[k] = total.get(k, 0) + v.detach() / parts
+            if done != phases:
+                raise RuntimeError(f"{type(self).__name__}.loss_phases yielded {done} groups, loss_phase_count() "
+                                   f"says {phases}")  # fmt: skip
         opt.step()
         self.lr_schedulers().step()
         self.log_losses(total, batch_size=self.batch_size_of(batch))
@@ -231,7 +246,7 @@ class SegmentationModule(pl.LightningModule):
                           sync_dist=False)  # fmt: skip
         if results:
             self.log("val/mIoU", results[self.val_names[0]]["mIoU"], prog_bar=True)
-        self.last_val_results = results
+        self.last_val_results, self.last_val_confmats = results, {k: v.cpu() for k, v in confmats.items()}
         self.last_val_step = int(self.global_step)
         every = self.hparams.log_images_every_n_val
         if every and self._val_count % every == 0 and not self.trainer.sanity_checking:
@@ -268,6 +283,19 @@ class SegmentationModule(pl.LightningModule):
         max_steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
         sched = torch.optim.lr_scheduler.LambdaLR(opt, poly_lambda(max_steps, **sched_cfg))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def gradient_sync_blocked(self) -> AbstractContextManager:
+        """DDP's `no_sync` for a backward pass that is not the step's last (gradients accumulate on each rank and
+        are all-reduced once, by the last backward); nothing without DDP."""
+        strategy = self.trainer.strategy
+        return strategy.block_backward_sync() if isinstance(strategy, ParallelStrategy) else nullcontext()
+
+    def logs_this_step(self) -> bool:
+        """Whether the logger writes this training step's values (Lightning's rule: every `log_every_n_steps`-th
+        step, counted from 1, and a step after which a stop was requested). Diagnostics that need the host are
+        computed on those steps only."""
+        every = int(self.trainer.log_every_n_steps or 0)
+        return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
     def log_losses(self, losses: Mapping[str, torch.Tensor], batch_size: int) -> None:
         for k, v in losses.items():

@@ -73,6 +73,9 @@ class DAFormerModule(SourceOnlyModule):
         else:
             yield self.step_losses(batch)
 
+    def loss_phase_count(self) -> int:
+        return (2 + int(self.mic_weight > 0)) if self.hparams.sequential_backward else 1
+
     def forward_passes(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
         """Source (+ feature distance), then class-mix, then MIC: DAFormer back-propagates each before the next."""
         src, tgt = batch["source"], batch["target"]

@@ -73,8 +73,7 @@ class SelfTrainModule(WarmupModule):
             vectors = self.all_gather(vectors).flatten(0, 1)
             ok = self.all_gather(ok).flatten(0, 1)
             classes = self.all_gather(classes).flatten(0, 1)
-        self.centroids.copy_(sequential_ema(self.centroids, classes[ok], vectors[ok].to(self.centroids.dtype),
-                                            self.hparams.centroid_momentum))  # fmt: skip
+        self.centroids.copy_(sequential_ema(self.centroids, classes, vectors, self.hparams.centroid_momentum, ok))
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         src, tgt = batch["source"], batch["target"]
@@ -144,10 +143,20 @@ class SelfTrainModule(WarmupModule):
 
     def log_class_diagnostics(self, offline: torch.Tensor, selected: torch.Tensor, truth: torch.Tensor | None) -> None:
         """Per class: the fraction of its offline pseudo-label pixels the selection keeps and — when the benchmark
-        provides target labels for diagnosis (the toy) — the precision of the selected pixels."""
-        has_truth = truth is not None and bool((truth != IGNORE_INDEX).any())
-        stats = per_class_selection_stats(offline, selected, self.model.num_classes, truth if has_truth else None)
-        for key, values in stats.items():
-            for name, v in zip(self.labels.classes, values):
-                if not torch.isnan(v):
+        provides target labels for diagnosis (the toy) — the precision of the selected pixels.
+
+        Only on the steps whose logs the logger writes, and read back in one transfer: a value per class and step
+        would make the device wait for the host 19–38 times per step."""
+        if not self.logs_this_step():
+            return
+        stats = per_class_selection_stats(offline, selected, self.model.num_classes, truth)
+        rows = list(stats.values())
+        if truth is not None:  # unlabelled targets come with all-void labels: no precision then
+            rows.append((truth != IGNORE_INDEX).any().float().expand_as(rows[0]))
+        values = torch.stack(rows).tolist()
+        if truth is not None and not values.pop()[0]:
+            stats.pop("precision")
+        for key, row in zip(stats, values):
+            for name, v in zip(self.labels.classes, row):
+                if v == v:  # not NaN: the class was present
                     self.log(f"train/pl_{key}/{name}", v, on_step=True, on_epoch=False, batch_size=offline.shape[0])

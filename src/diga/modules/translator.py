@@ -6,9 +6,11 @@ fakes → generator/encoder update with the discriminators frozen. Losses and we
 
 REF keeps six Adam optimisers (one per network). Adam's state and update are per parameter, so one Adam over
 both discriminators and one over the four generator networks (same lr, betas, schedule) are identical.
-The discriminator optimiser is stepped on its raw torch optimiser so that Lightning's `global_step` counts
-iterations, not optimiser steps. All six networks are checkpointed (REF keeps only two and
-cannot resume); `export` writes `translator.pt` with `enc_s` and `dec_s2t` for the later stages.
+The discriminator optimiser is stepped through the strategy (`step_uncounted`), not through Lightning's optimiser
+wrapper, so that `global_step` counts iterations, not optimiser steps — yet under `16-mixed` its gradients are
+unscaled, inf-checked and skipped by the same GradScaler as the generators'. All six networks are checkpointed
+(REF keeps only two and cannot resume); `export` writes `translator.pt` with `enc_s` and `dec_s2t` for the later
+stages.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class TranslatorModule(pl.LightningModule):
                  betas: tuple[float, float] = (0.5, 0.999), poly_power: float = 0.9, w_adv: float = 0.5,
                  w_cyc: float = 10.0, w_edge: float = 20.0, w_percep: float = 0.1, w_self: float = 0.001,
                  vgg_weights: str | None = None, grad_checkpointing: bool = False, log_images_every_n_steps: int = 0,
-                 label_set: str = "cityscapes19") -> None:  # fmt: skip
+                 label_set: str = "cityscapes19", fused: bool = True) -> None:  # fmt: skip
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -90,8 +92,9 @@ class TranslatorModule(pl.LightningModule):
         hp = self.hparams
         gen = [p for m in self.generators() for p in m.parameters()]
         dis = [*self.dis_s2t.parameters(), *self.dis_t2s.parameters()]
-        opt_g = torch.optim.Adam(gen, lr=hp.lr, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(dis, lr=hp.lr, betas=tuple(hp.betas))
+        fused = bool(hp.get("fused", True)) or None  # None: torch's default (a per-tensor loop on the CPU)
+        opt_g = torch.optim.Adam(gen, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
+        opt_d = torch.optim.Adam(dis, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
         n = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
         lam = poly_lambda(n, hp.poly_power)
         return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in (opt_g, opt_d)]
@@ -121,7 +124,7 @@ class TranslatorModule(pl.LightningModule):
         loss_d = discriminator_loss(self.dis_s2t, self.dis_t2s, s, t, out["s2t"], out["t2s"])
         opt_d.zero_grad()
         self.manual_backward(loss_d)
-        opt_d.optimizer.step()  # raw step: global_step counts iterations (one per generator step)
+        self.step_uncounted(opt_d)  # global_step counts iterations (one per generator step)
         self.untoggle_optimizer(opt_d)
 
         # generators / encoders with the discriminators frozen
@@ -146,6 +149,11 @@ class TranslatorModule(pl.LightningModule):
             ]
             log_image_rows(self.logger, "train/translation", rows, "source | source→target | target | target→source",
                            self.global_step)  # fmt: skip
+
+    def step_uncounted(self, optimizer: Any) -> None:
+        """An optimiser step through the precision plugin (GradScaler unscale, inf check and update under 16-mixed;
+        the `on_before_optimizer_step` hooks) that Lightning's step counter does not see."""
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None, model=self)
 
     def export(self, out_dir: str | Path) -> Path:
         """`translator.pt`: what LearnedTranslator loads (architecture + enc_s + dec_s2t)."""

@@ -71,7 +71,7 @@ def classwise_thresholds(histograms: torch.Tensor, keep_fraction: float) -> torc
     above = histograms.flip(1).cumsum(1).flip(1).double()
     total = histograms.sum(1, keepdim=True).double().clamp(min=1)
     ok = above / total >= keep_fraction  # bins whose lower edge still keeps ≥ keep_fraction of the class
-    idx = (ok.double() * torch.arange(bins, dtype=torch.float64)).argmax(1)  # the highest such bin
+    idx = (ok.double() * torch.arange(bins, dtype=torch.float64, device=histograms.device)).argmax(1)  # highest bin
     return idx.float() / bins
 
 

@@ -23,7 +23,7 @@ from diga.tasks.selection import apply_selection, restore_selected
 from diga.utils.artifacts import LAST_CHECKPOINT, TIMINGS
 from diga.utils.checkpoint_io import AtomicCheckpointIO
 from diga.utils.hydra import to_plain
-from diga.utils.memory import MemoryEstimate
+from diga.utils.memory import MemoryEstimate, without_side_effects
 from diga.utils.timing import PhaseTimes
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> Memory
     n_src = images_per_step(to_plain(dm.source))
     n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
     crop = scaled_size(dm.crop_size, float(dm.get("scale", 1.0)))
-    return module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+    with without_side_effects(module):  # the probe forward must not move BatchNorm statistics or the RNG
+        return module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
 
 
 def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.utilities.rank_zero import rank_zero_only  # sets rank_zero_only.rank
 from omegaconf import DictConfig
@@ -298,6 +299,7 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     """`pipeline_results.png` (mIoU per stage) and `predictions.png` (the first val images, one column per stage)."""
     from diga.data.datamodule import DomainAdaptationDataModule, collate
     from diga.data.labels import get_label_set
+    from diga.evaluation.inference import InferenceConfig
     from diga.evaluation.report import plot_results, prediction_grid
     from diga.models.checkpoint import load_segmentor
 
@@ -313,7 +315,15 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     batch = collate(items)
     loaded = {row: load_segmentor(path)[0] for row, path in models.items()}
     prediction_grid(loaded, batch["image"].float() / 255, batch["label"], get_label_set(cfg.label_set),
-                    root / PREDICTIONS)  # fmt: skip
+                    root / PREDICTIONS, InferenceConfig.from_config(to_plain(cfg.get("inference")) or {}),
+                    run_device(cfg))  # fmt: skip
+
+
+def run_device(cfg: DictConfig) -> torch.device:
+    """The device the run trains on (its first GPU when training on CUDA), for work done outside the trainer."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
 
 
 def per_class_rows(rows: dict[str, dict[str, dict[str, float]]], classes: tuple[str, ...]

@@ -198,6 +198,38 @@ def device_problem(cfg: DictConfig) -> str | None:
     return None
 
 
+def _wants_cuda(cfg: DictConfig) -> bool:
+    import torch
+
+    accel = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
+    return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
+
+
+def precision_problems(cfg: DictConfig) -> list[str]:
+    """Settings of the training step that cannot work: a "true" 16-bit mode (weights and state in 16 bits),
+    bf16 on a GPU without it, deterministic kernels where torch has none for what diga runs."""
+    import torch
+
+    from diga.utils.precision import true_precision_problem
+
+    trainer = cfg.get("trainer", {})
+    if cfg.stage.get("task", "fit") not in ("fit", "pipeline"):
+        return []
+    out = []
+    precision = str(trainer.get("precision", "32-true"))
+    if problem := true_precision_problem(precision):
+        out.append(problem)
+    cuda = _wants_cuda(cfg) and torch.cuda.is_available()
+    if cuda and precision.startswith("bf16") and not torch.cuda.is_bf16_supported(including_emulation=False):
+        out.append(f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) has no bfloat16 "
+                   "arithmetic; use trainer.precision=16-mixed (fp16 with loss scaling) or 32-true")  # fmt: skip
+    if _wants_cuda(cfg) and trainer.get("deterministic") is True:
+        out.append("trainer.deterministic=true on CUDA: the backward passes of bilinear up-sampling (every loss) and "
+                   "ReflectionPad2d (the translator) have no deterministic CUDA kernel, so the first backward would "
+                   "raise; use trainer.deterministic=warn (deterministic kernels wherever torch has one)")  # fmt: skip
+    return out
+
+
 def overwrite_problem(cfg: DictConfig) -> str | None:
     """A training stage started again in a run directory that already holds its outputs, without `ckpt_path=last`,
     would overwrite them next to an old checkpoint: refuse unless asked to (`overwrite=true`)."""
@@ -227,6 +259,10 @@ def check_inputs(cfg: DictConfig) -> None:
     small = list(dict.fromkeys(p for c in configs for p in shape_problems(c)))
     if small:
         raise PreflightError("\n  ".join([f"{len(small)} size(s) too small for the model:", *small]))
+    settings = precision_problems(cfg)
+    if settings:
+        lines = settings if len(settings) == 1 else [f"{len(settings)} settings that cannot train:", *settings]
+        raise PreflightError("\n  ".join(lines))
     if problem := overwrite_problem(cfg):
         raise PreflightError(problem)
     device = device_problem(cfg)

@@ -31,6 +31,7 @@ from diga.utils.artifacts import PSEUDO_LABEL_MANIFEST as MANIFEST
 from diga.utils.artifacts import PSEUDO_LABELS
 from diga.utils.hydra import to_plain
 from diga.utils.progress import progress
+from diga.utils.tensors import count_values
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def class_thresholds(fabric: Fabric, cfg: DictConfig, model: torch.nn.Module, da
             conf, label = F.softmax(predict_logits(model, batch["image"].to(fabric.device).float().div_(255), inf,
                                                    model.num_classes), 1).max(1)  # fmt: skip
             flat = label.flatten() * bins + (conf.flatten() * bins).long().clamp(max=bins - 1)
-            hist += torch.bincount(flat, minlength=model.num_classes * bins).view(model.num_classes, bins)
+            hist += count_values(flat, model.num_classes * bins).view(model.num_classes, bins)
     hist = fabric.all_reduce(hist, reduce_op="sum")
     thresholds = classwise_thresholds(hist, float(cfg.stage.get("class_keep_fraction", 0.5)))
     if fabric.global_rank == 0:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from diga.data.labels import IGNORE_INDEX, LabelSet, get_label_set
+from diga.utils.tensors import count_values
 
 DAFORMER_FD_LAMBDA = 0.005
 DAFORMER_FD_SCALE_MIN_RATIO = 0.75
@@ -49,7 +50,7 @@ def downscale_label_ratio(
     """B×H×W (or B×1×H×W) labels → B×(H//s)×(W//s): each s×s block's majority value if it covers ≥ `min_ratio`.
 
     255 competes as its own value (a mostly-void block is void); blocks without a dominant value become 255.
-    Counts are exact integers (a bincount over blocks, no one-hot of the full-resolution map).
+    Counts are exact integers (counted per block, no one-hot of the full-resolution map).
     """
     if scale_factor <= 1:
         raise ValueError(f"downscale_label_ratio needs a scale factor > 1, got {scale_factor}")
@@ -64,7 +65,7 @@ def downscale_label_ratio(
         torch.arange(tw * s, device=lab.device) // s
     ).view(1, 1, -1)
     flat = (torch.arange(b, device=lab.device).view(-1, 1, 1) * (th * tw) + block) * (num_classes + 1) + lab
-    counts = torch.bincount(flat.reshape(-1), minlength=b * th * tw * (num_classes + 1))
+    counts = count_values(flat, b * th * tw * (num_classes + 1))
     counts = counts.view(b, th, tw, num_classes + 1)
     top, value = counts.max(dim=-1)
     ratio = top.float() / float(s * s)
@@ -95,17 +96,16 @@ def masked_feature_distance(
     """Mean over the masked pixels of the L2 distance over channels (DAFormer `masked_feat_dist`).
 
     An empty mask gives 0 (still attached to `feat`); DAFormer returns NaN there, which has no gradient either but
-    would stop a run under `StopOnNonFiniteLoss`.
+    would stop a run under `StopOnNonFiniteLoss`. A weighted sum, not `dist[mask]`: boolean indexing waits for the
+    device to count the selected pixels.
     """
     dist = torch.norm(feat - feat_imnet, dim=1, p=2)
     if mask is None:
         return dist.mean()
     if mask.dim() == 4:
         mask = mask.squeeze(1)
-    selected = dist[mask.bool()]
-    if selected.numel() == 0:
-        return dist.sum() * 0.0
-    return selected.mean()
+    m = mask.to(dist.dtype)
+    return (dist * m).sum() / m.sum().clamp(min=1)
 
 
 class ImageNetFeatureDistance(nn.Module):

@@ -10,7 +10,7 @@ loader and transient buffers come on top) — the rehearsal prints it next to th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +107,27 @@ def autocast_context(precision: str | None, device: str = "cpu") -> contextlib.A
     if precision and str(precision).startswith("16"):
         return torch.autocast(device, dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def without_side_effects(module: nn.Module) -> Iterator[None]:
+    """Run a measurement on `module` and leave no trace: its buffers (BatchNorm running statistics, num_batches
+    counters, centroids), its train/eval modes and the CPU and CUDA random number generators are as they were.
+
+    The estimate forwards the real network in train mode on random images; without this, a CPU run (which
+    estimates) and a GPU run (which does not) would start training from different BatchNorm statistics.
+    """
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    modes = [(m, m.training) for m in module.modules()]
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buf, value in saved:
+                    buf.copy_(value)
+            for m, training in modes:
+                m.training = training
 
 
 def scaled_activation_bytes(network: nn.Module, crop: tuple[int, int], images: int, precision: str | None,

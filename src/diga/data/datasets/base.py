@@ -179,14 +179,16 @@ class SegmentationDataset(Dataset):
             "name": sample.name,
             "index": index,
         }
+        # labels travel as uint8 (train-ids < 255, 255 = void): an eighth of int64's host and host→device traffic;
+        # consumers widen them on the device (`widen_labels`)
         h, w = out["image"].shape[-2:]
         out["label"] = (
-            torch.from_numpy(np.ascontiguousarray(data["mask"])).long()
+            torch.from_numpy(np.ascontiguousarray(data["mask"], dtype=np.uint8))
             if "mask" in data
-            else torch.full((h, w), IGNORE_INDEX, dtype=torch.long)
+            else torch.full((h, w), IGNORE_INDEX, dtype=torch.uint8)
         )
         if "pseudo" in data:
-            out["pseudo_label"] = torch.from_numpy(np.ascontiguousarray(data["pseudo"])).long()
+            out["pseudo_label"] = torch.from_numpy(np.ascontiguousarray(data["pseudo"], dtype=np.uint8))
         return out
 
     def __repr__(self) -> str:
