@@ -13,7 +13,7 @@ export WANDB_SILENT := true
 PYTEST_ARGS ?=
 DEMO_STAGE ?= pipeline
 
-.PHONY: help install install-floating lock test test-slow test-all test-gpu test-reference lint format demo train bench rehearsal reproduce docs ablation clean clean-logs
+.PHONY: help install install-floating lock test test-slow test-all test-gpu gpu-smoke test-reference lint format demo train bench rehearsal reproduce docs ablation clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test-all: ## both (what CI runs)
 
 test-gpu: ## GPU tests (on a machine with CUDA)
 	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+gpu-smoke: ## on a GPU machine: every toy stage on CUDA in fp32/bf16/fp16 (+ DDP with 2+ GPUs) → logs/gpu_smoke/*.{json,md}
+	$(PYTHON) -m benchmarks.gpu_smoke $(GPU_SMOKE_ARGS)
 
 test-reference: ## numerical comparisons with the authors' code (DIGA_REFERENCE_DIR=<folder with DiGA/ DAFormer/ MIC/>)
 	$(PYTHON) -m pytest -q -m reference tests/reference $(PYTEST_ARGS)

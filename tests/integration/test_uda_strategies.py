@@ -31,7 +31,7 @@ def test_sequential_backward_gives_the_summed_gradient_holding_one_pass(tmp_path
     """DAFormer's order (source, class-mix, MIC each back-propagated in turn) changes memory, not the gradient."""
     from hydra.utils import instantiate
 
-    from diga.data.datamodule import merge_streams
+    from diga.data.datamodule import merge_streams, widen_labels
     from diga.tasks.fit import build_module
 
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=daformer", MIC,
@@ -40,7 +40,7 @@ def test_sequential_backward_gives_the_summed_gradient_holding_one_pass(tmp_path
     datamodule = instantiate(cfg.datamodule, _recursive_=False)
     datamodule.setup("fit")
     streams, _, _ = next(iter(datamodule.train_dataloader()))  # CombinedLoader: (batch, batch_idx, loader_idx)
-    batch = merge_streams(streams)  # what the datamodule hands the module during training
+    batch = widen_labels(merge_streams(streams))  # what the datamodule hands the module during training
 
     def gradients(sequential: bool) -> tuple[dict[str, torch.Tensor], float, int]:
         module.zero_grad(set_to_none=True)

@@ -80,3 +80,32 @@ def test_bad_config() -> None:
         InferenceConfig(mode="slide")
     with pytest.raises(ValueError, match="fusion"):
         InferenceConfig(fusion="vote")
+
+
+def test_report_pictures_run_each_model_in_turn_with_the_runs_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`predictions.png` runs every stage's model on the run's device (one at a time) with the configured
+    inference, not on the CPU at full resolution."""
+    from diga.evaluation import report
+
+    models = {"a": PixelModel(), "b": PixelModel(5)}
+    models["a"].num_classes, models["b"].num_classes = 3, 5
+    moves: list[str] = []
+    for name, m in models.items():
+        real = m.to
+        monkeypatch.setattr(m, "to", lambda d, real=real, name=name: (moves.append(f"{name}→{d}"), real("cpu"))[1])
+    x = torch.rand(2, 3, 16, 20)
+    slide = InferenceConfig(mode="slide", crop_size=(8, 8), stride=(4, 4))
+    preds = report.predict_each(models, x, slide, torch.device("cpu"))
+    assert moves == ["a→cpu", "a→cpu", "b→cpu", "b→cpu"]  # to the device, then back, one model after the other
+    for name, m in models.items():
+        assert torch.equal(preds[name], predict_logits(m, x, slide, m.num_classes).argmax(1))
+
+
+def test_work_outside_the_trainer_runs_on_the_runs_device() -> None:
+    from omegaconf import OmegaConf
+
+    from diga.tasks.pipeline import run_device
+
+    assert run_device(OmegaConf.create({"trainer": {"accelerator": "cpu"}})) == torch.device("cpu")
+    gpu = OmegaConf.create({"trainer": {"accelerator": "gpu"}})
+    assert run_device(gpu) == torch.device("cuda" if torch.cuda.is_available() else "cpu")

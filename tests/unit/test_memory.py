@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
 from diga.utils.memory import MemoryEstimate, probe_size, saved_activation_bytes, scaled_activation_bytes
+from tests.helpers import TRAINING_STAGES
 
 
 def test_saved_bytes_of_a_linear_layer_is_its_input() -> None:
@@ -61,3 +65,24 @@ def test_the_warning_allows_for_measured_peaks_above_the_estimate(monkeypatch, c
         out = capsys.readouterr().out
         assert ("will probably be killed for memory" in out) is warned
         assert not warned or "a likely resident peak of 15.0 GB" in out
+
+
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
+def test_the_estimate_leaves_no_trace_on_the_module(stage: str, tmp_path: Path, toy_root: Path,
+                                                   selftrain_inputs: tuple[Path, Path]) -> None:  # fmt: skip
+    """The probe forward runs the real network in train mode; a CPU run (which estimates) and a GPU run (which does
+    not) must still start from the same BatchNorm statistics, modes and random numbers."""
+    from diga.tasks.fit import build_module, estimate_stage_memory
+    from tests.helpers import compose_cfg, tiny_toy_overrides, training_stage_overrides
+
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), *training_stage_overrides(stage,
+                       selftrain_inputs)])  # fmt: skip
+    module = build_module(cfg).eval()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert estimate_stage_memory(cfg, module).activations > 0
+    after = module.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    assert not changed, f"the estimate changed {changed[:5]}"
+    assert not any(m.training for m in module.modules())
+    assert torch.equal(torch.get_rng_state(), rng)

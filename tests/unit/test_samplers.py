@@ -36,3 +36,17 @@ def test_two_ranks_see_the_single_process_global_batches(monkeypatch: pytest.Mon
 def test_lightning_does_not_wrap_it() -> None:
     """Lightning re-wraps (and shuffles) any training sampler that is not a DistributedSampler."""
     assert isinstance(StepSampler(4, 2, 2, 0), DistributedSampler)
+
+
+def test_shard_sampler_scores_every_image_once_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's sampler would pad 5 images on 2 ranks to 6 (one image twice); the shards cover each once."""
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(samplers, "rank_and_world", lambda r=rank: (r, 2))
+        s = samplers.ShardSampler(5)
+        assert isinstance(s, DistributedSampler)  # kept as it is by Lightning (no padding wrapper)
+        shards.append(list(s))
+        assert len(s) == len(shards[-1])
+    assert sorted(shards[0] + shards[1]) == [0, 1, 2, 3, 4]
+    monkeypatch.setattr(samplers, "rank_and_world", lambda: (0, 1))
+    assert list(samplers.ShardSampler(5)) == [0, 1, 2, 3, 4]  # one process: the plain order

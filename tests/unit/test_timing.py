@@ -55,3 +55,40 @@ def test_a_training_step_splits_into_parts_that_add_up_to_it(backward_passes: in
     assert parts["backward"]["count"] == parts["forward and losses"]["count"] == 3 * backward_passes
     total = sum(p["seconds"] for p in parts.values())
     assert total == pytest.approx(phases["training steps"]["seconds"], abs=5e-3)  # as_dict rounds to 1 ms
+
+
+class FakeEvent:
+    """Stands in for `torch.cuda.Event`: a mark on a simulated device timeline (milliseconds)."""
+
+    clock_ms = 0.0
+    syncs = 0
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.at: float | None = None
+
+    def record(self) -> None:
+        FakeEvent.clock_ms += 10.0
+        self.at = FakeEvent.clock_ms
+
+    def synchronize(self) -> None:
+        FakeEvent.syncs += 1
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return end.at - self.at
+
+
+def test_on_a_gpu_the_steps_are_timed_by_device_events_read_in_one_batch(monkeypatch) -> None:
+    """A host clock around asynchronous GPU work measures how fast the host queued it; the device clock records
+    events (no wait) and reads them once, at the end or when many are pending."""
+    from diga.callbacks.timing import DeviceClock
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    times = PhaseTimes()
+    clock = DeviceClock(torch.device("cuda"), flush_every=1000)
+    for _ in range(50):
+        start = clock.mark()
+        clock.add(times, "step", start, clock.mark())
+    assert FakeEvent.syncs == 0 and "step" not in times.seconds  # nothing read while training
+    clock.flush(times)
+    assert FakeEvent.syncs == 1
+    assert times.counts["step"] == 50 and times.seconds["step"] == pytest.approx(50 * 0.010)
