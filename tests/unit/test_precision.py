@@ -68,6 +68,38 @@ def test_class_means_do_not_overflow_under_fp16_autocast() -> None:
     torch.testing.assert_close(got, expected, atol=0.2, rtol=1e-3)  # the inputs were rounded to fp16 (step 0.25)
 
 
+def _losses() -> dict[str, Any]:
+    from diga.losses import cross_entropy, ohem_cross_entropy, symmetric_distillation
+    from diga.uda import masked_consistency_loss
+    from diga.uda.feature_distance import masked_feature_distance
+
+    g = torch.Generator().manual_seed(2)
+    z = [(4 * torch.randn(2, 7, 16, 16, generator=g)).bfloat16() for _ in range(4)]
+    y = torch.randint(0, 7, (2, 16, 16), generator=g)
+    f = torch.randn(2, 32, 8, 8, generator=g).bfloat16()
+    w = torch.rand(2, 16, 16, generator=g)
+    return {
+        "cross_entropy": lambda: cross_entropy(z[0], y),
+        "ohem_cross_entropy": lambda: ohem_cross_entropy(z[0], y, 0.7, 100),
+        "symmetric_distillation": lambda: symmetric_distillation(*z, 0.5),
+        "masked_consistency_loss": lambda: masked_consistency_loss(z[0][..., :8, :8], y, w),
+        "masked_feature_distance": lambda: masked_feature_distance(f, f.flip(0), y[:, :8, :8] > 3),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_losses()))
+def test_losses_of_bf16_logits_are_computed_in_float32(name: str) -> None:
+    """On a GPU, autocast runs softmax and log-softmax in fp32; on a CPU it does not. diga's losses take their
+    logits to float32 themselves, so a bf16 step computes the same loss on either device."""
+    fn = _losses()[name]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = fn()
+    with torch.autocast("cpu", enabled=False):
+        exact = fn()  # the same bf16 inputs, taken to float32 inside
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, exact, rtol=0, atol=0)
+
+
 def test_sequential_ema_skips_invalid_rows_like_leaving_them_out() -> None:
     g = torch.Generator().manual_seed(1)
     centroids, vectors = torch.randn(3, 4, generator=g), torch.randn(6, 4, generator=g)

@@ -1,4 +1,5 @@
-"""Symmetric cross-view distillation."""
+"""Symmetric cross-view distillation, computed in float32 whatever the precision of the logits (`float32_math`):
+softmax and log-softmax of bf16 logits lose the small probabilities the distillation transfers."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from diga.data.labels import IGNORE_INDEX
+from diga.utils.precision import float32_math
 
 
+@float32_math
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
                        valid: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """mean over pixels of −Σ_c q_c · log softmax(z)_c (no temperature); `valid` (B×H×W) masks pixels out."""
@@ -17,6 +20,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor
     return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
 
 
+@float32_math
 def symmetric_distillation(student_orig: torch.Tensor, student_mixed: torch.Tensor, teacher_orig: torch.Tensor,
                            teacher_mixed: torch.Tensor, reverse_weight: float = 0.5,
                            labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip

@@ -1,4 +1,4 @@
-"""Supervised segmentation losses."""
+"""Supervised segmentation losses, computed in float32 whatever the precision of the logits (`float32_math`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from diga.data.labels import IGNORE_INDEX
+from diga.utils.precision import float32_math
 
 
+@float32_math
 def cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, normalization: str = "valid", weight: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -29,6 +31,7 @@ def cross_entropy(
     raise ValueError(f"unknown CE normalization {normalization!r} (valid | all_pixels)")
 
 
+@float32_math
 def ohem_cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100_000
 ) -> torch.Tensor:

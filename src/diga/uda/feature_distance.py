@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from diga.data.labels import IGNORE_INDEX, LabelSet, get_label_set
+from diga.utils.precision import float32_math
 from diga.utils.tensors import count_values
 
 DAFORMER_FD_LAMBDA = 0.005
@@ -90,6 +91,7 @@ def thing_mask(
     return torch.isin(small, wanted)
 
 
+@float32_math
 def masked_feature_distance(
     feat: torch.Tensor, feat_imnet: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from diga.losses.segmentation import cross_entropy
+from diga.utils.precision import float32_math
 
 MIC_MASK_RATIO = 0.7
 MIC_MASK_BLOCK_SIZE = 64  # at MIC's full resolution (HRDA, 1024×1024 crops); MIC uses 32 for 512×512 DAFormer crops
@@ -76,6 +77,7 @@ def mask_images(img: torch.Tensor, mask: torch.Tensor, fill: float | torch.Tenso
     return img * mask + fill * (1 - mask)
 
 
+@float32_math
 def masked_consistency_loss(
     student_logits: torch.Tensor,
     pseudo_label: torch.Tensor,
