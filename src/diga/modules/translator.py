@@ -16,6 +16,7 @@ stages.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ class TranslatorModule(pl.LightningModule):
                  betas: tuple[float, float] = (0.5, 0.999), poly_power: float = 0.9, w_adv: float = 0.5,
                  w_cyc: float = 10.0, w_edge: float = 20.0, w_percep: float = 0.1, w_self: float = 0.001,
                  vgg_weights: str | None = None, grad_checkpointing: bool = False, log_images_every_n_steps: int = 0,
-                 label_set: str = "cityscapes19", fused: bool = True) -> None:  # fmt: skip
+                 label_set: str = "cityscapes19", fused: bool = True,
+                 mixed_precision: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -70,7 +72,7 @@ class TranslatorModule(pl.LightningModule):
             return loss
 
         params = [p for n in nets for p in n.parameters()]
-        with autocast_context(precision):
+        with autocast_context(precision if self.hparams.get("mixed_precision", False) else None):
             per_pair = saved_activation_bytes(step_graph, exclude=params)
             recompute = 0
             if self.hparams.grad_checkpointing:  # the backward pass recomputes one network at a time
@@ -112,6 +114,14 @@ class TranslatorModule(pl.LightningModule):
         }
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Inside the trainer's autocast only with `mixed_precision`: the adversarial game is sensitive to it (a
+        bf16-trained toy translator moved the warm-up after it by −4.1 mIoU; docs/gpus.md), so by default the
+        translator computes in fp32 while the segmentation stages use the trainer's precision."""
+        mixed = bool(self.hparams.get("mixed_precision", False))
+        with nullcontext() if mixed else torch.autocast(self.device.type, enabled=False):
+            self._train_step(batch)
+
+    def _train_step(self, batch: dict[str, Any]) -> None:
         hp = self.hparams
         opt_g, opt_d = self.optimizers()
         s = to_float_image(batch["source"]["image"]) * 2 - 1  # networks work in [−1, 1] (tanh output)
