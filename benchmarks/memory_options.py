@@ -26,11 +26,12 @@ from benchmarks.isolate import MeasurementFailed, isolated
 
 GB = 1024**3
 OPTIONS = {
-    "translator": {
+    "translator": {  # the translator computes in bf16 only when asked to (stage.module.mixed_precision)
         "fp32": [],
         "checkpointing": ["stage.module.grad_checkpointing=true"],
-        "bf16": ["trainer.precision=bf16-mixed"],
-        "checkpointing + bf16": ["stage.module.grad_checkpointing=true", "trainer.precision=bf16-mixed"],
+        "bf16": ["trainer.precision=bf16-mixed", "stage.module.mixed_precision=true"],
+        "checkpointing + bf16": ["stage.module.grad_checkpointing=true", "trainer.precision=bf16-mixed",
+                                 "stage.module.mixed_precision=true"],
     },
     "warmup": {
         "fp32": [],

@@ -37,6 +37,8 @@ OPTIONS = {
     "bf16 + checkpointing": ["trainer.precision=bf16-mixed", "checkpointing"],
 }
 CHECKPOINTING = {"translator": "stage.module.grad_checkpointing=true"}  # the segmentor stages: model.…
+# the translator computes in bf16 only when asked to (it trains in fp32 by default, docs/gpus.md)
+TRANSLATOR_BF16 = "stage.module.mixed_precision=true"
 # Inputs a stage reads from earlier stages are not needed to size it. The learned translator runs frozen and without
 # gradients in warm-up and self-training (6 MB of weights): the Fourier one stands in for it. The centroids (C×D)
 # are negligible: offline selection stands in for the consensus.
@@ -61,6 +63,8 @@ def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Pat
     GlobalHydra.instance().clear()
     option = [CHECKPOINTING.get(stage, "model.grad_checkpointing=true") if o == "checkpointing" else o
               for o in option]  # fmt: skip
+    if stage == "translator" and "trainer.precision=bf16-mixed" in option:
+        option.append(TRANSLATOR_BF16)
     overrides = [f"experiment={experiment}", f"stage={stage}", "trainer=cpu", "paths.output_dir=/tmp/diga-memplan",
                  *([f"model={model}"] if model else []), "model.pretrained=null",
                  f"paths.pretrained_dir={pretrained_dir}", *NO_INPUTS[stage], *option]  # fmt: skip

@@ -79,8 +79,16 @@ def test_cuda_synchronisations_per_step_stay_within_budget(stage: str, tmp_path:
     probe = _StepSyncs()
     original = fit.build_trainer
     monkeypatch.setattr(fit, "build_trainer", lambda c: _append(original(c), probe))
-    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=4), *GPU,
-                          *training_stage_overrides(stage, selftrain_inputs), "trainer.log_every_n_steps=50"]))
+    run_task(
+        compose_cfg(
+            [
+                *tiny_toy_overrides(tmp_path, toy_root.parent, steps=4),
+                *GPU,
+                *training_stage_overrides(stage, selftrain_inputs),
+                "trainer.log_every_n_steps=50",
+            ]
+        )
+    )
     assert len(probe.counts) == 2
     assert max(probe.counts) <= (2 if stage == "translator" else 1), probe.counts
 
