@@ -40,9 +40,9 @@ def _finite(path: Path) -> bool:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("stage", TRAINING_STAGES)
-def test_every_training_stage_trains_on_cuda_in_each_precision(stage: str, precision: str, tmp_path: Path,
-                                                               toy_root: Path,
-                                                               selftrain_inputs: tuple[Path, Path]) -> None:  # fmt: skip
+def test_every_training_stage_trains_on_cuda_in_each_precision(
+    stage: str, precision: str, tmp_path: Path, toy_root: Path, selftrain_inputs: tuple[Path, Path]
+) -> None:
     if precision.startswith("bf16") and not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("this GPU has no bfloat16")
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=3), *GPU, f"trainer.precision={precision}",
