@@ -204,6 +204,15 @@ def test_the_translator_trains_in_fp32_unless_asked_for_mixed_precision(mixed: b
     assert seen and set(seen) == {torch.bfloat16 if mixed else torch.float32}
 
 
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [(["trainer=gpu"], "bf16-mixed"), (["trainer=ddp"], "bf16-mixed"), (["trainer=cpu"], "32-true"),
+     (["trainer=ddp", "trainer.accelerator=cpu"], "32-true")],
+)  # fmt: skip
+def test_bf16_mixed_is_the_default_on_gpus_only(trainer: list[str], expected: str) -> None:
+    assert compose_cfg(["experiment=toy", *trainer]).trainer.precision == expected
+
+
 @pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
 def test_true_low_precision_is_refused_in_one_line(precision: str, tmp_path: Path, toy_root: Path) -> None:
     problem = true_precision_problem(precision)

@@ -61,12 +61,22 @@ def weights_file(backbone: Any) -> str:
     return standard_weights_file(backbone)
 
 
+def default_precision(accelerator: Any) -> str:
+    """`bf16-mixed` on GPUs (measured: docs/gpus.md), `32-true` elsewhere — `trainer=ddp trainer.accelerator=cpu` gets
+    the CPU's precision, not the GPU's."""
+    import torch
+
+    cuda = str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if cuda else "32-true"
+
+
 _RESOLVERS = {
     "diga.wandb_mode": wandb_mode,
     "diga.translator_needs_target": translator_needs_target,
     "diga.num_classes": num_classes,
     "diga.keys": keys,
     "diga.weights_file": weights_file,
+    "diga.default_precision": default_precision,
 }
 
 
