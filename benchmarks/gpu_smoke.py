@@ -216,7 +216,7 @@ class Smoke:
         self.record(precision, "warmup, checkpointing + channels_last", lambda: self.fit(
             root / "checkpointing", precision, "warmup", ["model.grad_checkpointing=true",
                                                           "stage.module.channels_last=true"]))  # fmt: skip
-        self.record(precision, "sliding-window inference", lambda: self.slide(self.trained))
+        self.record("32-true", "sliding-window inference", lambda: self.slide(self.trained))  # evaluation: fp32
         self.record("32-true", "deterministic=warn, twice", lambda: self.deterministic(root / "deterministic"))
 
     def slide(self, root: Path) -> dict[str, Any]:
