@@ -39,7 +39,7 @@ def evaluate(
     model.to(device).eval()
     for batch in loader:
         x = batch["image"].to(device).float().div_(255)
-        y = batch["label"].to(device).long()
+        y = batch["label"].to(device)  # uint8: SegMetric widens it
         logits = predict_logits(model, x, inference, model.num_classes, out_size=y.shape[-2:])
         metric.update(logits.argmax(1), y)
     return metric.summary()

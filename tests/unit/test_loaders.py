@@ -35,15 +35,13 @@ def _datamodule(pin_memory: object) -> DomainAdaptationDataModule:
 
 
 def test_memory_is_pinned_when_training_on_cuda() -> None:
+    from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
+
     dm = _datamodule("auto")
     assert not dm.pins_memory()  # no trainer: nothing to copy to
-
-    class CUDAAccelerator:  # what Lightning's trainer holds when training on a GPU
-        pass
-
-    dm.trainer = SimpleNamespace(accelerator=CUDAAccelerator())
+    dm.trainer = SimpleNamespace(accelerator=CUDAAccelerator())  # what Lightning's trainer holds on a GPU
     assert dm.pins_memory()
-    dm.trainer = SimpleNamespace(accelerator=object())
+    dm.trainer = SimpleNamespace(accelerator=CPUAccelerator())
     assert not dm.pins_memory()
     assert _datamodule(True).pins_memory() and not _datamodule(False).pins_memory()
 

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import CUDAAccelerator
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -218,8 +219,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         """`pin_memory=auto`: page-locked batches (asynchronous host→device copies) when training on CUDA."""
         if self.pin_memory != "auto":
             return bool(self.pin_memory)
-        trainer = getattr(self, "trainer", None)
-        return trainer is not None and type(trainer.accelerator).__name__ == "CUDAAccelerator"
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, drop_last: bool,
                 sampler: Sampler | None = None, workers: int | None = None) -> DataLoader:  # fmt: skip
@@ -272,7 +272,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         """One loader per validation set; under DDP each rank scores its own share, no image twice (`ShardSampler`)."""
-        world = self.trainer.world_size if getattr(self, "trainer", None) is not None else 1
+        world = self.trainer.world_size if self.trainer is not None else 1
         for name, ds in self.val_sets.items():
             if len(ds) < world:
                 raise ValueError(f"{ds!r} (validation set {name!r}) has {len(ds)} images, fewer than the {world} "

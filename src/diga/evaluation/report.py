@@ -76,7 +76,6 @@ def plot_per_class(per_class: Mapping[str, Mapping[str, Mapping[str, float]]], c
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict_each(models: Mapping[str, Segmentor], images: torch.Tensor, inference: InferenceConfig,
                  device: torch.device) -> dict[str, torch.Tensor]:  # fmt: skip
     """Class maps of `images` from every model, each moved to `device` for its turn only (one model in device

@@ -72,7 +72,7 @@ class TranslatorModule(pl.LightningModule):
             return loss
 
         params = [p for n in nets for p in n.parameters()]
-        with autocast_context(precision if self.hparams.get("mixed_precision", False) else None):
+        with autocast_context(precision if self.hparams.mixed_precision else None):
             per_pair = saved_activation_bytes(step_graph, exclude=params)
             recompute = 0
             if self.hparams.grad_checkpointing:  # the backward pass recomputes one network at a time
@@ -94,7 +94,7 @@ class TranslatorModule(pl.LightningModule):
         hp = self.hparams
         gen = [p for m in self.generators() for p in m.parameters()]
         dis = [*self.dis_s2t.parameters(), *self.dis_t2s.parameters()]
-        fused = bool(hp.get("fused", True)) or None  # None: torch's default (a per-tensor loop on the CPU)
+        fused = hp.fused or None  # None: torch's default (a per-tensor loop on the CPU)
         opt_g = torch.optim.Adam(gen, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
         opt_d = torch.optim.Adam(dis, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
         n = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else 1
@@ -117,8 +117,7 @@ class TranslatorModule(pl.LightningModule):
         """Inside the trainer's autocast only with `mixed_precision`: the adversarial game is sensitive to it (a
         bf16-trained toy translator moved the warm-up after it by −4.1 mIoU; docs/gpus.md), so by default the
         translator computes in fp32 while the segmentation stages use the trainer's precision."""
-        mixed = bool(self.hparams.get("mixed_precision", False))
-        with nullcontext() if mixed else torch.autocast(self.device.type, enabled=False):
+        with nullcontext() if self.hparams.mixed_precision else torch.autocast(self.device.type, enabled=False):
             self._train_step(batch)
 
     def _train_step(self, batch: dict[str, Any]) -> None:

@@ -64,10 +64,9 @@ def weights_file(backbone: Any) -> str:
 def default_precision(accelerator: Any) -> str:
     """`bf16-mixed` on GPUs (measured: docs/gpus.md), `32-true` elsewhere — `trainer=ddp trainer.accelerator=cpu` gets
     the CPU's precision, not the GPU's."""
-    import torch
+    from diga.utils.accelerator import trains_on_cuda
 
-    cuda = str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if cuda else "32-true"
+    return "bf16-mixed" if trains_on_cuda(accelerator) else "32-true"
 
 
 _RESOLVERS = {

@@ -321,9 +321,10 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
 
 def run_device(cfg: DictConfig) -> torch.device:
     """The device the run trains on (its first GPU when training on CUDA), for work done outside the trainer."""
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+    from diga.utils.accelerator import trains_on_cuda
+
+    cuda = trains_on_cuda(cfg.trainer.get("accelerator", "cpu")) and torch.cuda.is_available()
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def per_class_rows(rows: dict[str, dict[str, dict[str, float]]], classes: tuple[str, ...]

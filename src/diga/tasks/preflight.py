@@ -198,18 +198,12 @@ def device_problem(cfg: DictConfig) -> str | None:
     return None
 
 
-def _wants_cuda(cfg: DictConfig) -> bool:
-    import torch
-
-    accel = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
-    return accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available())
-
-
 def precision_problems(cfg: DictConfig) -> list[str]:
     """Settings of the training step that cannot work: a "true" 16-bit mode (weights and state in 16 bits),
     bf16 on a GPU without it, deterministic kernels where torch has none for what diga runs."""
     import torch
 
+    from diga.utils.accelerator import trains_on_cuda
     from diga.utils.precision import true_precision_problem
 
     trainer = cfg.get("trainer", {})
@@ -219,11 +213,12 @@ def precision_problems(cfg: DictConfig) -> list[str]:
     precision = str(trainer.get("precision", "32-true"))
     if problem := true_precision_problem(precision):
         out.append(problem)
-    cuda = _wants_cuda(cfg) and torch.cuda.is_available()
-    if cuda and precision.startswith("bf16") and not torch.cuda.is_bf16_supported(including_emulation=False):
+    cuda = trains_on_cuda(trainer.get("accelerator", "cpu"))
+    visible = cuda and torch.cuda.is_available()
+    if visible and precision.startswith("bf16") and not torch.cuda.is_bf16_supported(including_emulation=False):
         out.append(f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) has no bfloat16 "
                    "arithmetic; use trainer.precision=16-mixed (fp16 with loss scaling) or 32-true")  # fmt: skip
-    if _wants_cuda(cfg) and trainer.get("deterministic") is True:
+    if cuda and trainer.get("deterministic") is True:
         out.append("trainer.deterministic=true on CUDA: the backward passes of bilinear up-sampling (every loss) and "
                    "ReflectionPad2d (the translator) have no deterministic CUDA kernel, so the first backward would "
                    "raise; use trainer.deterministic=warn (deterministic kernels wherever torch has one)")  # fmt: skip
