@@ -33,6 +33,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from diga.callbacks.host_syncs import CountStepSyncs
+
 GB = 1024**3
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 STEPS = 30
@@ -45,33 +47,18 @@ TOY = ("{height:80,width:160,source_train:64,source_val:16,target_train:64,targe
 MIC = "stage.module.masked_consistency={weight:1.0,mask_ratio:0.7,block_size:16}"
 
 
-class StepProbe(pl.Callback):
+class StepProbe(CountStepSyncs):
     """Added to a smoke run through the config (`+callbacks.smoke_probe`): peak GPU memory of the fit, and the host
-    synchronisations of the training steps in `window` — CUDA's own count and diga's Python-level count."""
+    synchronisations of the training steps in `SYNC_WINDOW` — CUDA's own count and diga's Python-level count."""
 
-    def __init__(self, out: str, window: tuple[int, int] = SYNC_WINDOW) -> None:
-        self.out, self.window = out, tuple(window)
-        self.cuda_syncs: list[int] = []
-        self.host_reads: list[int] = []
-        self._counter: Any = None
+    def __init__(self, out: str) -> None:
+        super().__init__(range(*SYNC_WINDOW))
+        self.out = out
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        from diga.utils.host_syncs import HostSyncCounter
-
-        if self.window[0] <= trainer.global_step < self.window[1]:
-            self._counter = HostSyncCounter(ignore=("/kornia/",)).__enter__()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self._counter is not None:
-            self._counter.__exit__(None, None, None)
-            self.cuda_syncs.append(self._counter.cuda_syncs)
-            self.host_reads.append(self._counter.calls)
-            self._counter = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:

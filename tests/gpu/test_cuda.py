@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ import torch
 from PIL import Image
 
 import diga.tasks.fit as fit
+from diga.callbacks.host_syncs import CountStepSyncs
 from diga.tasks import run_task
-from diga.utils.host_syncs import HostSyncCounter
 from tests.helpers import (
     TINY_PSEUDO_LABELS,
     TRAINING_STAGES,
@@ -53,30 +52,12 @@ def test_every_training_stage_trains_on_cuda_in_each_precision(
         assert 0 <= metrics["mIoU"] <= 100
 
 
-class _StepSyncs(pl.Callback):
-    """CUDA's own count of synchronisations in training steps 1 and 2 (step 0 warms up the allocator)."""
-
-    def __init__(self) -> None:
-        self.counts: list[int] = []
-        self._c: HostSyncCounter | None = None
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step in (1, 2):
-            self._c = HostSyncCounter(ignore=("/kornia/",)).__enter__()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self._c is not None:
-            self._c.__exit__(None, None, None)
-            self.counts.append(self._c.cuda_syncs)
-            self._c = None
-
-
 @pytest.mark.parametrize("stage", TRAINING_STAGES)
 def test_cuda_synchronisations_per_step_stay_within_budget(stage: str, tmp_path: Path, toy_root: Path,
                                                            selftrain_inputs: tuple[Path, Path],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The budget of the CPU suite (one non-finite check per optimiser step), as CUDA counts it."""
-    probe = _StepSyncs()
+    probe = CountStepSyncs(steps=(1, 2))  # step 0 warms up the allocator
     original = fit.build_trainer
     monkeypatch.setattr(fit, "build_trainer", lambda c: _append(original(c), probe))
     run_task(
@@ -89,8 +70,8 @@ def test_cuda_synchronisations_per_step_stay_within_budget(stage: str, tmp_path:
             ]
         )
     )
-    assert len(probe.counts) == 2
-    assert max(probe.counts) <= (2 if stage == "translator" else 1), probe.counts
+    assert len(probe.cuda_syncs) == 2
+    assert max(probe.cuda_syncs) <= (2 if stage == "translator" else 1), probe.cuda_syncs
 
 
 def _append(trainer: pl.Trainer, callback: pl.Callback) -> pl.Trainer:

@@ -37,6 +37,11 @@ DATA_DEPENDENT = (
 )
 
 
+# code that reads only tensors diga keeps on the host by design: kornia branches on the photometric augmentation's
+# random parameters, drawn on the host (`diga.augment.photometric`); a CPU run cannot tell them from device tensors
+HOST_SAMPLED = ("/kornia/",)
+
+
 def _is_mask_index(index: Any) -> bool:
     items = index if isinstance(index, tuple) else (index,)
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
