@@ -26,6 +26,7 @@ from diga.tasks.config import register_resolvers
 from diga.tasks.results import write_results
 from diga.utils import environment
 from diga.utils.hydra import to_plain
+from diga.utils.progress import progress
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -37,7 +38,7 @@ def evaluate(
 ) -> dict[str, float]:
     metric = SegMetric(get_label_set(label_set)).to(device)
     model.to(device).eval()
-    for batch in loader:
+    for batch in progress(loader, len(loader), "evaluating"):  # seconds per image on a CPU: show how far it is
         x = batch["image"].to(device).float().div_(255)
         y = batch["label"].to(device)  # uint8: SegMetric widens it
         logits = predict_logits(model, x, inference, model.num_classes, out_size=y.shape[-2:])

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from diga.data.io import atomic_write_bytes
+from diga.evaluation.inference import InferenceConfig, check_image_size
 from diga.models.checkpoint import load_segmentor
 from diga.models.segmentor import Segmentor
 from diga.tasks.config import register_resolvers
@@ -43,12 +44,25 @@ class LogitsAtInputSize(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=self.model.align_corners)
 
 
+class ExportSizeError(ValueError):
+    """`height`/`width` below the model's minimum: a user error, reported in one line."""
+
+
+def check_export_size(model: Segmentor, height: int, width: int) -> None:
+    """Tracing a too-small example dies deep inside a convolution: name the keys instead, by inference's own rule."""
+    try:
+        check_image_size(height, width, model.min_input_side, InferenceConfig(), f"height={height} width={width}")
+    except ValueError as e:
+        raise ExportSizeError(str(e)) from None
+
+
 def export_onnx(ckpt: str | Path, output: str | Path, height: int = 512, width: int = 1024, opset: int = 18,
                 atol: float = 1e-3) -> float:  # fmt: skip
     """Export and verify; returns the max |ONNX − PyTorch| logit difference on a random input."""
     import onnxruntime as ort
 
     model, _ = load_segmentor(ckpt)
+    check_export_size(model, height, width)
     for m in model.modules():  # encoders with size-dependent work (ViT position embeddings) freeze it here
         if hasattr(m, "fix_input_size"):
             m.fix_input_size(height, width)
@@ -81,6 +95,7 @@ def export_hf(ckpt: str | Path, output: str | Path, height: int = 512, width: in
     from diga.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
 
     model, label_set = load_segmentor(ckpt)
+    check_export_size(model, height, width)
     if not (isinstance(model.backbone, MiTBackbone) and isinstance(model.head, SegFormerHead)):
         parts = f"{type(model.backbone).__name__} + {type(model.head).__name__}"
         raise ValueError(f"{ckpt}: format=hf needs a MiT encoder with the SegFormer head (this model: {parts}); "
@@ -113,6 +128,19 @@ def export_hf(ckpt: str | Path, output: str | Path, height: int = 512, width: in
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    import sys
+
+    from diga.models.weights import CheckpointError
+
+    try:
+        export(cfg)
+    except (CheckpointError, ExportSizeError) as e:  # the message names the file or the keys: no stack trace needed
+        print(f"diga: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def export(cfg: DictConfig) -> None:
+    """Run the chosen format and print where it was written."""
     if cfg.format == "hf":
         diff = export_hf(cfg.ckpt, cfg.output, cfg.height, cfg.width, cfg.atol)
         print(f"wrote {cfg.output} (SegformerForSemanticSegmentation); max |transformers − diga| = {diff:.2e}")

@@ -1,4 +1,4 @@
-"""`python -m diga.predict ckpt=… input=DIR output=DIR` — segment a folder of images.
+"""`python -m diga.predict ckpt=… input=DIR|IMAGE output=DIR` — segment a folder of images, or one image.
 
 Writes, per image: `<name>_trainIds.png` (palettised train-ids), `<name>_labelIds.png` (Cityscapes label ids, the
 official evaluation format; only for Cityscapes label spaces) and `<name>_color.png` (a colour overlay). One image
@@ -60,11 +60,23 @@ class PredictionFailures(RuntimeError):
     """Some images could not be predicted (the others were written); the message lists them."""
 
 
-def input_images(input_dir: Path, output_dir: Path) -> list[Path]:
-    """Images under `input_dir`, never the ones under `output_dir` (an output folder inside the input folder)."""
-    out = output_dir.resolve()
-    files = [p for p in input_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(p for p in files if not p.resolve().is_relative_to(out))
+def check_paths(input_path: Path, output_dir: Path) -> None:
+    """Outputs written into the input folder would be read as inputs by the next run: refuse before loading anything."""
+    inp, out = input_path.resolve(), output_dir.resolve()
+    if out == inp or out.is_relative_to(inp):
+        raise DatasetError(f"output={output_dir}: must not be input={input_path} or a folder inside it (the "
+                           "predictions would mix with the images); choose another output folder")  # fmt: skip
+    if not input_path.exists():
+        raise DatasetError(f"{input_path}: input image or folder does not exist")
+    if input_path.is_file() and input_path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DatasetError(f"{input_path}: not a .png/.jpg/.jpeg image (input= takes an image or a folder of images)")
+
+
+def input_images(input_path: Path) -> tuple[list[Path], Path]:
+    """The images to predict and the folder their output paths are relative to: one file, or a folder's images."""
+    if input_path.is_file():
+        return [input_path], input_path.parent
+    return sorted(p for p in input_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), input_path
 
 
 def output_stems(files: list[Path], input_dir: Path, output_dir: Path) -> dict[Path, Path]:
@@ -77,19 +89,19 @@ def output_stems(files: list[Path], input_dir: Path, output_dir: Path) -> dict[P
     return {p: output_dir / (r.with_suffix("") if counts[r.with_suffix("")] == 1 else r) for p, r in rel.items()}
 
 
-def predict_folder(ckpt: str | Path, input_dir: str | Path, output_dir: str | Path, inference: InferenceConfig,
+def predict_folder(ckpt: str | Path, input_path: str | Path, output_dir: str | Path, inference: InferenceConfig,
                    device: str = "auto", alpha: float = 0.5) -> list[Path]:  # fmt: skip
-    """Predict every image; one that fails (too small, unreadable) is reported at the end, the others are written."""
+    """Predict one image or every image of a folder; one that fails (too small, unreadable) is reported at the end,
+    the others are written."""
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    check_paths(input_path, output_dir)
     model, label_set_name = load_segmentor(ckpt)
     label_set = get_label_set(label_set_name)
     dev = resolve_device(device)
     model.to(dev).eval()
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.is_dir():
-        raise DatasetError(f"{input_dir}: input folder does not exist")
-    files = input_images(input_dir, output_dir)
+    files, input_dir = input_images(input_path)
     if not files:
-        raise DatasetError(f"{input_dir}: no .png/.jpg images found")
+        raise DatasetError(f"{input_path}: no .png/.jpg images found")
     lut = cityscapes_label_ids(label_set)
     written, failed = [], []
     for path, stem in progress_items(output_stems(files, input_dir, output_dir).items()):
@@ -137,7 +149,7 @@ def main(cfg: DictConfig) -> None:
     except PredictionFailures as e:
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    except Exception as e:  # a missing/unreadable checkpoint or input folder: the message names it
+    except Exception as e:  # a missing/unreadable checkpoint or input, a bad output: the message names it
         if (cause := find_cause(e, (DatasetError, CheckpointError))) is None:
             raise
         print(f"diga: {cause}", file=sys.stderr)

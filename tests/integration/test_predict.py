@@ -1,4 +1,5 @@
-"""`diga.predict`: label PNGs (train-ids, Cityscapes label ids) and overlays for a folder, sliding window on CPU."""
+"""`diga.predict`: label PNGs (train-ids, Cityscapes label ids) and overlays for a folder or one image, sliding window
+on CPU."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_predict_folder(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -
         predict_folder(trained_toy_run / "final_model.pt", empty, tmp_path / "x", inf)
 
 
-def test_predict_keeps_same_stem_outputs_skips_its_own_output_and_reports_bad_images(
+def test_predict_keeps_same_stem_outputs_and_reports_bad_images(
     tmp_path: Path, toy_root: Path, trained_toy_run: Path
 ) -> None:
     import shutil
@@ -51,14 +52,30 @@ def test_predict_keeps_same_stem_outputs_skips_its_own_output_and_reports_bad_im
     shutil.copy(src, folder / "a.png")
     Image.open(src).convert("RGB").save(folder / "a.jpg")
     Image.fromarray(np.zeros((16, 600, 3), np.uint8)).save(folder / "thin.png")  # too small for MiT's stride 32
-    out = folder / "pred"  # inside the input folder
+    out = tmp_path / "pred"
     with pytest.raises(PredictionFailures) as err:
         predict_folder(trained_toy_run / "final_model.pt", folder, out, InferenceConfig(), device="cpu")
     assert "thin.png: 600×16 is too small" in str(err.value) and "at least 32 pixels" in str(err.value)
     assert (out / "a.png_trainIds.png").is_file() and (out / "a.jpg_trainIds.png").is_file()  # both kept
-    with pytest.raises(PredictionFailures):  # a second run does not read its own outputs as inputs
-        predict_folder(trained_toy_run / "final_model.pt", folder, out, InferenceConfig(), device="cpu")
-    assert not list(out.glob("*_trainIds_trainIds.png"))
+
+
+def test_predict_refuses_an_output_that_is_or_is_inside_the_input(tmp_path: Path, toy_root: Path) -> None:
+    images = next(toy_root.glob("*/target/val/images"))
+    for out in (images, images / "pred"):  # before the checkpoint is read: it need not exist
+        with pytest.raises(DatasetError, match=r"output=.*: must not be input=.* or a folder inside it"):
+            predict_folder(tmp_path / "nope.pt", images, out, InferenceConfig())
+    assert not (images / "pred").exists()
+
+
+def test_predict_one_image_file(tmp_path: Path, toy_root: Path, trained_toy_run: Path) -> None:
+    image = next(toy_root.glob("*/target/val/images")) / "00001.png"
+    written = predict_folder(trained_toy_run / "final_model.pt", image, tmp_path / "pred", InferenceConfig(),
+                             device="cpu")  # fmt: skip
+    assert written == [tmp_path / "pred" / "00001_trainIds.png"] and written[0].is_file()
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["00001_color.png", "00001_trainIds.png"]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"notes\.txt: not a \.png/\.jpg/\.jpeg image"):
+        predict_folder(trained_toy_run / "final_model.pt", tmp_path / "notes.txt", tmp_path / "p2", InferenceConfig())
 
 
 def test_onnx_export_matches_pytorch(tmp_path: Path, trained_toy_run: Path) -> None:

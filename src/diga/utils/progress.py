@@ -15,7 +15,8 @@ MIN_LOG_INTERVAL_S = 5.0  # redirected output: a line every ~10 % of the work, b
 
 
 def progress(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
-    """Yield `items`, showing how far along `description` is (rich's bar on a TTY, every ~10 % otherwise)."""
+    """Yield `items`, showing how far along `description` is and the time left (rich's bar on a TTY, every ~10 %
+    otherwise)."""
     if not enabled or total <= 0:
         yield from items
         return
@@ -31,4 +32,13 @@ def progress(items: Iterable[T], total: int, description: str, enabled: bool = T
         now = time.perf_counter()
         if done == total or (done % step == 0 and now - last >= MIN_LOG_INTERVAL_S):  # quick loops: one line
             last = now
-            log.info("%s: %d/%d (%.1f/s)", description, done, total, done / max(now - start, 1e-9))
+            rate = done / max(now - start, 1e-9)
+            left = f", about {_duration((total - done) / rate)} left" if done < total else ""
+            log.info("%s: %d/%d (%.1f/s%s)", description, done, total, rate, left)
+
+
+def _duration(seconds: float) -> str:
+    """`42 s`, `7 min`, `2.5 h`: an estimate, to the precision it has."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
