@@ -191,3 +191,19 @@ def test_encoder_minimum_side_matches_what_the_model_can_take() -> None:
         model(torch.rand(1, 3, 32, 64))
         with pytest.raises(RuntimeError):
             model(torch.rand(1, 3, 16, 64))
+
+
+def test_an_unquoted_stream_override_pasted_into_bash_asks_for_quotes(tmp_path: Path) -> None:
+    """Bash brace-expands `streams=[{resize:null,batch_size:2}]` into two overrides; the run must say so."""
+    import shlex
+    import subprocess
+    import sys
+
+    unquoted = "datamodule.source.loader.streams=[{resize:null,batch_size:2}]"
+    command = (f"{shlex.quote(sys.executable)} -m diga.train experiment=toy stage=source_only run_id=x "
+               f"paths.root_dir={shlex.quote(str(tmp_path))} {unquoted}")  # fmt: skip
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("diga: 1 value(s) of the wrong type:") and "Traceback" not in proc.stderr
+    assert "lost its braces to the shell" in proc.stderr
+    assert "'datamodule.source.loader.streams=[{resize:null,batch_size:2}]'" in proc.stderr

@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from diga.utils.hydra import to_plain
+
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
@@ -105,6 +107,30 @@ def _describe(annotation: Any) -> str:
     return text or str(annotation).replace("typing.", "")
 
 
+STREAM = "{resize:null,batch_size:2}"
+
+
+def stream_problems(cfg: DictConfig) -> list[str]:
+    """The training streams are plain dicts that no annotation types. Unquoted in bash, `streams=[{a,b}]` is brace
+    expanded into two overrides, `streams=[a]` and `streams=[b]`, and arrives as a list of strings."""
+    out = []
+    for domain in ("source", "target"):
+        key = f"datamodule.{domain}.loader.streams"
+        try:
+            streams = to_plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=True))
+        except Exception:  # reported by the missing-key check
+            continue
+        if streams is not None and not isinstance(streams, list):
+            out.append(f"{key}={streams!r}: expected a list of streams such as [{STREAM}]")
+        for i, stream in enumerate(streams if isinstance(streams, list) else []):
+            if isinstance(stream, str):
+                out.append(f"{key}[{i}]={stream!r}: expected a mapping such as {STREAM}; the override probably lost "
+                           f"its braces to the shell: quote it whole, e.g. '{key}=[{STREAM}]'")  # fmt: skip
+            elif not isinstance(stream, dict):
+                out.append(f"{key}[{i}]={stream!r}: expected a mapping such as {STREAM}")
+    return out
+
+
 def type_problems(cfg: DictConfig) -> list[str]:
     """One line per value that its constructor's annotation rejects, naming the full key."""
     from pydantic import ValidationError
@@ -130,4 +156,4 @@ def type_problems(cfg: DictConfig) -> list[str]:
                                     f"{_describe(hints[key])} (parameter `{key}` of {target})")  # fmt: skip
             except Exception:  # a validator of an arbitrary type that does not apply to config values
                 continue
-    return list(problems.values())
+    return [*problems.values(), *stream_problems(cfg)]

@@ -244,6 +244,7 @@ def check_inputs(cfg: DictConfig) -> None:
     """Raise one `PreflightError` naming every mistyped value, every missing input and a missing GPU, before any
     model is built."""
     from diga.tasks.config_types import type_problems
+    from diga.tasks.config_values import value_problems
     from diga.tasks.shape_check import shape_problems
 
     steps = _steps(cfg)
@@ -251,6 +252,9 @@ def check_inputs(cfg: DictConfig) -> None:
     typed = list(dict.fromkeys(p for c in configs for p in type_problems(c)))
     if typed:
         raise PreflightError("\n  ".join([f"{len(typed)} value(s) of the wrong type:", *typed]))
+    ranged = list(dict.fromkeys(p for c in configs for p in value_problems(c)))
+    if ranged:
+        raise PreflightError("\n  ".join([f"{len(ranged)} value(s) out of range:", *ranged]))
     small = list(dict.fromkeys(p for c in configs for p in shape_problems(c)))
     if small:
         raise PreflightError("\n  ".join([f"{len(small)} size(s) too small for the model:", *small]))

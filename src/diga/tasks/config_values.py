@@ -1,0 +1,72 @@
+"""Reject counts that are well typed but cannot work, before anything is built.
+
+`steps.source_only=-1` is a valid int, and becomes `trainer.max_steps=-1`, which Lightning reads as "no limit": the
+stage would train forever, at learning rate 0 once the schedule ends. A stream of `batch_size: 0` passes every type
+check and fails inside torch's DataLoader after the model is built. Each is reported as one line naming the key
+that was typed; values of the wrong type are left to `config_types`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from diga.tasks.shape_check import _get
+
+STEPS = "a positive number of training steps"
+POSITIVE_STEPS = ("val_every", "ckpt_every")  # validation every 0 steps divides by zero; checkpoints resume runs
+NEVER_OR_STEPS = ("log_images_every", "trainer.log_every_n_steps")  # 0 = never
+BATCHES = ("datamodule.val_batch_size", "stage.batch_size")
+DOMAINS = ("source", "target")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _below(key: str, value: Any, least: int, what: str) -> list[str]:
+    """One line when a number is below `least` (anything else is the type check's)."""
+    return [f"{key} must be {what}, got {value}"] if _number(value) and value < least else []
+
+
+def _step_budget_problems(cfg: DictConfig) -> list[str]:
+    """Every `steps.<stage>`, and a training stage's `trainer.max_steps` when it was set directly or follows a
+    stage that has no budget."""
+    steps = _get(cfg, "steps")
+    steps = steps if isinstance(steps, Mapping) else {}
+    out = [p for name, n in steps.items() for p in _below(f"steps.{name}", n, 1, STEPS)]
+    out += [f"steps.{name} must be {STEPS}, got None" for name, n in steps.items() if n is None]
+    if _get(cfg, "stage.task") not in (None, "fit") or not isinstance(cfg.get("trainer"), DictConfig):
+        return out
+    name, max_steps = _get(cfg, "stage.name"), _get(cfg, "trainer.max_steps")
+    if not OmegaConf.is_interpolation(cfg.trainer, "max_steps"):
+        return out + _below("trainer.max_steps", max_steps, 1, STEPS)
+    if name not in steps and _number(max_steps) and max_steps < 1:
+        out.append(f"steps.{name} is not set, so trainer.max_steps={max_steps} (no limit): set it to {STEPS}")
+    return out
+
+
+def _interval_problems(cfg: DictConfig) -> list[str]:
+    out = [p for key in POSITIVE_STEPS for p in _below(key, _get(cfg, key), 1, STEPS)]
+    return out + [p for key in NEVER_OR_STEPS for p in _below(key, _get(cfg, key), 0, f"0 (never) or {STEPS}")]
+
+
+def _stream_batch_problems(cfg: DictConfig) -> list[str]:
+    """Each stream's `batch_size` (no constructor annotation types it: streams are plain dicts)."""
+    out = []
+    for domain in DOMAINS:
+        key = f"datamodule.{domain}.loader.streams"
+        streams = _get(cfg, key)
+        for i, stream in enumerate(streams if isinstance(streams, list) else []):
+            size = stream.get("batch_size", 1) if isinstance(stream, Mapping) else 1  # not a mapping: a type problem
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                out.append(f"{key}[{i}].batch_size must be a positive integer, got {size!r}")
+    return out
+
+
+def value_problems(cfg: DictConfig) -> list[str]:
+    """One line per count that cannot work, naming the key and the value."""
+    batches = [p for key in BATCHES for p in _below(key, _get(cfg, key), 1, "a positive integer")]
+    return [*_step_budget_problems(cfg), *_interval_problems(cfg), *_stream_batch_problems(cfg), *batches]
