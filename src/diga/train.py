@@ -20,9 +20,11 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from diga.callbacks.preemption import SIGTERM_EXIT_CODE, StageInterrupted
     from diga.tasks import run_task
     from diga.tasks.config import config_notice
     from diga.tasks.preflight import PreflightError
+    from diga.tasks.resume import resume_command
 
     if notice := config_notice():
         print(notice, file=sys.stderr)
@@ -33,6 +35,10 @@ def main(cfg: DictConfig) -> float | None:
     except PreflightError as e:  # a user-facing message, not a stack trace
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except StageInterrupted as e:  # not a success: a scheduler must see a non-zero exit (and may requeue)
+        if _is_rank_zero():
+            print(f"diga: {e}; resume with: {resume_command(cfg)}", file=sys.stderr, flush=True)
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
     if _is_rank_zero():
         print(f"diga: {cfg.stage.name} done; {results_notice(cfg.paths.output_dir)}", flush=True)
     return metrics.get("mIoU") if metrics else None

@@ -49,7 +49,9 @@ def test_resume_continues_from_checkpoint(tmp_path: Path, toy_root: Path) -> Non
     second = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert first["global_step"] == 2 and second["global_step"] == 4
     # a missing explicit checkpoint is an error, not a silent fresh start
-    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+    from diga.tasks.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match=r"nope\.ckpt: checkpoint to resume from does not exist"):
         run_task(compose_cfg([*base, f"ckpt_path={tmp_path}/nope.ckpt"]))
 
 

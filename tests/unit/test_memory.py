@@ -45,26 +45,65 @@ def test_estimate_line_names_both_parts() -> None:
     assert "about 32.0 GB" in line and "30.0 GB activations" in line and "22.0 GB are available" in line
 
 
-def test_the_warning_allows_for_measured_peaks_above_the_estimate(monkeypatch, capsys) -> None:
-    """Likely peak = 1.3 × estimate + 2 GiB (fitted to the rehearsals): 10 GiB estimated → 15 GiB, so 14 GiB free
-    warns and 16 GiB free does not."""
+def test_a_stage_that_does_not_fit_and_has_no_memory_option_stops_before_work(monkeypatch) -> None:
+    """Likely peak = 1.3 × estimate + 2 GiB (fitted to the rehearsals): 10 GiB estimated → 15 GiB, so 16 GiB free
+    starts and 14 GiB free stops (exit 2) instead of running into an out-of-memory kill."""
     from omegaconf import OmegaConf
 
     import diga.tasks.fit as fit
     import diga.utils.memory as memory
+    from diga.tasks.memory_fit import MemoryShortError
 
     gib = 1024**3
     assert MemoryEstimate(2 * gib, 8 * gib).likely_peak == 15 * gib
-    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}})
+    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}, "stage": {"name": "x"},
+                            "datamodule": {"source": {}, "use_target": False}})  # fmt: skip
     module = nn.Linear(1, 1)
     module.estimate_memory = lambda *a: None  # type: ignore[attr-defined]  # only its presence is checked
     monkeypatch.setattr(fit, "estimate_stage_memory", lambda cfg, module: MemoryEstimate(2 * gib, 8 * gib))
-    for free, warned in ((14 * gib, True), (16 * gib, False)):
-        monkeypatch.setattr(memory, "available_bytes", lambda free=free: free)
-        assert fit.warn_if_memory_short(cfg, module) == 10 * gib
-        out = capsys.readouterr().out
-        assert ("will probably be killed for memory" in out) is warned
-        assert not warned or "a likely resident peak of 15.0 GB" in out
+    monkeypatch.setattr(fit, "stage_batch", lambda cfg: (2, 0))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 16 * gib)
+    assert fit.fit_in_memory(cfg, module) == (module, 10 * gib)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 14 * gib)
+    with pytest.raises(MemoryShortError, match=r"(?s)likely resident peak of 15\.0 GB.*memory_estimate=false"):
+        fit.fit_in_memory(cfg, module)
+
+
+def test_the_first_memory_option_that_fits_is_chosen_and_the_rest_are_not_estimated() -> None:
+    from diga.tasks.memory_fit import first_that_fits
+
+    gib = 1024**3
+    peaks = {(): 30, ("a=1",): 20, ("a=1", "b=2"): 9, ("a=1", "b=4"): 5}
+    asked = []
+
+    def estimate_with(overrides: tuple[str, ...]) -> MemoryEstimate:
+        asked.append(overrides)
+        return MemoryEstimate(0, int((peaks[overrides] * gib - 2 * gib) / 1.3))
+
+    choice, tried = first_that_fits([("a=1",), ("a=1", "b=2"), ("a=1", "b=4")], estimate_with, free=10 * gib)
+    assert choice is not None and choice.overrides == ("a=1", "b=2")
+    assert asked == [("a=1",), ("a=1", "b=2")] and len(tried) == 2
+    assert first_that_fits([("a=1",)], estimate_with, free=10 * gib)[0] is None
+
+
+def test_overrides_are_given_in_the_form_that_works_where_the_stage_runs() -> None:
+    from diga.tasks.memory_fit import as_given_here
+
+    both = ["model.grad_checkpointing=true", "stage.module.micro_batches=2"]
+    assert as_given_here(both, None) == "model.grad_checkpointing=true stage.module.micro_batches=2"
+    assert as_given_here(both, "warmup") == (
+        "model.grad_checkpointing=true '++stage.step_overrides={warmup:[\"stage.module.micro_batches=2\"]}'"
+    )
+
+
+def test_micro_batch_options_divide_every_domains_batch(tmp_path: Path, toy_root: Path) -> None:
+    from diga.tasks.fit import build_module
+    from tests.helpers import compose_cfg, tiny_toy_overrides
+
+    module = build_module(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only"]))
+    ckpt = "model.grad_checkpointing=true"
+    assert module.memory_fallbacks(8, 12) == [(ckpt,), *((ckpt, f"stage.module.micro_batches={n}") for n in (2, 4))]
+    assert module.memory_fallbacks(3, 0) == [(ckpt,), (ckpt, "stage.module.micro_batches=3")]
 
 
 @pytest.mark.parametrize("stage", TRAINING_STAGES)

@@ -12,6 +12,7 @@ the two views of an image (warm-up, self-training) always stay in the same part,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -151,6 +152,16 @@ class SegmentationModule(pl.LightningModule):
     # --- memory -----------------------------------------------------------------------------------------
     grad_forwards_per_image = 1  # student forwards with gradients per source image and step
     memory_options = "stage.module.micro_batches=N, trainer.precision=bf16-mixed, model.grad_checkpointing=true"
+
+    def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
+        """Overrides that lower this stage's memory, tried in this order when its estimate does not fit
+        (`diga.tasks.memory_fit`): activation checkpointing (same maths), then it with 2, 3, … micro-batches that
+        divide every domain's batch."""
+        ckpt = () if dict(self.hparams.model).get("grad_checkpointing") else ("model.grad_checkpointing=true",)
+        batch = math.gcd(source_images, target_images or source_images)
+        current = int(self.hparams.micro_batches)
+        parts = [n for n in range(current + 1, batch + 1) if batch % n == 0]
+        return [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
 
     def frozen_modules(self) -> list[nn.Module]:
         """Networks held besides the student (teacher, translator): weights only."""

@@ -55,6 +55,10 @@ class TranslatorModule(pl.LightningModule):
 
     memory_options = "stage.module.grad_checkpointing=true (about 1/6 of the memory here), trainer.precision=bf16-mixed"
 
+    def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
+        """What lowers this stage's memory when its estimate does not fit (`diga.tasks.memory_fit`)."""
+        return [] if self.hparams.grad_checkpointing else [("stage.module.grad_checkpointing=true",)]
+
     def estimate_memory(self, crop: tuple[int, int], source_images: int, target_images: int,
                         precision: str | None = None) -> MemoryEstimate:  # fmt: skip
         """Six networks with Adam state, the frozen VGG, and what one step's graphs keep (probe at half the crop)."""

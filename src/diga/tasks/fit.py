@@ -13,12 +13,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from diga.callbacks.console import console_callbacks, model_summary_line, quiet_third_party
+from diga.callbacks.preemption import CheckpointOnSigterm, StageInterrupted
 from diga.callbacks.timing import PhaseTimer
 from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table
+from diga.loggers import ResumableCSVLogger
 from diga.tasks.results import write_results
+from diga.tasks.resume import resume_point
 from diga.tasks.selection import apply_selection, restore_selected
 from diga.utils.artifacts import LAST_CHECKPOINT, TIMINGS
 from diga.utils.checkpoint_io import AtomicCheckpointIO
@@ -40,6 +44,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (`logger=none`)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks.append(CheckpointOnSigterm(cfg.paths.ckpt_dir))  # SIGTERM: a checkpoint, then a non-zero exit
     plugins: list[Any] = [AtomicCheckpointIO()]
     if os.environ.get("SLURM_JOB_ID") and any(k.startswith("SUBMITIT_") for k in os.environ):
         from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -62,21 +67,6 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
                        **extra)  # fmt: skip
 
 
-def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
-    """`last` → the run directory's `last.ckpt` if present (a fresh start otherwise); a path must exist."""
-    if not ckpt_path:
-        return None
-    if ckpt_path == "last":
-        last = Path(ckpt_dir) / LAST_CHECKPOINT
-        if last.is_file():
-            return str(last)
-        log.info("ckpt_path=last but %s does not exist yet: starting from scratch", last)
-        return None
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint to resume from does not exist")
-    return str(ckpt_path)
-
-
 def results_from_metrics(metrics: Mapping[str, Any], val_names: list[str]) -> dict[str, dict[str, float]]:
     """`val/<set>/<key>` entries of Lightning's logged metrics → {set: {key: value}}."""
     out: dict[str, dict[str, float]] = {name: {} for name in val_names}
@@ -93,41 +83,62 @@ def validate(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lig
     return results_from_metrics(trainer.callback_metrics, val_names)
 
 
-def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> MemoryEstimate:
-    """The module's memory estimate for one training step of this stage's crop, batch and precision."""
-    from diga.data.datamodule import images_per_step, scaled_size
+def stage_batch(cfg: DictConfig) -> tuple[int, int]:
+    """(source, target) images one training step forwards."""
+    from diga.data.datamodule import images_per_step
 
     dm = cfg.datamodule
     n_src = images_per_step(to_plain(dm.source))
     n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
+    return n_src, n_tgt
+
+
+def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> MemoryEstimate:
+    """The module's memory estimate for one training step of this stage's crop, batch and precision."""
+    from diga.data.datamodule import scaled_size
+
+    dm = cfg.datamodule
     crop = scaled_size(dm.crop_size, float(dm.get("scale", 1.0)))
     with without_side_effects(module):  # the probe forward must not move BatchNorm statistics or the RNG
-        return module.estimate_memory(crop, n_src, n_tgt, str(cfg.trainer.get("precision", "32")))
+        return module.estimate_memory(crop, *stage_batch(cfg), str(cfg.trainer.get("precision", "32")))
 
 
-def warn_if_memory_short(cfg: DictConfig, module: pl.LightningModule) -> int | None:
-    """CPU runs: estimate the stage's memory before it starts; one line when its likely peak exceeds what is free."""
-    from diga.utils.memory import available_bytes
+def fit_in_memory(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.LightningModule, int | None]:
+    """CPU runs: (the module to train — rebuilt with the first memory option that fits when the configured one does
+    not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit)."""
+    from diga.tasks import memory_fit as mf
+    from diga.utils.memory import GIB, available_bytes
 
     if cfg.trainer.get("accelerator") != "cpu" or not cfg.get("memory_estimate", True):
-        return None
+        return module, None
     if not hasattr(module, "estimate_memory"):
-        return None
-    est = estimate_stage_memory(cfg, module)
+        return module, None
+    first = estimate_stage_memory(cfg, module)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
-    total, free = est.total * processes, available_bytes()
-    line = est.line(free) + (f" (× {processes} processes)" if processes > 1 else "")
-    if free is not None and est.likely_peak * processes > free:
-        options = getattr(module, "memory_options", "trainer.precision=bf16-mixed")
-        msg = (
-            f"{line} — this stage will probably be killed for memory. Lower the batch (datamodule.*.loader.streams)"
-            f" or use {options}"
-        )
-        log.warning(msg)
-        print(f"diga: {msg}", flush=True)
-    else:
-        log.info(line)
-    return total
+    free = available_bytes()
+    if mf.fits(first, free, processes):
+        log.info(first.line(free) + (f" (× {processes} processes)" if processes > 1 else ""))
+        return module, first.total * processes
+    built: dict[tuple[str, ...], pl.LightningModule] = {}
+
+    def estimate_with(overrides: tuple[str, ...]) -> MemoryEstimate:
+        built.clear()  # one candidate module alive at a time
+        option_cfg = mf.with_overrides(cfg, overrides)
+        built[overrides] = build_module(option_cfg)
+        return estimate_stage_memory(option_cfg, built[overrides])
+
+    fallbacks = module.memory_fallbacks(*stage_batch(cfg)) if hasattr(module, "memory_fallbacks") else []
+    choice, tried = mf.first_that_fits(fallbacks, estimate_with, free, processes)
+    step = cfg.get("pipeline_step")
+    if choice is None:
+        assert free is not None
+        tried = [mf.MemoryChoice((), first), *tried]
+        raise mf.MemoryShortError(mf.not_fitting_message(str(cfg.stage.name), first, tried, free, step))
+    msg = (f"{first.line(free)} — too much; training with {mf.as_given_here(choice.overrides, step)} instead (likely "
+           f"peak {choice.estimate.likely_peak / GIB:.1f} GB)")  # fmt: skip
+    log.warning(msg)
+    print(f"diga: {msg}", flush=True)
+    return built[choice.overrides], choice.estimate.total * processes
 
 
 def close_run_loggers(trainer: pl.Trainer) -> None:
@@ -146,6 +157,7 @@ def close_run_loggers(trainer: pl.Trainer) -> None:
 
 def run_fit(cfg: DictConfig) -> dict[str, Any]:
     times = PhaseTimes()
+    resume = resume_point(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)  # a damaged or foreign file: named, before work
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     selection = apply_selection(cfg)
@@ -155,11 +167,20 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
         trainer = build_trainer(cfg)
     log.info(model_summary_line(module))
     with times.phase("memory estimate"):
-        estimate = warn_if_memory_short(cfg, module)
+        module, estimate = fit_in_memory(cfg, module)
     trainer.callbacks.append(PhaseTimer(times))
-    ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.ckpt_dir)
+    if resume is not None:
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.resume_from_step(resume.global_step)
     with times.phase("fit (all of the above inside)"):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None,
+                        weights_only=True)  # fmt: skip
+        except SIGTERMException:
+            close_run_loggers(trainer)
+            raise StageInterrupted(str(cfg.stage.name), trainer.global_step,
+                                   Path(cfg.paths.ckpt_dir) / LAST_CHECKPOINT) from None  # fmt: skip
     ckpt_io = trainer.strategy.checkpoint_io
     if isinstance(ckpt_io, AtomicCheckpointIO):
         times.add("checkpoint writes", ckpt_io.write_seconds, ckpt_io.writes)

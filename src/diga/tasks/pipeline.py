@@ -31,6 +31,7 @@ from diga.data.io import atomic_write_bytes
 from diga.tasks.config import compose_stage
 from diga.utils.artifacts import PIPELINE_PER_CLASS, PIPELINE_PROFILE, PIPELINE_RESULTS, PREDICTIONS, StageOutputs
 from diga.utils.hydra import to_plain
+from diga.utils.memory import current_rss_bytes, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _base_overrides() -> list[str]:
             "stage=pipeline needs the Hydra runtime config to recompose its sub-stages: run it with "
             "`python -m diga.train … stage=pipeline` or compose with diga.tasks.config.compose_config(overrides)"
         ) from e
-    skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.", "ablation=")
+    skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.", "ablation=", "pipeline_step=")
     keep = ("hydra.searchpath",)
     return [o for o in task if o.lstrip("+~").startswith(keep) or not o.lstrip("+~").startswith(skip)]
 
@@ -133,7 +134,8 @@ def _base_overrides() -> list[str]:
 def step_overrides(step: Step, base: list[str], extra: list[str]) -> list[str]:
     """The full override list of one sub-stage (what `python -m diga.train` would be given for it)."""
     oracle = ["datamodule.target_as_source=true"] if step.oracle else []  # target images with their labels
-    return [*base, f"stage={step.stage}", *step.overrides, *oracle, *extra, f"paths.output_dir={step.out.root}"]
+    return [*base, f"stage={step.stage}", *step.overrides, *oracle, *extra, f"paths.output_dir={step.out.root}",
+            f"pipeline_step={step.name}"]  # fmt: skip
 
 
 def compose_step(step: Step, base: list[str], extra: list[str]) -> DictConfig:
@@ -187,8 +189,10 @@ def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isola
         metrics, peak = run_in_subprocess(step, step_overrides(step, base, extra))
     else:
         metrics, peak = run_task(compose_step(step, base, extra)), peak_rss_bytes()
+        release_memory()  # the next step's memory check sees what this one no longer holds
     profile[step.name] = {"stage": step.stage, "seconds": round(time.perf_counter() - t, 2),
-                          "peak_rss_bytes": peak, "peak_is_per_step": isolate}  # fmt: skip
+                          "peak_rss_bytes": peak, "peak_is_per_step": isolate,
+                          "rss_after_bytes": None if isolate else current_rss_bytes()}  # fmt: skip
     if step.out.timings.is_file():
         profile[step.name]["phases"] = json.loads(step.out.timings.read_text())
     if rank_zero_only.rank == 0:

@@ -20,7 +20,7 @@ from typing import Any
 
 ENV = "env.json"
 # keys that name where a run lives or how it was started, not what it computes
-NON_SEMANTIC_KEYS = ("paths", "run_id", "ckpt_path", "overwrite", "hydra")
+NON_SEMANTIC_KEYS = ("paths", "run_id", "ckpt_path", "overwrite", "hydra", "pipeline_step")
 
 
 def repository_root() -> Path | None:

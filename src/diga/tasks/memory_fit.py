@@ -1,0 +1,93 @@
+"""A training stage whose memory estimate does not fit is not started into an out-of-memory kill (CPU runs).
+
+On a CPU the kernel ends an over-sized run with SIGKILL, without a word, hours in. Before the stage starts, its
+estimate (`diga.utils.memory`) is compared with the free memory. When it does not fit, the stage's own memory
+options are tried in the order its module declares them (`memory_fallbacks`): activation checkpointing first (the
+same maths, more time), then micro-batches (the same optimiser step over smaller forward passes; BatchNorm sees the
+smaller batches). The first whose estimate fits is switched on with a one-line notice. When none fits the stage
+stops before any work (exit 2), saying what it tried and how to go further, in the override form that works where
+it runs: a single stage, or a step of `stage=pipeline` (`stage.*` keys go through `stage.step_overrides` there).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from diga.tasks.preflight import PreflightError
+from diga.utils.memory import GIB, MemoryEstimate
+
+log = logging.getLogger(__name__)
+
+LAST_RESORTS = ("trainer.precision=bf16-mixed", "a smaller batch (datamodule.*.loader.streams)",
+                "a smaller datamodule.crop_size")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    overrides: tuple[str, ...]  # () = the stage as configured
+    estimate: MemoryEstimate
+
+
+def fits(estimate: MemoryEstimate, free: int | None, processes: int = 1) -> bool:
+    return free is None or estimate.likely_peak * processes <= free
+
+
+Estimator = Callable[[tuple[str, ...]], MemoryEstimate]
+
+
+def first_that_fits(candidates: Sequence[tuple[str, ...]], estimate_with: Estimator, free: int | None,
+                    processes: int = 1) -> tuple[MemoryChoice | None, list[MemoryChoice]]:  # fmt: skip
+    """(the first candidate whose estimate fits, or None; every candidate estimated on the way)."""
+    tried = []
+    for overrides in candidates:
+        choice = MemoryChoice(tuple(overrides), estimate_with(tuple(overrides)))
+        tried.append(choice)
+        if fits(choice.estimate, free, processes):
+            return choice, tried
+    return None, tried
+
+
+def with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A copy of `cfg` with `key=value` overrides applied (values parsed as YAML, as Hydra does for plain values)."""
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        key, value = item.split("=", 1)
+        OmegaConf.update(out, key, yaml.safe_load(value), merge=False)
+    return out
+
+
+def as_given_here(overrides: Sequence[str], pipeline_step: str | None) -> str:
+    """The overrides as a command line takes them where the stage runs: as they are for a single stage; inside a
+    pipeline, `stage.*` keys wrapped into `stage.step_overrides` for that step (the others apply to every step)."""
+    if not pipeline_step:
+        return " ".join(overrides)
+    staged = [o for o in overrides if o.startswith("stage.")]
+    plain = [o for o in overrides if not o.startswith("stage.")]
+    if staged:
+        inner = ",".join(f'"{o}"' for o in staged)
+        plain.append(f"'++stage.step_overrides={{{pipeline_step}:[{inner}]}}'")
+    return " ".join(plain)
+
+
+def not_fitting_message(stage: str, first: MemoryEstimate, tried: list[MemoryChoice], free: int,
+                        pipeline_step: str | None) -> str:  # fmt: skip
+    where = f"pipeline step {pipeline_step}" if pipeline_step else f"stage {stage}"
+    lines = [f"{where} does not fit in memory: {first.line(free)}"]
+    for choice in tried[1:]:
+        lines.append(f"  with {as_given_here(choice.overrides, pipeline_step)}: likely peak "
+                     f"{choice.estimate.likely_peak / GIB:.1f} GB")  # fmt: skip
+    best = min(tried, key=lambda c: c.estimate.likely_peak)
+    start = f" (starting from {as_given_here(best.overrides, pipeline_step)})" if best.overrides else ""
+    lines.append(f"  it would be killed for memory; lower it further{start} with {', '.join(LAST_RESORTS)}, free "
+                 "memory, or start it anyway with memory_estimate=false")  # fmt: skip
+    return "\n".join(lines)
+
+
+class MemoryShortError(PreflightError):
+    """No memory option of the stage fits in the free memory."""
