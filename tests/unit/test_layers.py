@@ -13,7 +13,7 @@ LAYERS = [
     {"models"},
     {"augment", "mixing", "losses", "centroids", "pseudo_labels", "translation", "uda"},  # the method's operations
     {"evaluation"},
-    {"modules", "callbacks"},
+    {"modules", "callbacks", "loggers"},
     {"tasks"},
     {"train", "evaluate", "predict", "export", "env", "check_data", "ablation"},  # command-line entry points
 ]

@@ -119,6 +119,13 @@ def fit_in_memory(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.Light
     if mf.fits(first, free, processes):
         log.info(first.line(free) + (f" (× {processes} processes)" if processes > 1 else ""))
         return module, first.total * processes
+    fallbacks = module.memory_fallbacks(*stage_batch(cfg)) if hasattr(module, "memory_fallbacks") else []
+    if processes > 1:  # each rank would decide on its own free memory, but ranks must train the same module: warn
+        options = f"; use {' or '.join(' '.join(o) for o in fallbacks)}" if fallbacks else ""
+        msg = f"{first.line(free)} (× {processes} processes) — will probably be killed for memory{options}"
+        log.warning(msg)
+        print(f"diga: {msg}", flush=True)
+        return module, first.total * processes
     built: dict[tuple[str, ...], pl.LightningModule] = {}
 
     def estimate_with(overrides: tuple[str, ...]) -> MemoryEstimate:
@@ -127,7 +134,6 @@ def fit_in_memory(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.Light
         built[overrides] = build_module(option_cfg)
         return estimate_stage_memory(option_cfg, built[overrides])
 
-    fallbacks = module.memory_fallbacks(*stage_batch(cfg)) if hasattr(module, "memory_fallbacks") else []
     choice, tried = mf.first_that_fits(fallbacks, estimate_with, free, processes)
     step = cfg.get("pipeline_step")
     if choice is None:
