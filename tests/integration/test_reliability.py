@@ -405,13 +405,17 @@ def test_no_load_path_runs_code_from_a_file(reader: str, tmp_path: Path) -> None
     from diga.models.checkpoint import load_segmentor
     from diga.models.weights import CheckpointError, read_state_dict
     from diga.tasks.preflight import PreflightError
-    from diga.tasks.resume import resume_point
+
+    def resume_from(path: Path) -> object:
+        from diga.tasks.resume import resume_point
+
+        return resume_point(str(path), tmp_path)
 
     marker, path = tmp_path / "code-ran", tmp_path / "file.pt"
     torch.save({"global_step": 1, "state_dict": {"w": torch.ones(1)}, "x": _Marker(marker)}, path)
     load = {"model.pretrained, model.weights, init_from": lambda: read_state_dict(path),  # one reader for all three
             "evaluate, predict, export": lambda: load_segmentor(path),
-            "ckpt_path": lambda: resume_point(str(path), tmp_path)}[reader]  # fmt: skip
+            "ckpt_path": lambda: resume_from(path)}[reader]  # fmt: skip
     with pytest.raises((CheckpointError, PreflightError), match=str(path)):
         load()
     assert not marker.exists()
