@@ -15,7 +15,7 @@ from diga.callbacks import NonFiniteLossError
 from diga.callbacks.nan_guard import first_non_finite, newest_finite_checkpoint
 from diga.modules.source_only import SourceOnlyModule
 from diga.tasks import run_task
-from tests.helpers import compose_cfg, tiny_toy_overrides
+from tests.helpers import TRAINING_STAGES, compose_cfg, tiny_toy_overrides, training_stage_overrides
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path: Path, toy_root: Path,
@@ -419,3 +419,17 @@ def test_no_load_path_runs_code_from_a_file(reader: str, tmp_path: Path) -> None
     with pytest.raises((CheckpointError, PreflightError), match=str(path)):
         load()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
+def test_every_training_stage_checkpoints_what_weights_only_loading_reads(
+        stage: str, tmp_path: Path, toy_root: Path, selftrain_inputs: tuple[Path, Path]) -> None:  # fmt: skip
+    """Resuming opens checkpoints with weights_only=True: what each stage saves (hparams, loop, callback and sampler
+    state) must be tensors and plain containers only."""
+    from diga.tasks.resume import checkpoint_problem
+
+    run_task(compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=1), *training_stage_overrides(
+        stage, selftrain_inputs), "logger=none", "val_every=100"]))  # fmt: skip
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint_problem(last) == (None, 1)
+    assert torch.load(last, map_location="cpu", weights_only=True)["optimizer_states"]
