@@ -146,12 +146,7 @@ def test_kill_or_ctrl_c_mid_epoch_then_resume_matches_uninterrupted(stage: str, 
     assert last["global_step"] == 3
     run_task(compose_cfg([*killed, "ckpt_path=last"]))
 
-    full = torch.load(tmp_path / "full" / "final_model.pt", map_location="cpu", weights_only=True)["state_dict"]
-    resumed = torch.load(tmp_path / "killed" / "final_model.pt", map_location="cpu", weights_only=True)["state_dict"]
-    for k, v in full.items():
-        assert torch.equal(v, resumed[k]), k
-    assert (tmp_path / "full" / "results.json").read_text() == (tmp_path / "killed" / "results.json").read_text()
-    assert _csv_rows(tmp_path / "killed") == _csv_rows(tmp_path / "full")  # rows after the checkpoint: logged once
+    assert_same_run(tmp_path / "killed", tmp_path / "full")  # the rows logged after the checkpoint: once
 
 
 # --- faults and bad inputs: a run never loses data and never reports a false success -----------------------------
@@ -166,6 +161,16 @@ class _SignalDuring(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
         if trainer.global_step == self.step - 1:
             os.kill(os.getpid(), self.signum)
+
+
+def assert_same_run(resumed: Path, uninterrupted: Path) -> None:
+    """Bit-identical final weights, the same results and the same CSV rows."""
+    a, b = (torch.load(r / "final_model.pt", map_location="cpu", weights_only=True)["state_dict"]
+            for r in (resumed, uninterrupted))  # fmt: skip
+    for k, v in b.items():
+        assert torch.equal(v, a[k]), k
+    assert (resumed / "results.json").read_text() == (uninterrupted / "results.json").read_text()
+    assert _csv_rows(resumed) == _csv_rows(uninterrupted)
 
 
 def _csv_rows(run: Path) -> list[dict[str, str]]:
@@ -196,12 +201,7 @@ def test_sigterm_checkpoints_the_step_and_the_resumed_run_matches_one_never_stop
     monkeypatch.setattr(fit, "build_trainer", original)
     run_task(compose_cfg([*stopped, "ckpt_path=last"]))
 
-    full = torch.load(tmp_path / "full" / "final_model.pt", map_location="cpu", weights_only=True)["state_dict"]
-    resumed = torch.load(tmp_path / "stopped" / "final_model.pt", map_location="cpu", weights_only=True)["state_dict"]
-    for k, v in full.items():
-        assert torch.equal(v, resumed[k]), k
-    assert (tmp_path / "full" / "results.json").read_text() == (tmp_path / "stopped" / "results.json").read_text()
-    assert _csv_rows(tmp_path / "stopped") == _csv_rows(tmp_path / "full")
+    assert_same_run(tmp_path / "stopped", tmp_path / "full")
 
 
 SUBMITIT_JOB = """
