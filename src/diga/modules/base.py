@@ -151,7 +151,6 @@ class SegmentationModule(pl.LightningModule):
 
     # --- memory -----------------------------------------------------------------------------------------
     grad_forwards_per_image = 1  # student forwards with gradients per source image and step
-    memory_options = "stage.module.micro_batches=N, trainer.precision=bf16-mixed, model.grad_checkpointing=true"
 
     def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
         """Overrides that lower this stage's memory, tried in this order when its estimate does not fit

@@ -53,8 +53,6 @@ class TranslatorModule(pl.LightningModule):
             net.set_grad_checkpointing(grad_checkpointing)
         self.val_names: list[str] = []
 
-    memory_options = "stage.module.grad_checkpointing=true (about 1/6 of the memory here), trainer.precision=bf16-mixed"
-
     def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
         """What lowers this stage's memory when its estimate does not fit (`diga.tasks.memory_fit`)."""
         return [] if self.hparams.grad_checkpointing else [("stage.module.grad_checkpointing=true",)]
