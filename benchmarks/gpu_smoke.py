@@ -213,7 +213,7 @@ class Smoke:
         from diga.data.datamodule import collate
         from diga.evaluate import evaluate
         from diga.evaluation.inference import InferenceConfig
-        from diga.models.checkpoint import load_segmentor
+        from diga.models.loading import load_segmentor
 
         model, label_set = load_segmentor(root / "source_only" / "final_model.pt")
         loader = DataLoader(self.val_set(root / "slide"), batch_size=4, collate_fn=collate)
@@ -269,7 +269,7 @@ class Smoke:
             from diga.data.datamodule import collate
             from diga.evaluate import evaluate
             from diga.evaluation.inference import InferenceConfig
-            from diga.models.checkpoint import load_segmentor
+            from diga.models.loading import load_segmentor
 
             out = self.work / "runs" / "ddp"
             cmd = [sys.executable, "-m", "diga.train", *self.base(out, "bf16-mixed"), "stage=source_only",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from benchmarks.device import bench_device
 from diga.data.io import save_label_png
-from diga.models.checkpoint import load_segmentor
+from diga.models.loading import load_segmentor
 from diga.tasks import run_task
 from diga.tasks.config import compose_config
 from diga.tasks.pseudolabel import target_train_dataset

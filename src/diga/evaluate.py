@@ -20,7 +20,7 @@ from diga.data.datamodule import DomainAdaptationDataModule, collate
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, format_table
-from diga.models.checkpoint import load_segmentor, resolve_device
+from diga.models.loading import load_segmentor, resolve_device
 from diga.models.segmentor import Segmentor
 from diga.tasks.config import register_resolvers
 from diga.tasks.results import write_results
@@ -96,11 +96,11 @@ def main(cfg: DictConfig) -> float:
     if problem := model_override_problem(cfg):
         print(f"diga: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    from diga.models.weights import CheckpointError
+    from diga.models.weights import WeightFileError
 
     try:
         return run_evaluate(cfg)["mIoU"]
-    except CheckpointError as e:  # names the file and the problem: no stack trace needed
+    except WeightFileError as e:  # names the file and the problem: no stack trace needed
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from diga.data.io import atomic_write_bytes
 from diga.evaluation.inference import InferenceConfig, check_image_size
-from diga.models.checkpoint import load_segmentor
+from diga.models.loading import load_segmentor
 from diga.models.segmentor import Segmentor
 from diga.tasks.config import register_resolvers
+from diga.utils.io import atomic_write_bytes
 
 register_resolvers()
 
@@ -130,11 +130,11 @@ def export_hf(ckpt: str | Path, output: str | Path, height: int = 512, width: in
 def main(cfg: DictConfig) -> None:
     import sys
 
-    from diga.models.weights import CheckpointError
+    from diga.models.weights import WeightFileError
 
     try:
         export(cfg)
-    except (CheckpointError, ExportSizeError) as e:  # the message names the file or the keys: no stack trace needed
+    except (WeightFileError, ExportSizeError) as e:  # the message names the file or the keys: no stack trace needed
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

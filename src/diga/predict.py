@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from diga.data.io import DatasetError, atomic_write_bytes, read_rgb, save_label_png
+from diga.data.io import DatasetError, read_rgb, save_label_png
 from diga.data.labels import (
     CITYSCAPES_19,
     CITYSCAPES_LABELID_OF_TRAINID_19,
@@ -30,8 +30,9 @@ from diga.data.labels import (
     get_label_set,
 )
 from diga.evaluation.inference import InferenceConfig, check_image_size, predict_logits
-from diga.models.checkpoint import load_segmentor, resolve_device
+from diga.models.loading import load_segmentor, resolve_device
 from diga.tasks.config import register_resolvers
+from diga.utils.io import atomic_write_bytes
 
 register_resolvers()
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -140,7 +141,7 @@ def main(cfg: DictConfig) -> None:
     import sys
 
     from diga.data.io import DatasetError
-    from diga.models.weights import CheckpointError
+    from diga.models.weights import WeightFileError
     from diga.utils.errors import find_cause
 
     inf = InferenceConfig.from_config(cfg.inference)
@@ -150,7 +151,7 @@ def main(cfg: DictConfig) -> None:
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as e:  # a missing/unreadable checkpoint or input, a bad output: the message names it
-        if (cause := find_cause(e, (DatasetError, CheckpointError))) is None:
+        if (cause := find_cause(e, (DatasetError, WeightFileError))) is None:
             raise
         print(f"diga: {cause}", file=sys.stderr)
         raise SystemExit(2) from None

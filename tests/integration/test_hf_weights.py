@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 from diga.models import build_segmentor  # noqa: E402
 from diga.models.hf_segformer import MIT_SIZES  # noqa: E402
 from diga.models.segmentor import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from diga.models.weights import CheckpointError  # noqa: E402
+from diga.models.weights import WeightFileError  # noqa: E402
 
 
 def _hf_model(variant: str, num_labels: int = 19, seed: int = 0) -> torch.nn.Module:
@@ -82,7 +82,7 @@ def test_mit_classification_checkpoint_loads_the_encoder_only(tmp_path: Path) ->
 
 def test_another_mit_size_or_class_count_is_handled_not_silently_dropped(tmp_path: Path) -> None:
     _hf_model("mit_b2").save_pretrained(tmp_path / "b2")
-    with pytest.raises(CheckpointError, match="no place in mit_b1"):
+    with pytest.raises(WeightFileError, match="no place in mit_b1"):
         _ours("mit_b1", tmp_path / "b2")  # same widths as b2, fewer blocks: the extra blocks must not vanish
     ade = _hf_model("mit_b0", num_labels=150)
     ade.save_pretrained(tmp_path / "ade")
@@ -107,13 +107,13 @@ def test_hub_id_resolves_from_the_local_cache_offline(tmp_path: Path, monkeypatc
     with torch.no_grad():
         got = _ours("mit_b0", "nvidia/segformer-b0-finetuned-cityscapes-1024-1024")(x).logits
     assert _max_rel_diff(got, want) < 1e-5
-    with pytest.raises(CheckpointError, match="not in the local Hugging Face cache"):
+    with pytest.raises(WeightFileError, match="not in the local Hugging Face cache"):
         _ours("mit_b0", "nvidia/mit-b5")
 
 
 def test_export_format_hf_is_loaded_by_transformers_with_equal_logits(tmp_path: Path) -> None:
     from diga.export import export_hf
-    from diga.models.checkpoint import load_segmentor
+    from diga.models.loading import load_segmentor
 
     torch.manual_seed(2)
     model = build_segmentor(backbone="mit_b0", head="segformer", num_classes=19).eval()

@@ -83,7 +83,7 @@ def test_onnx_export_matches_pytorch(tmp_path: Path, trained_toy_run: Path) -> N
     import torch
 
     from diga.export import LogitsAtInputSize, export_onnx
-    from diga.models.checkpoint import load_segmentor
+    from diga.models.loading import load_segmentor
 
     ckpt, out = trained_toy_run / "final_model.pt", tmp_path / "model.onnx"
     diff = export_onnx(ckpt, out, height=32, width=64)

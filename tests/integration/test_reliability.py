@@ -404,8 +404,8 @@ class _Marker:
                                     "ckpt_path"])  # fmt: skip
 def test_no_load_path_runs_code_from_a_file(reader: str, tmp_path: Path) -> None:
     """Every place diga opens a weight or checkpoint file refuses a pickle that would run code, naming the file."""
-    from diga.models.checkpoint import load_segmentor
-    from diga.models.weights import CheckpointError, read_state_dict
+    from diga.models.loading import load_segmentor
+    from diga.models.weights import WeightFileError, read_state_dict
     from diga.tasks.preflight import PreflightError
 
     def resume_from(path: Path) -> object:
@@ -418,7 +418,7 @@ def test_no_load_path_runs_code_from_a_file(reader: str, tmp_path: Path) -> None
     load = {"model.pretrained, model.weights, init_from": lambda: read_state_dict(path),  # one reader for all three
             "evaluate, predict, export": lambda: load_segmentor(path),
             "ckpt_path": lambda: resume_from(path)}[reader]  # fmt: skip
-    with pytest.raises((CheckpointError, PreflightError), match=str(path)):
+    with pytest.raises((WeightFileError, PreflightError), match=str(path)):
         load()
     assert not marker.exists()
 

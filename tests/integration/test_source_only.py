@@ -83,11 +83,11 @@ def test_evaluate_says_the_model_comes_from_the_checkpoint(tmp_path: Path) -> No
 
 def test_incompatible_checkpoint_for_evaluation(tmp_path: Path) -> None:
     from diga.evaluate import load_segmentor
-    from diga.models.weights import CheckpointError
+    from diga.models.weights import WeightFileError
 
     bad = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, bad)
-    with pytest.raises(CheckpointError, match=r"other\.pt: not a diga checkpoint"):
+    with pytest.raises(WeightFileError, match=r"other\.pt: not a diga checkpoint"):
         load_segmentor(bad)
 
 

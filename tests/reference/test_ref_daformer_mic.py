@@ -21,28 +21,30 @@ from torch import nn
 
 from diga.data.datasets import GTA5
 from diga.data.labels import cityscapes_labelid_to_trainid
+from diga.data.rare_class_sampling import (
+    DAFORMER_MIN_CROP_RATIO,
+    DAFORMER_MIN_PIXELS,
+    DAFORMER_TEMPERATURE,
+    RareClassCropRetry,
+    RareClassSampler,
+    class_pixel_counts,
+    rcs_class_probabilities,
+    samples_with_class,
+)
 from diga.uda import (
     CITYSCAPES_THING_CLASSES,
     DAFORMER_FD_LAMBDA,
     DAFORMER_FD_SCALE_MIN_RATIO,
-    DAFORMER_MIN_CROP_RATIO,
-    DAFORMER_MIN_PIXELS,
     DAFORMER_PSEUDO_THRESHOLD,
-    DAFORMER_TEMPERATURE,
     MIC_LAMBDA,
     MIC_MASK_BLOCK_SIZE,
     MIC_MASK_RATIO,
     BlockMaskGenerator,
     ImageNetFeatureDistance,
-    RareClassCropRetry,
-    RareClassSampler,
-    class_pixel_counts,
     confidence_weighted_pseudo_labels,
     downscale_label_ratio,
     mask_images,
     masked_consistency_loss,
-    rcs_class_probabilities,
-    samples_with_class,
 )
 from tests import fakes
 from tests.reference.util import load_module, reference_checkout

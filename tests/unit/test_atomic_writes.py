@@ -16,7 +16,7 @@ from PIL import Image
 
 from diga.centroids import load_centroids, save_centroids
 from diga.data.io import save_label_png
-from diga.utils.checkpoint_io import AtomicCheckpointIO
+from diga.utils.atomic_checkpoints import AtomicCheckpointIO
 
 
 def _crash_on_replace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +47,7 @@ def test_crash_keeps_previous_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 WRITER = """
 import sys, torch
-from diga.utils.checkpoint_io import atomic_torch_save
+from diga.utils.atomic_checkpoints import atomic_torch_save
 path = sys.argv[1]
 i = 0
 print("ready", flush=True)

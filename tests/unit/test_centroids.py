@@ -17,7 +17,7 @@ from diga.centroids import (
     sequential_ema,
 )
 from diga.mixing import mix_images, mix_labels
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 from diga.pseudo_labels import bilateral_consensus, confidence_threshold, downsample_labels
 
 
@@ -104,9 +104,9 @@ def test_accumulator_is_exact_mean_of_image_vectors(tmp_path: Path) -> None:
     path = tmp_path / "c.pt"
     save_centroids(path, acc.centroids(), acc.counts, "toy")
     assert load_centroids(path, 2, 1).tolist() == [[3.0], [0.0]]
-    with pytest.raises(CheckpointError, match=r"c\.pt: centroids have shape \(2, 1\), the model needs \(19, 256\)"):
+    with pytest.raises(WeightFileError, match=r"c\.pt: centroids have shape \(2, 1\), the model needs \(19, 256\)"):
         load_centroids(path, 19, 256)
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(WeightFileError, match="not found"):
         load_centroids(tmp_path / "missing.pt", 2, 1)
 
 

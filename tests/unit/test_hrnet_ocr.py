@@ -18,7 +18,7 @@ from diga.models.backbones import hrnet as hrnet_module
 from diga.models.backbones.hrnet import HRNetBackbone, hrnet_to_timm, timm_to_authors
 from diga.models.heads.ocr import OCR_DIGA_TO_AUTHORS, OCRHead, ocr_authors_to_diga
 from diga.models.registry import create_backbone, create_head
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 
 # Measured with the authors' `SegModel` (model_hr.py, config_default.yaml, 19 classes) in
 # tests/reference/test_ref_hrnet_ocr.py::test_parameter_count: 65 325 120 in `hrnet` + 5 047 558 in `ocrnet`.
@@ -191,7 +191,7 @@ def _bad_files(encoder: HRNetBackbone, tmp_path: Path) -> dict[str, Path]:
 
 def test_bad_files_raise_naming_the_file(blank: HRNetBackbone, encoder: HRNetBackbone, tmp_path: Path) -> None:
     for name, path in _bad_files(encoder, tmp_path).items():
-        with pytest.raises(CheckpointError) as err:
+        with pytest.raises(WeightFileError) as err:
             blank.load_pretrained(path)
         assert str(path) in str(err.value), (name, str(err.value))
 

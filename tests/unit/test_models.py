@@ -12,7 +12,7 @@ import torch
 from diga.models import build_segmentor
 from diga.models.backbones import MiTBackbone, ResNetBackbone
 from diga.models.segmentor import Normalize
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 
 
 @pytest.mark.parametrize(
@@ -84,14 +84,14 @@ def test_mmseg_backbone_prefixed_checkpoint(reference_mit_b0, tmp_path: Path) ->
 def test_checkpoint_that_loads_nothing_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "wrong.pth"
     torch.save({"foo.weight": torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match=r"wrong\.pth: no tensor matches"):
+    with pytest.raises(WeightFileError, match=r"wrong\.pth: no tensor matches"):
         MiTBackbone("mit_b0", pretrained=path)
 
 
 def test_wrong_variant_is_an_error(reference_mit_b0, tmp_path: Path) -> None:
     path = tmp_path / "mit_b0.pth"
     torch.save(_timm_to_nvlabs(reference_mit_b0.state_dict()), path)
-    with pytest.raises(CheckpointError, match="wrong shape"):
+    with pytest.raises(WeightFileError, match="wrong shape"):
         MiTBackbone("mit_b1", pretrained=path)
 
 
@@ -99,16 +99,16 @@ def test_partial_checkpoint_is_an_error(reference_mit_b0, tmp_path: Path) -> Non
     sd = {k: v for k, v in _timm_to_nvlabs(reference_mit_b0.state_dict()).items() if not k.startswith("block4")}
     path = tmp_path / "partial.pth"
     torch.save(sd, path)
-    with pytest.raises(CheckpointError, match="missing from the file"):
+    with pytest.raises(WeightFileError, match="missing from the file"):
         MiTBackbone("mit_b0", pretrained=path)
 
 
 def test_missing_and_corrupt_weight_files(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(WeightFileError, match="not found"):
         MiTBackbone("mit_b0", pretrained=tmp_path / "absent.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match=r"bad\.pth: cannot read"):
+    with pytest.raises(WeightFileError, match=r"bad\.pth: cannot read"):
         MiTBackbone("mit_b0", pretrained=bad)
 
 
@@ -132,7 +132,7 @@ def test_whole_segmentor_roundtrip(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(a(x).logits, b(x).logits)
     c = build_segmentor("mit_b0", "segformer", num_classes=19)
-    with pytest.raises(CheckpointError, match=r"model\.ckpt"):
+    with pytest.raises(WeightFileError, match=r"model\.ckpt"):
         c.load_weights(path)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 from diga.translation import ColorStatsTranslator, FourierTranslator, LearnedTranslator, build_translator
 from diga.translation.losses import VGGPerceptual, label_edges, lsgan_d_loss, lsgan_g_loss, seg_edge_loss
 from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
@@ -76,17 +76,17 @@ def test_learned_translator_roundtrip_and_errors(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(tr(x), ((dec(enc(x * 2 - 1)) + 1) / 2).clamp(0, 1))
     assert not any(p.requires_grad for p in tr.parameters())
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(WeightFileError, match="not found"):
         LearnedTranslator(tmp_path / "absent.pt")
     torch.save({"x": 1}, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="not a translator file"):
+    with pytest.raises(WeightFileError, match="not a translator file"):
         LearnedTranslator(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=r"needs translator\.checkpoint"):
         build_translator("learned", None)
 
 
 def test_perceptual_loss_requires_local_weights(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="VGG-19 ImageNet weights"):
+    with pytest.raises(WeightFileError, match="VGG-19 ImageNet weights"):
         VGGPerceptual(tmp_path / "vgg19-dcbb9e9d.pth")
     from torchvision.models import vgg19
 

@@ -19,23 +19,25 @@ from torch import nn
 from diga.data import rare_class_sampling as rcs_module
 from diga.data import samplers
 from diga.data.datasets import GTA5
+from diga.data.rare_class_sampling import (
+    ClassPixelStats,
+    RareClassCropRetry,
+    RareClassSampler,
+    class_pixel_counts,
+    rcs_class_probabilities,
+    samples_with_class,
+    scale_min_pixels,
+)
 from diga.data.transforms import ResizeOrCrop, seed_transform
 from diga.uda import (
     CITYSCAPES_THING_CLASSES,
     BlockMaskGenerator,
-    ClassPixelStats,
     ImageNetFeatureDistance,
-    RareClassCropRetry,
-    RareClassSampler,
-    class_pixel_counts,
     confidence_weighted_pseudo_labels,
     downscale_label_ratio,
     mask_images,
     masked_consistency_loss,
     masked_feature_distance,
-    rcs_class_probabilities,
-    samples_with_class,
-    scale_min_pixels,
     thing_classes,
     thing_mask,
 )

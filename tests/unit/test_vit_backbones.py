@@ -27,7 +27,7 @@ from diga.models.heads.daformer import DAFormerHead
 from diga.models.heads.segformer import SegFormerHead
 from diga.models.registry import create_backbone, list_backbones
 from diga.models.segmentor import Segmentor
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 
 TOL = 1e-5
 
@@ -333,13 +333,13 @@ def test_bad_vit_files_raise_checkpoint_error(tmp_path: Path) -> None:
         if msg is None:
             assert bb.load_pretrained(path) == len(bb.vit.state_dict())
             continue
-        with pytest.raises(CheckpointError, match=re.escape(str(path))) as err:
+        with pytest.raises(WeightFileError, match=re.escape(str(path))) as err:
             bb.load_pretrained(path)
         assert msg in str(err.value), (name, str(err.value))
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(WeightFileError, match="not found"):
         bb.load_pretrained(tmp_path / "absent.pth")
     shallow = write("shallow.pth", _source("vit_small_patch14_dinov2", depth=2).state_dict())
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(WeightFileError, match="missing"):
         bb.load_pretrained(shallow)
 
 
@@ -438,5 +438,5 @@ def test_timm_encoder_weight_layouts(tmp_path: Path) -> None:
     }
     for name, sd in bad.items():
         torch.save(sd, tmp_path / name)
-        with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / name))):
+        with pytest.raises(WeightFileError, match=re.escape(str(tmp_path / name))):
             enc.load_pretrained(tmp_path / name)

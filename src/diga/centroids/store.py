@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from diga.centroids.ops import class_mean_vectors
-from diga.models.weights import CheckpointError
-from diga.utils.checkpoint_io import atomic_torch_save
+from diga.models.weights import WeightFileError
+from diga.utils.atomic_checkpoints import atomic_torch_save
 
 
 class CentroidAccumulator:
@@ -72,13 +72,13 @@ def save_centroids(path: str | Path, centroids: torch.Tensor, counts: torch.Tens
 def load_centroids(path: str | Path, num_classes: int, feat_dim: int) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: centroid file not found (run stage=centroids first)")
+        raise WeightFileError(f"{path}: centroid file not found (run stage=centroids first)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read centroid file ({type(e).__name__}: {e})") from e
+        raise WeightFileError(f"{path}: cannot read centroid file ({type(e).__name__}: {e})") from e
     c = obj.get("centroids") if isinstance(obj, dict) else obj
     if not isinstance(c, torch.Tensor) or c.shape != (num_classes, feat_dim):
         shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-        raise CheckpointError(f"{path}: centroids have shape {shape}, the model needs ({num_classes}, {feat_dim})")
+        raise WeightFileError(f"{path}: centroids have shape {shape}, the model needs ({num_classes}, {feat_dim})")
     return c.float()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from diga.utils.io import atomic_write_bytes  # re-exported: data writers use it
+from diga.utils.io import atomic_write_bytes
 
 
 class DatasetError(RuntimeError):

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from diga.data.io import atomic_write_bytes
 from diga.data.samplers import StepSampler
+from diga.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

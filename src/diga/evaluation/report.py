@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diga.data.io import atomic_write_bytes
 from diga.data.labels import LabelSet
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.visualize import to_uint8_hwc
 from diga.models.segmentor import Segmentor
+from diga.utils.io import atomic_write_bytes
 
 
 def plot_results(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> None:

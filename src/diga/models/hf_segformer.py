@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 
 # SegFormer's published encoder sizes (the same for mit-bN and segformer-bN-*)
 MIT_SIZES: dict[str, dict[str, list[int]]] = {
@@ -118,10 +118,10 @@ def hf_encoder_to_timm(sd: Mapping[str, torch.Tensor], source: str | Path) -> di
         if m := re.fullmatch(r"segformer\.encoder\.block\.(\d+)\.(\d+)\.attention\.self\.key\.(\w+)", k):
             value = hub.get(k.replace(".self.key.", ".self.value."))
             if value is None:
-                raise CheckpointError(f"{source}: {k} has no matching value projection")
+                raise WeightFileError(f"{source}: {k} has no matching value projection")
             out[f"stages_{m[1]}.blocks.{m[2]}.attn.kv.{m[3]}"] = torch.cat([hub[k], value], dim=0)
     if unknown:
-        raise CheckpointError(f"{source}: {len(unknown)} tensors of this SegFormer file have no place in diga's MiT "
+        raise WeightFileError(f"{source}: {len(unknown)} tensors of this SegFormer file have no place in diga's MiT "
                               f"encoder, e.g. {unknown[:3]}")  # fmt: skip
     return out
 
@@ -206,7 +206,7 @@ def resolve_weight_source(spec: str | Path) -> Path:
         for name in WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(f"{path}: folder has none of {', '.join(WEIGHT_FILES)} (a save_pretrained folder?)")
+        raise WeightFileError(f"{path}: folder has none of {', '.join(WEIGHT_FILES)} (a save_pretrained folder?)")
     text = str(spec)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
         from huggingface_hub import snapshot_download
@@ -215,13 +215,13 @@ def resolve_weight_source(spec: str | Path) -> Path:
         try:
             folder = snapshot_download(text, local_files_only=True)
         except Exception as e:
-            raise CheckpointError(
+            raise WeightFileError(
                 f"{text}: not in the local Hugging Face cache ({HF_HUB_CACHE}); nothing is downloaded at run time: "
                 f"fetch it on a machine with internet (`huggingface-cli download {text}`) and copy the cache or the "
                 f"folder here ({type(e).__name__})"
             ) from e
         return resolve_weight_source(folder)
-    raise CheckpointError(f"{spec}: weight file not found")
+    raise WeightFileError(f"{spec}: weight file not found")
 
 
 def write_hf_folder(model: Any, variant: str, id2label: Mapping[int, str], folder: str | Path) -> Path:

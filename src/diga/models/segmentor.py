@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from diga.models.weights import CheckpointError, load_into, read_state_dict
+from diga.models.weights import WeightFileError, load_into, read_state_dict
 
 # Input normalisations. Datasets deliver RGB in [0, 1]; the network owns the mapping its weights expect.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -97,7 +97,7 @@ class Segmentor(nn.Module):
             cand = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
             if all(k in cand for k in own):
                 return load_into(self, cand, path, "segmentor")
-        raise CheckpointError(
+        raise WeightFileError(
             f"{path}: not a checkpoint of this segmentor (none of the prefixes '', model., student., net. "
             f"hold all {len(own)} tensors; e.g. {next(iter(own))!r} missing)"
         )

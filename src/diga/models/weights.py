@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 
-class CheckpointError(RuntimeError):
-    """A weight file that cannot be used. The message names the file."""
+class WeightFileError(RuntimeError):
+    """A weight or checkpoint file (pretrained weights, diga model, centroids, translator) that cannot be used. The
+    message names the file."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -42,13 +43,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
+        raise WeightFileError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path}: no state dict inside")
+        raise WeightFileError(f"{path}: no state dict inside")
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in sd):
@@ -76,17 +77,17 @@ def load_into(
     matched = {k: v for k, v in sd.items() if k in own}
     if not matched:
         sample = ", ".join(list(sd)[:3])
-        raise CheckpointError(f"{path}: no tensor matches the {what} (file keys look like: {sample})")
+        raise WeightFileError(f"{path}: no tensor matches the {what} (file keys look like: {sample})")
     bad = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in matched.items()
         if v.shape != own[k].shape
     ]
     if bad:
-        raise CheckpointError(f"{path}: {len(bad)} tensors have the wrong shape for the {what}, e.g. {bad[0]}")
+        raise WeightFileError(f"{path}: {len(bad)} tensors have the wrong shape for the {what}, e.g. {bad[0]}")
     missing = [k for k in own if k not in matched and not any(a in k for a in allow_missing)]
     if missing:
-        raise CheckpointError(
+        raise WeightFileError(
             f"{path}: {len(missing)} of {len(own)} {what} tensors are missing from the file, e.g. {missing[:3]}"
         )
     module.load_state_dict(matched, strict=False)

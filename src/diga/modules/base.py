@@ -32,7 +32,7 @@ from diga.evaluation.visualize import log_class_tables, log_segmentation_images
 from diga.models.segmentor import Segmentor
 from diga.modules.optim import build_optimizer, poly_lambda
 from diga.utils.artifacts import FINAL_MODEL
-from diga.utils.checkpoint_io import atomic_torch_save
+from diga.utils.atomic_checkpoints import atomic_torch_save
 from diga.utils.memory import MemoryEstimate, scaled_activation_bytes, tensor_bytes
 
 OPTIMIZER_STATE_PER_WEIGHT = {"AdamW": 2, "Adam": 2, "SGD": 1}  # moments kept per trainable weight

@@ -30,7 +30,7 @@ from diga.modules.optim import poly_lambda
 from diga.translation.losses import VGGPerceptual, discriminator_loss, generator_losses
 from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
 from diga.utils.artifacts import TRANSLATOR
-from diga.utils.checkpoint_io import atomic_torch_save
+from diga.utils.atomic_checkpoints import atomic_torch_save
 from diga.utils.memory import MemoryEstimate, autocast_context, probe_size, saved_activation_bytes, tensor_bytes
 
 

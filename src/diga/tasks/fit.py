@@ -25,7 +25,7 @@ from diga.tasks.results import write_results
 from diga.tasks.resume import resume_point
 from diga.tasks.selection import apply_selection, restore_selected
 from diga.utils.artifacts import LAST_CHECKPOINT, TIMINGS
-from diga.utils.checkpoint_io import AtomicCheckpointIO
+from diga.utils.atomic_checkpoints import AtomicCheckpointIO
 from diga.utils.hydra import to_plain
 from diga.utils.memory import MemoryEstimate, without_side_effects
 from diga.utils.timing import PhaseTimes

@@ -27,10 +27,10 @@ from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.utilities.rank_zero import rank_zero_only  # sets rank_zero_only.rank
 from omegaconf import DictConfig
 
-from diga.data.io import atomic_write_bytes
 from diga.tasks.config import compose_stage
 from diga.utils.artifacts import PIPELINE_PER_CLASS, PIPELINE_PROFILE, PIPELINE_RESULTS, PREDICTIONS, StageOutputs
 from diga.utils.hydra import to_plain
+from diga.utils.io import atomic_write_bytes
 from diga.utils.memory import current_rss_bytes, release_memory
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
     from diga.data.labels import get_label_set
     from diga.evaluation.inference import InferenceConfig
     from diga.evaluation.report import plot_results, prediction_grid
-    from diga.models.checkpoint import load_segmentor
+    from diga.models.loading import load_segmentor
 
     plot_results(rows, root / f"{PIPELINE_RESULTS}.png", f"{cfg.experiment_name}: target mIoU per stage")
     val_cfgs = to_plain(cfg.datamodule.val) or {}

@@ -21,15 +21,16 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
 from diga.data.datamodule import DomainAdaptationDataModule, collate, scaled_size
-from diga.data.io import atomic_write_bytes, save_label_png
+from diga.data.io import save_label_png
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
-from diga.models.checkpoint import load_segmentor
+from diga.models.loading import load_segmentor
 from diga.pseudo_labels import classwise_thresholds, confidence_threshold
 from diga.tasks.offline import launch, shard
 from diga.utils.artifacts import PSEUDO_LABEL_MANIFEST as MANIFEST
 from diga.utils.artifacts import PSEUDO_LABELS
 from diga.utils.hydra import to_plain
+from diga.utils.io import atomic_write_bytes
 from diga.utils.progress import progress
 from diga.utils.tensors import count_values
 

@@ -7,9 +7,9 @@ import io
 import json
 from pathlib import Path
 
-from diga.data.io import atomic_write_bytes
 from diga.data.labels import LabelSet
 from diga.utils.environment import read_reference
+from diga.utils.io import atomic_write_bytes
 
 
 def write_results(

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diga.models.checkpointing import checkpointed
-from diga.models.weights import CheckpointError, load_into, read_state_dict
+from diga.models.activation_checkpointing import checkpointed
+from diga.models.weights import WeightFileError, load_into, read_state_dict
 
 
 def lsgan_d_loss(real_maps: list[torch.Tensor], fake_maps: list[torch.Tensor]) -> torch.Tensor:
@@ -79,7 +79,7 @@ class VGGPerceptual(nn.Module):
         from torchvision.models import vgg19
 
         if not weights_path or not Path(weights_path).is_file():
-            raise CheckpointError(
+            raise WeightFileError(
                 f"{weights_path}: VGG-19 ImageNet weights for the perceptual loss not found. Put torchvision's "
                 "vgg19-dcbb9e9d.pth there, or set the perceptual weight to 0."
             )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diga.models.checkpointing import checkpointed
+from diga.models.activation_checkpointing import checkpointed
 
 
 def conv_block(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, norm: bool = True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diga.models.weights import CheckpointError
+from diga.models.weights import WeightFileError
 from diga.translation.networks import ImgDecoder, ImgEncoder
 
 
@@ -95,10 +95,10 @@ class LearnedTranslator(Translator):
         super().__init__()
         path = Path(checkpoint)
         if not path.is_file():
-            raise CheckpointError(f"{path}: translator checkpoint not found (run stage=translator first)")
+            raise WeightFileError(f"{path}: translator checkpoint not found (run stage=translator first)")
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(obj, dict) or "enc_s" not in obj or "dec_s2t" not in obj:
-            raise CheckpointError(f"{path}: not a translator file (needs 'enc_s' and 'dec_s2t' state dicts)")
+            raise WeightFileError(f"{path}: not a translator file (needs 'enc_s' and 'dec_s2t' state dicts)")
         arch = obj.get("arch", {})
         self.enc_s, self.dec_s2t = ImgEncoder(**arch), ImgDecoder(**arch)
         from diga.models.weights import load_into

@@ -1,22 +1,7 @@
-"""DAFormer's and MIC's training strategies as separate components: rare class sampling, ImageNet feature distance,
-confidence-weighted pseudo-labels and masked image consistency."""
+"""DAFormer's and MIC's training strategies as separate components: ImageNet feature distance, confidence-weighted
+pseudo-labels and masked image consistency. Rare class sampling chooses source images, so it lives with the data
+loading: `diga.data.rare_class_sampling`."""
 
-from diga.data.rare_class_sampling import (
-    DAFORMER_LABEL_SIZE,
-    DAFORMER_MIN_CROP_RATIO,
-    DAFORMER_MIN_PIXELS,
-    DAFORMER_TEMPERATURE,
-    DAFORMER_TRAIN_SIZE,
-    ClassPixelStats,
-    RareClassCropRetry,
-    RareClassSampler,
-    class_pixel_counts,
-    default_fallback_cache_dir,
-    rcs_class_probabilities,
-    samples_with_class,
-    scale_min_pixels,
-    stats_key,
-)
 from diga.uda.confidence import DAFORMER_PSEUDO_THRESHOLD, PseudoLabels, confidence_weighted_pseudo_labels
 from diga.uda.feature_distance import (
     CITYSCAPES_THING_CLASSES,
@@ -41,32 +26,18 @@ __all__ = [
     "CITYSCAPES_THING_CLASSES",
     "DAFORMER_FD_LAMBDA",
     "DAFORMER_FD_SCALE_MIN_RATIO",
-    "DAFORMER_LABEL_SIZE",
-    "DAFORMER_MIN_CROP_RATIO",
-    "DAFORMER_MIN_PIXELS",
     "DAFORMER_PSEUDO_THRESHOLD",
-    "DAFORMER_TEMPERATURE",
-    "DAFORMER_TRAIN_SIZE",
     "MIC_LAMBDA",
     "MIC_MASK_BLOCK_SIZE",
     "MIC_MASK_RATIO",
     "BlockMaskGenerator",
-    "ClassPixelStats",
     "ImageNetFeatureDistance",
     "PseudoLabels",
-    "RareClassCropRetry",
-    "RareClassSampler",
-    "class_pixel_counts",
     "confidence_weighted_pseudo_labels",
-    "default_fallback_cache_dir",
     "downscale_label_ratio",
     "mask_images",
     "masked_consistency_loss",
     "masked_feature_distance",
-    "rcs_class_probabilities",
-    "samples_with_class",
-    "scale_min_pixels",
-    "stats_key",
     "thing_classes",
     "thing_mask",
 ]

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from diga.models.checkpointing import frozen_batchnorm_statistics
+from diga.models.activation_checkpointing import frozen_batchnorm_statistics
 from diga.models.registry import register_backbone
-from diga.models.weights import CheckpointError, load_into, read_state_dict
+from diga.models.weights import WeightFileError, load_into, read_state_dict
 
 # Top-level module names of timm's features model (= the official HRNet-Image-Classification names).
 _TIMM_PARTS = (
@@ -64,7 +64,7 @@ def hrnet_to_timm(sd: Mapping[str, torch.Tensor], path: str | Path) -> dict[str,
     if any(k.startswith(_AUTHORS_SEGMODEL_PREFIX) for k in sd):
         stray = [k for k in sd if not k.startswith((_AUTHORS_SEGMODEL_PREFIX, "ocrnet."))]
         if stray:
-            raise CheckpointError(f"{path}: reference SegModel file with unexpected keys, e.g. {stray[:3]}")
+            raise WeightFileError(f"{path}: reference SegModel file with unexpected keys, e.g. {stray[:3]}")
         sd = {k[len(_AUTHORS_SEGMODEL_PREFIX) :]: v for k, v in sd.items() if k.startswith(_AUTHORS_SEGMODEL_PREFIX)}
     out: dict[str, torch.Tensor] = {}
     unexpected = []
@@ -78,10 +78,10 @@ def hrnet_to_timm(sd: Mapping[str, torch.Tensor], path: str | Path) -> dict[str,
             continue
         new = f"{part}.{rest}"
         if new in out:  # e.g. both `stage1.*` and `layer1.*` in one file
-            raise CheckpointError(f"{path}: two tensors map to the HRNet key {new!r} (mixed naming schemes)")
+            raise WeightFileError(f"{path}: two tensors map to the HRNet key {new!r} (mixed naming schemes)")
         out[new] = value
     if unexpected:
-        raise CheckpointError(f"{path}: {len(unexpected)} keys are not HRNet encoder keys, e.g. {unexpected[:3]}")
+        raise WeightFileError(f"{path}: {len(unexpected)} keys are not HRNet encoder keys, e.g. {unexpected[:3]}")
     return out
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from diga.models.hf_segformer import hf_encoder_to_timm, is_hf_segformer
 from diga.models.registry import register_backbone
-from diga.models.weights import CheckpointError, load_into, mit_to_timm_features, read_state_dict
+from diga.models.weights import WeightFileError, load_into, mit_to_timm_features, read_state_dict
 
 MIT_VARIANTS = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
 
@@ -66,7 +66,7 @@ class MiTBackbone(nn.Module):
         mapped = hf_encoder_to_timm(sd, path)
         extra = sorted(set(mapped) - set(self.body.state_dict()))
         if extra:  # e.g. a deeper MiT's blocks: load_into would ignore them
-            raise CheckpointError(f"{path}: {len(extra)} encoder tensors of the file have no place in {self.variant} "
+            raise WeightFileError(f"{path}: {len(extra)} encoder tensors of the file have no place in {self.variant} "
                                   f"(another MiT size?), e.g. {extra[:3]}")  # fmt: skip
         return load_into(self.body, mapped, path, f"{self.variant} encoder")
 

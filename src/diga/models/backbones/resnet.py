@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from diga.models.checkpointing import checkpointed
+from diga.models.activation_checkpointing import checkpointed
 from diga.models.registry import register_backbone
 from diga.models.weights import load_into, read_state_dict, resnet_to_timm
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from diga.models.registry import register_backbone
 from diga.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
-from diga.models.weights import CheckpointError, load_into, read_state_dict, strip_prefix
+from diga.models.weights import WeightFileError, load_into, read_state_dict, strip_prefix
 
 
 @register_backbone("timm")
@@ -105,7 +105,7 @@ class TimmFeatures(nn.Module):
                 try:
                     converted = filt(dict(sd), full)
                 except Exception as e:  # the filter assumes its own layout; anything else is not this model's file
-                    raise CheckpointError(
+                    raise WeightFileError(
                         f"{path}: not a {self.model_name} checkpoint ({type(e).__name__}: {e})"
                     ) from e
                 retry = _match_names(self.body.state_dict(), converted)

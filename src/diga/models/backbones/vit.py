@@ -39,7 +39,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from diga.models.registry import register_backbone
-from diga.models.weights import CheckpointError, load_into, read_state_dict, strip_prefix
+from diga.models.weights import WeightFileError, load_into, read_state_dict, strip_prefix
 
 DINOV2_MODELS: dict[str, str] = {
     "dinov2_vit_s": "vit_small_patch14_dinov2",
@@ -118,7 +118,7 @@ class ViTBackbone(nn.Module):
         model_name: timm model (`vit_small_patch14_dinov2`, …; any `VisionTransformer`).
         pretrained: local weight file — timm's state-dict layout or Meta's DINOv2 layout (`dinov2_vitb14_pretrain.pth`,
             with or without registers, chunked blocks, `backbone.` prefix); position embeddings are resized to the
-            model's grid. Strict: anything that leaves an encoder tensor unset is a `CheckpointError`.
+            model's grid. Strict: anything that leaves an encoder tensor unset is a `WeightFileError`.
         drop_path_rate: stochastic depth (BEiT/DINOv2 segmentation fine-tuning use 0.1–0.3).
         out_indices: the four blocks to tap (default `default_out_indices(depth)`); blocks after the last are dropped.
         norm_intermediates: apply the ViT's final LayerNorm to every tapped block (DINOv2's `get_intermediate_layers`
@@ -291,18 +291,18 @@ def vit_checkpoint_to_timm(
     w = sd.get("patch_embed.proj.weight")
     own = model.patch_embed.proj.weight
     if w is not None and w.ndim == 4 and tuple(w.shape[-2:]) != tuple(own.shape[-2:]):
-        raise CheckpointError(
+        raise WeightFileError(
             f"{path}: patch size {tuple(w.shape[-2:])} in the file, {tuple(own.shape[-2:])} in the model"
         )
     file_regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
     file_regs = sd["reg_token"].shape[1] if "reg_token" in sd else file_regs
     model_regs = 0 if model.reg_token is None else model.reg_token.shape[1]
     if file_regs != model_regs:
-        raise CheckpointError(f"{path}: {file_regs} register tokens in the file, {model_regs} in the model")
+        raise WeightFileError(f"{path}: {file_regs} register tokens in the file, {model_regs} in the model")
     try:
         return checkpoint_filter_fn(dict(sd), model)
     except Exception as e:  # timm's filter asserts/raises on layouts it cannot map
-        raise CheckpointError(
+        raise WeightFileError(
             f"{path}: cannot map the file onto {type(model).__name__} ({type(e).__name__}: {e})"
         ) from e
 

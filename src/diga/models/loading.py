@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from diga.models.segmentor import Segmentor
-from diga.models.weights import CheckpointError, load_into
+from diga.models.weights import WeightFileError, load_into
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -23,11 +23,11 @@ def load_segmentor(path: str | Path) -> tuple[Segmentor, str]:
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise WeightFileError(f"{path}: checkpoint not found")
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+        raise WeightFileError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and "model_cfg" in obj:  # exported final_model.pt
         model_cfg, label_set, sd = obj["model_cfg"], obj["label_set"], obj["state_dict"]
     elif (
@@ -39,7 +39,7 @@ def load_segmentor(path: str | Path) -> tuple[Segmentor, str]:
         model_cfg, label_set = dict(hp.get("model") or hp["model_cfg"]), hp["label_set"]
         sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     else:
-        raise CheckpointError(f"{path}: not a diga checkpoint (no model config inside)")
+        raise WeightFileError(f"{path}: not a diga checkpoint (no model config inside)")
     model_cfg = {**model_cfg, "pretrained": None, "weights": None}
     model: Segmentor = instantiate(model_cfg, _convert_="all")
     load_into(model, sd, path, "segmentor")
