@@ -25,6 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diga.evaluation.tables import csv_table, markdown_table
 from diga.utils.io import atomic_write_bytes
 
 
@@ -110,26 +111,24 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def markdown(rows: dict[str, dict[str, Any]]) -> str:
     seeds = sorted({s for r in rows.values() for s in r["seeds"]})
-    head = f"| row | mIoU (mean ± std) | {' | '.join(f'seed {s}' for s in seeds)} |"
-    lines = [head, "|" + "---|" * (len(seeds) + 2)]
+    table = [["row", "mIoU (mean ± std)", *(f"seed {s}" for s in seeds)]]
     for name, r in rows.items():
         m, s = mean_std(list(r["seeds"].values()))
-        vals = " | ".join(f"{r['seeds'][k]:.2f}" if k in r["seeds"] else "–" for k in seeds)
         spread = f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f} (one seed)"
-        lines.append(f"| {name} | {spread} | {vals} |")
-    return "\n".join(lines) + "\n"
+        table.append([name, spread, *(f"{r['seeds'][k]:.2f}" if k in r["seeds"] else "–" for k in seeds)])
+    return markdown_table(table)
 
 
 def per_class_csv(rows: dict[str, dict[str, Any]]) -> str:
     classes = list(next((pc for r in rows.values() for pc in r["per_class"].values() if pc), {}))
-    lines = ["row," + ",".join(classes)]
+    table = [["row", *classes]]
     for name, r in rows.items():
         means = []
         for c in classes:
             vals = [pc[c] for pc in r["per_class"].values() if c in pc and not math.isnan(pc[c])]
             means.append(f"{sum(vals) / len(vals):.2f}" if vals else "nan")
-        lines.append(f'"{name}",' + ",".join(means))
-    return "\n".join(lines) + "\n"
+        table.append([f'"{name}"', *means])
+    return csv_table(table)
 
 
 def pseudo_label_csv(rows: dict[str, dict[str, Any]]) -> str | None:
@@ -140,15 +139,15 @@ def pseudo_label_csv(rows: dict[str, dict[str, Any]]) -> str | None:
     iou_order = [c for r in rows.values() for pc in r["per_class"].values() for c in pc]  # the label set's order
     seen = {c for r in rows.values() for st in r["pseudo_labels"].values() for k in st.values() for c in k}
     classes = [c for c in dict.fromkeys(iou_order) if c in seen] + sorted(seen - set(iou_order))
-    lines = ["row,measure," + ",".join(classes)]
+    table = [["row", "measure", *classes]]
     for name, r in rows.items():
         for kind in ("kept", "precision"):
             cells = []
             for c in classes:
                 vals = [st[kind][c] for st in r["pseudo_labels"].values() if c in st[kind]]
                 cells.append(f"{sum(vals) / len(vals):.3f}" if vals else "")
-            lines.append(f'"{name}",{kind},' + ",".join(cells))
-    return "\n".join(lines) + "\n"
+            table.append([f'"{name}"', kind, *cells])
+    return csv_table(table)
 
 
 def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:

@@ -104,7 +104,7 @@ def test_report_pictures_run_each_model_in_turn_with_the_runs_inference(monkeypa
 def test_work_outside_the_trainer_runs_on_the_runs_device() -> None:
     from omegaconf import OmegaConf
 
-    from diga.tasks.pipeline import run_device
+    from diga.tasks.pipeline_report import run_device
 
     assert run_device(OmegaConf.create({"trainer": {"accelerator": "cpu"}})) == torch.device("cpu")
     gpu = OmegaConf.create({"trainer": {"accelerator": "gpu"}})

@@ -11,6 +11,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from diga.data.labels import IGNORE_INDEX, LabelSet
+from diga.evaluation.tables import text_table
 
 
 def iou_from_confmat(confmat: torch.Tensor) -> torch.Tensor:
@@ -66,13 +67,10 @@ class SegMetric(MulticlassConfusionMatrix):
 def format_table(results: dict[str, dict[str, float]], label_set: LabelSet) -> str:
     """Per-class IoU table, one column per evaluated set."""
     names = list(results)
-    rows = [("class", *names)]
+    rows = [["class", *names]]
     for cls in label_set.classes:
-        rows.append((cls, *(f"{results[n][f'iou/{cls}']:.2f}" for n in names)))
+        rows.append([cls, *(f"{results[n][f'iou/{cls}']:.2f}" for n in names)])
     summary_keys = ["mIoU", *(s for s, _ in label_set.subsets), "aAcc", "mAcc"]
-    rows.append(("-" * 8, *("-" * 6 for _ in names)))
-    rows += [(k, *(f"{results[n][k]:.2f}" for n in names)) for k in summary_keys]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
-    )
+    rows.append(["-" * 8, *("-" * 6 for _ in names)])
+    rows += [[k, *(f"{results[n][k]:.2f}" for n in names)] for k in summary_keys]
+    return text_table(rows)

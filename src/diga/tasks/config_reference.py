@@ -167,7 +167,7 @@ def _compact(value: Any) -> str:
 
 # --- the document ----------------------------------------------------------------------------------------------
 def _stages_in_pipelines() -> dict[str, set[str]]:
-    from diga.tasks.pipeline import plan
+    from diga.tasks.pipeline_plan import plan
 
     out = {}
     for exp in EXPERIMENTS:

@@ -1,0 +1,60 @@
+"""The step cache of `stage=pipeline` (`stage.step_cache`): a step computed once for every run that plans it.
+
+A cached step lives in `<cache>/<name>-<content key>` and is linked into each run directory as `<NN>_<name>`; one
+process computes it while the others wait on its lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from diga.tasks.pipeline_plan import Step
+
+log = logging.getLogger(__name__)
+
+
+def link_into_run(step: Step) -> None:
+    """`<run dir>/<NN>_<name>` → the step's directory in the cache (what a reader of the run directory sees)."""
+    assert step.link is not None
+    step.out.root.mkdir(parents=True, exist_ok=True)
+    if step.link.is_symlink() and step.link.resolve() == step.out.root.resolve():
+        return
+    if step.link.exists() or step.link.is_symlink():
+        raise FileExistsError(f"{step.link}: exists and is not a link to the step cache entry {step.out.root}")
+    step.link.parent.mkdir(parents=True, exist_ok=True)
+    step.link.symlink_to(step.out.root, target_is_directory=True)
+
+
+@contextlib.contextmanager
+def step_lock(step: Step, poll_s: float = 10.0) -> Iterator[None]:
+    """One process computes a cached step; others wait for it (a lock left by a dead process is taken over)."""
+    import os
+    import time
+
+    lock = step.out.root.with_suffix(".lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            if step.out.done.is_file():
+                yield
+                return
+            try:
+                owner = int(lock.read_text() or 0)
+                os.kill(owner, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # its process is gone
+                continue
+            except PermissionError:
+                pass
+            log.info("pipeline: %s is being computed by process %s (%s); waiting", step.name, owner, lock)
+            time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

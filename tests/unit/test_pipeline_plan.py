@@ -1,0 +1,64 @@
+"""The pipeline's plan is a pure function of the config: which steps, where, wired to which earlier outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diga.tasks.pipeline_plan import plan, step_key, step_overrides
+from tests.helpers import compose_cfg
+
+
+def _plan(tmp_path: Path, *overrides: str, base: list[str] | None = None):
+    cfg = compose_cfg(["experiment=toy", "stage=pipeline", f"paths.output_dir={tmp_path}", *overrides])
+    return plan(cfg, tmp_path, base)
+
+
+def test_diga_runs_every_step_in_order_each_in_its_numbered_directory(tmp_path: Path) -> None:
+    steps = _plan(tmp_path, "stage.refine_rounds=1")
+    assert [s.name for s in steps] == ["source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain",
+                                       "pseudolabel_r2", "selftrain_r2", "target_supervised"]  # fmt: skip
+    assert [s.out.root for s in steps] == [tmp_path / f"{i:02d}_{s.name}" for i, s in enumerate(steps)]
+    assert [s.row for s in steps if s.row] == ["source-only", "warm-up", "self-training", "refinement 1",
+                                               "target-supervised (upper bound)"]  # fmt: skip
+    assert steps[-1].oracle and not any(s.oracle for s in steps[:-1])
+
+
+def test_each_step_reads_what_the_steps_before_it_wrote(tmp_path: Path) -> None:
+    by = {s.name: s for s in _plan(tmp_path, "stage.refine_rounds=1")}
+    assert f"stage.module.translator.checkpoint={by['translator'].out.translator}" in by["warmup"].overrides
+    assert f"stage.init_from={by['warmup'].out.final_model}" in by["pseudolabel"].overrides
+    selftrain = by["selftrain"].overrides
+    assert f"stage.pseudo_labels={by['pseudolabel'].out.pseudo_labels}" in selftrain
+    assert f"stage.centroids={by['centroids'].out.centroids}" in selftrain
+    assert f"stage.init_from={by['selftrain'].out.final_model}" in by["pseudolabel_r2"].overrides
+    assert f"stage.centroids={by['centroids'].out.centroids}" in by["selftrain_r2"].overrides  # the authors reuse them
+
+
+def test_baselines_and_domain_generalisation_plan_fewer_steps(tmp_path: Path) -> None:
+    assert [s.name for s in _plan(tmp_path, "stage.method=daformer")] == ["source_only", "daformer",
+                                                                           "target_supervised"]  # fmt: skip
+    dg = [s.name for s in _plan(tmp_path, "stage.adaptation=false", "stage.translator=fourier", "stage.oracle=false")]
+    assert dg == ["source_only", "warmup"]
+
+
+def test_content_keys_follow_the_computation_not_the_run(tmp_path: Path) -> None:
+    a = _plan(tmp_path / "a", base=["seed=0", "run_id=first"])
+    b = _plan(tmp_path / "b", base=["seed=0", "run_id=second"])  # another run of the same computation
+    c = _plan(tmp_path / "c", base=["seed=1"])
+    assert [s.key for s in a] == [s.key for s in b]
+    assert all(x.key != y.key for x, y in zip(a, c))
+    assert step_key("warmup", ["x=1"], [], False) != step_key("warmup", ["x=1"], [], True)
+
+
+def test_cached_steps_live_under_their_key_and_are_linked_into_the_run(tmp_path: Path) -> None:
+    steps = _plan(tmp_path / "run", f"stage.step_cache={tmp_path / 'cache'}")
+    for i, s in enumerate(steps):
+        assert s.out.root == tmp_path / "cache" / f"{s.name}-{s.key}"
+        assert s.link == tmp_path / "run" / f"{i:02d}_{s.name}"
+
+
+def test_a_steps_command_line_names_its_stage_directory_and_pipeline_step(tmp_path: Path) -> None:
+    warmup = next(s for s in _plan(tmp_path) if s.name == "warmup")
+    line = step_overrides(warmup, ["experiment=toy"], ["trainer.max_steps=3"])
+    assert line[:2] == ["experiment=toy", "stage=warmup"]
+    assert line[-3:] == ["trainer.max_steps=3", f"paths.output_dir={warmup.out.root}", "pipeline_step=warmup"]
