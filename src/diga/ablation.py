@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv as csvlib
-import io
 import json
 import math
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diga.evaluation.figures import save_figure
 from diga.evaluation.tables import csv_table, markdown_table
 from diga.utils.io import atomic_write_bytes
 
@@ -119,6 +119,17 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
     return markdown_table(table)
 
 
+def seeds_csv(rows: dict[str, dict[str, Any]]) -> str:
+    """mIoU per row: mean, std and each seed (a seed the row lacks is an empty cell: every column is one seed's)."""
+    seeds = sorted({k for r in rows.values() for k in r["seeds"]})
+    table = [["row", "mean", "std", *(f"seed{s}" for s in seeds)]]
+    for name, r in rows.items():
+        m, s = mean_std(list(r["seeds"].values()))
+        table.append([f'"{name}"', f"{m:.4f}", f"{s:.4f}", *(f"{r['seeds'][k]:.4f}" if k in r["seeds"] else ""
+                                                            for k in seeds)])  # fmt: skip
+    return csv_table(table)
+
+
 def per_class_csv(rows: dict[str, dict[str, Any]]) -> str:
     classes = list(next((pc for r in rows.values() for pc in r["per_class"].values() if pc), {}))
     table = [["row", *classes]]
@@ -169,10 +180,7 @@ def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     ax.set_xlabel("target mIoU (%), mean ± std over seeds")
     ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def write(sweeps: Path | list[Path], val_set: str | None = None, out: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -184,14 +192,8 @@ def write(sweeps: Path | list[Path], val_set: str | None = None, out: Path | Non
     sweep = out or sweeps[0]
     sweep.mkdir(parents=True, exist_ok=True)
     md = markdown(rows)
-    seeds = sorted({k for r in rows.values() for k in r["seeds"]})
-    csv = ["row,mean,std," + ",".join(f"seed{s}" for s in seeds)]
-    for name, r in rows.items():  # a seed the row lacks is an empty cell, so every column stays one seed's
-        m, s = mean_std(list(r["seeds"].values()))
-        csv.append(f'"{name}",{m:.4f},{s:.4f},' + ",".join(f"{r['seeds'][k]:.4f}" if k in r["seeds"] else ""
-                                                           for k in seeds))  # fmt: skip
     atomic_write_bytes(sweep / "ablation.md", md.encode())
-    atomic_write_bytes(sweep / "ablation.csv", ("\n".join(csv) + "\n").encode())
+    atomic_write_bytes(sweep / "ablation.csv", seeds_csv(rows).encode())
     atomic_write_bytes(sweep / "ablation_per_class.csv", per_class_csv(rows).encode())
     if (pl := pseudo_label_csv(rows)) is not None:
         atomic_write_bytes(sweep / "ablation_pseudo_labels.csv", pl.encode())

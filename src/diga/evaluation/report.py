@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,10 +9,10 @@ import numpy as np
 import torch
 
 from diga.data.labels import LabelSet
+from diga.evaluation.figures import save_figure
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.visualize import to_uint8_hwc
 from diga.models.segmentor import Segmentor
-from diga.utils.io import atomic_write_bytes
 
 
 def plot_results(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> None:
@@ -38,10 +37,7 @@ def plot_results(rows: Mapping[str, Mapping[str, float]], path: str | Path, titl
     ax.set_xlim(0, 100)
     ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def plot_per_class(per_class: Mapping[str, Mapping[str, Mapping[str, float]]], classes: tuple[str, ...],
@@ -69,10 +65,7 @@ def plot_per_class(per_class: Mapping[str, Mapping[str, Mapping[str, float]]], c
         ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
         ax.set_title(f"{title} — {name}", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -120,7 +113,4 @@ def prediction_grid(models: Mapping[str, Segmentor], images: torch.Tensor, label
     handles.append(Patch(color="black", label="ignore"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
