@@ -36,8 +36,9 @@ def main(cfg: DictConfig) -> float | None:
         print(f"diga: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except StageInterrupted as e:  # not a success: a scheduler must see a non-zero exit (and may requeue)
-        if _is_rank_zero():
-            print(f"diga: {e}; resume with: {resume_command(cfg)}", file=sys.stderr, flush=True)
+        if _is_rank_zero():  # a pipeline's isolated step: the pipeline prints how to resume the whole run
+            how = "" if cfg.get("pipeline_step") else f"; resume with: {resume_command(cfg)}"
+            print(f"diga: {e}{how}", file=sys.stderr, flush=True)
         raise SystemExit(SIGTERM_EXIT_CODE) from None
     if _is_rank_zero():
         print(f"diga: {cfg.stage.name} done; {results_notice(cfg.paths.output_dir)}", flush=True)

@@ -22,9 +22,10 @@ SIGTERM_EXIT_CODE = 143
 class StageInterrupted(RuntimeError):
     """A training stage stopped by SIGTERM after writing a checkpoint to resume from."""
 
-    def __init__(self, stage: str, step: int | None, checkpoint: Path) -> None:
+    def __init__(self, stage: str, step: int | None, checkpoint: Path | None) -> None:
         after = f" after step {step}" if step is not None else ""
-        super().__init__(f"stage {stage} stopped by SIGTERM{after}; {checkpoint} resumes it")
+        how = f"{checkpoint} resumes it" if checkpoint else "it has no checkpoint yet and starts anew when run again"
+        super().__init__(f"stage {stage} stopped by SIGTERM{after}; {how}")
         self.stage, self.step, self.checkpoint = stage, step, checkpoint
 
 

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.utilities.rank_zero import rank_zero_only  # sets rank_zero_only.rank
 from omegaconf import DictConfig
 
+from diga.callbacks.preemption import SIGTERM_EXIT_CODE, StageInterrupted
 from diga.tasks.config import compose_stage
 from diga.tasks.pipeline_plan import Step, plan, step_overrides
 from diga.tasks.pipeline_report import write_report
@@ -72,13 +73,25 @@ def run_in_subprocess(step: Step, overrides: list[str]) -> tuple[dict[str, Any],
     A fresh process per stage returns all memory between stages and measures each stage's peak on its own.
     """
     import os
+    import signal
     import subprocess
     import sys
+    import threading
 
     cmd = [sys.executable, "-m", "diga.train", *overrides, f"hydra.run.dir={step.out.root}"]
     proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    # a SIGTERM to the pipeline (preemption, `docker stop`) reaches the step, which checkpoints and exits 143
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum)) if main_thread else None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     code = os.waitstatus_to_exitcode(status)
+    if code in (SIGTERM_EXIT_CODE, -signal.SIGTERM):  # checkpointed, or ended before training began
+        last = step.out.last_checkpoint
+        raise StageInterrupted(step.stage, None, last if last.is_file() else None)
     if code != 0:
         why = " (killed: out of memory?)" if code == -9 else ""
         raise RuntimeError(f"pipeline step {step.name} (stage={step.stage}) exited with {code}{why}: {' '.join(cmd)}")
@@ -96,8 +109,8 @@ def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isola
             profile[step.name] = {"stage": step.stage, "phases": json.loads(step.out.timings.read_text())}
         return json.loads(step.out.done.read_text())
     extra = list(per_step.get(step.name, per_step.get(step.stage, [])))
-    if step.out.last_checkpoint.is_file():
-        extra.append(f"ckpt_path={step.out.last_checkpoint}")
+    if any(step.out.last_checkpoint.parent.glob("*.ckpt")):  # `last`: a damaged last.ckpt falls back to an intact one
+        extra.append("ckpt_path=last")
         log.info("pipeline: resuming %s from its last checkpoint", step.name)
     log.info("pipeline: running %s (stage=%s) in %s", step.name, step.stage, step.out.root)
     t = time.perf_counter()
