@@ -435,3 +435,28 @@ def test_every_training_stage_checkpoints_what_weights_only_loading_reads(
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert checkpoint_problem(last) == (None, 1)
     assert torch.load(last, map_location="cpu", weights_only=True)["optimizer_states"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_pipeline_reaches_its_isolated_step_and_the_pipeline_exits_143(
+        tmp_path: Path, toy_root: Path) -> None:  # fmt: skip
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import tiny_pipeline_overrides
+
+    overrides = [o for o in tiny_toy_overrides(tmp_path, toy_root.parent, steps=400) if "output_dir" not in o]
+    run = tmp_path / "pipeline"
+    proc = subprocess.Popen([sys.executable, "-m", "diga.train", *overrides, *tiny_pipeline_overrides(0),
+                             "stage.isolate_steps=true", "stage.translator=fourier", "trainer.log_every_n_steps=1",
+                             f"hydra.run.dir={run}"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = run / "00_source_only" / "csv" / "metrics.csv"
+    deadline = time.monotonic() + 300
+    while not metrics.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)  # the step trains (Lightning's SIGTERM handling is in place) once it logs
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143, err[-3000:]
+    assert (run / "00_source_only" / "checkpoints" / "last.ckpt").is_file()
+    assert "stopped by SIGTERM" in err and f"resume with: python -m diga.train hydra.run.dir={run}" in err, err[-3000:]
