@@ -58,12 +58,12 @@ test-reference: ## numerical comparisons with the authors' code (DIGA_REFERENCE_
 	$(PYTHON) -m pytest -q -m reference tests/reference $(PYTEST_ARGS)
 
 lint: ## ruff lint + format check
-	$(PYTHON) -m ruff check src tests benchmarks
-	$(PYTHON) -m ruff format --check src tests benchmarks
+	$(PYTHON) -m ruff check src tests benchmarks tools
+	$(PYTHON) -m ruff format --check src tests benchmarks tools
 
 format: ## auto-fix lint and format
-	$(PYTHON) -m ruff check --fix src tests benchmarks
-	$(PYTHON) -m ruff format src tests benchmarks
+	$(PYTHON) -m ruff check --fix src tests benchmarks tools
+	$(PYTHON) -m ruff format src tests benchmarks tools
 
 demo: ## the main job on the embedded toy domain pair (no download)
 	$(PYTHON) -m diga.train experiment=toy stage=$(DEMO_STAGE)
@@ -86,7 +86,7 @@ reproduce: ## the toy pipeline at reduced size against benchmarks/expected/toy_r
 	$(PYTHON) -m benchmarks.reproduce $(REPRODUCE_ARGS)
 
 docs: ## regenerate docs/configuration.md from conf/ (the comment beside each key is its meaning)
-	$(PYTHON) -m diga.tasks.config_reference docs/configuration.md
+	$(PYTHON) -m tools.config_reference docs/configuration.md
 
 rehearsal: ## every real experiment and baseline on fake data at the real image sizes (CPU, small encoder; hours)
 	$(PYTHON) -m benchmarks.rehearsal $(REHEARSAL_ARGS)

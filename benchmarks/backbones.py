@@ -3,7 +3,7 @@
 The paper's networks and the foundation-model encoders at their experiment's real crop and batch composition:
 MiT-B5 + DAFormer head and DINOv2 ViT-B/14, ViT-L/14 (+ DAFormer head) on gta2cs (512×896 crops; warm-up 1 + 2
 source images, self-training 2 + 1 source and 2 + 1 target), HRNet-W48 + OCR on cs_semi. Each row is a real
-`stage=warmup|selftrain` run of a few steps on the fake real-size trees of the rehearsal (`fake_datasets.py`), in
+`stage=warmup|selftrain` run of a few steps on the fake real-size trees of the rehearsal (`diga.data.fake_trees`), in
 its own process: median s/step after the first steps, peak resident memory (CPU) or peak allocated memory (GPU),
 diga's pre-flight estimate beside it, and the hours the experiment's schedule would take at that speed.
 
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.device import machine, machine_line
-from benchmarks.fake_datasets import write_all, write_weights
+from benchmarks.fake_weights import write_weights
 from benchmarks.isolate import MeasurementFailed, MemoryCapReached, isolated
+from diga.data.fake_trees import write_street_trees
 
 GB = 1024**3
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (experiment, overrides of its model)
@@ -69,8 +70,8 @@ def fake_pseudo_labels(overrides: list[str], folder: Path) -> Path:
     import numpy as np
     from hydra.utils import instantiate
 
+    from diga.config import compose_config
     from diga.data.io import save_label_png
-    from diga.tasks.config import compose_config
 
     cfg = compose_config([*overrides, "stage.pseudo_labels=/unused", "paths.output_dir=/tmp/diga-bench-pl"])
     datamodule = instantiate(cfg.datamodule, _recursive_=False)
@@ -86,8 +87,8 @@ def fake_pseudo_labels(overrides: list[str], folder: Path) -> Path:
 def describe_row(overrides: list[str], work: Path, stage: str) -> dict[str, Any]:
     """What a row is, before it runs: diga's memory estimate, source images per step, schedule length, crop (in
     its own process too, so a row stopped at the memory cap still shows its estimate)."""
+    from diga.config import compose_config
     from diga.data.datamodule import images_per_step, scaled_size
-    from diga.tasks.config import compose_config
     from diga.tasks.fit import build_module, estimate_stage_memory
     from diga.utils.hydra import to_plain
 
@@ -210,7 +211,7 @@ def main() -> None:
         return
 
     data = args.work / f"data-{args.scale}"
-    write_all(data, args.scale)
+    write_street_trees(data, args.scale)
     weights = write_weights(args.work / "weights")["vgg19"].parent
     pseudo: dict[str, Path] = {}  # per experiment: the self-training rows of one experiment share its target images
     out = Path(__file__).parent / "results" / f"backbones-{platform.node()}-{time.strftime('%Y%m%d-%H%M%S')}.json"

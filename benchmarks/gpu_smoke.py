@@ -117,8 +117,8 @@ class Smoke:
 
     def fit(self, run: Path, precision: str, stage: str, extra: list[str]) -> dict[str, Any]:
         """A training stage: finite weights, s/step, peak memory beside the estimate, synchronisations per step."""
+        from diga.config import compose_config
         from diga.tasks import run_task
-        from diga.tasks.config import compose_config
         from diga.tasks.fit import build_module, estimate_stage_memory
 
         probe = run / "probe.json"
@@ -147,8 +147,8 @@ class Smoke:
         return row
 
     def offline(self, run: Path, precision: str, stage: str, extra: list[str]) -> dict[str, Any]:
+        from diga.config import compose_config
         from diga.tasks import run_task
-        from diga.tasks.config import compose_config
 
         cuda = torch.cuda.is_available()
         if cuda:
@@ -234,16 +234,16 @@ class Smoke:
 
     def val_set(self, run: Path) -> Any:
         """The toy validation set of the smoke's reduced pair (17 images: odd, for the DDP check)."""
+        from diga.config import compose_config
         from diga.data.datamodule import DomainAdaptationDataModule
-        from diga.tasks.config import compose_config
         from diga.utils.hydra import to_plain
 
         cfg = compose_config(self.base(run, "32-true"))
         return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.val.toy_target), "val")
 
     def deterministic(self, root: Path) -> dict[str, Any]:
+        from diga.config import compose_config
         from diga.tasks import run_task
-        from diga.tasks.config import compose_config
 
         states = []
         for run in ("a", "b"):
@@ -326,7 +326,7 @@ def main() -> None:
     if not torch.cuda.is_available() and not args.cpu:
         raise SystemExit("gpu-smoke: no CUDA GPU is visible on this machine (--cpu: a dry run of the script)")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from diga.tasks.config import register_resolvers
+    from diga.config import register_resolvers
 
     register_resolvers()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.device import machine
-from benchmarks.fake_datasets import write_all, write_weights
+from benchmarks.fake_weights import write_weights
 from benchmarks.isolate import MeasurementFailed, isolated
+from diga.data.fake_trees import write_street_trees
 
 GB = 1024**3
 OPTIONS = {
@@ -57,8 +58,8 @@ def _overrides(stage: str, work: Path, data: Path, weights: dict[str, Path], ste
 
 
 def _one(overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    from diga.config import compose_config
     from diga.tasks import run_task
-    from diga.tasks.config import compose_config
     from diga.utils.timing import step_parts
 
     metrics = run_task(compose_config([*overrides, f"paths.output_dir={out_dir}"]))
@@ -71,7 +72,7 @@ def _one(overrides: list[str], out_dir: Path) -> dict[str, Any]:
 def _estimate(overrides: list[str]) -> dict[str, float]:
     """diga's estimate and the likely peak it predicts, without running the step (the module is built, one probe
     forward runs): the figures the pre-flight warning of the same run would use."""
-    from diga.tasks.config import compose_config
+    from diga.config import compose_config
     from diga.tasks.fit import build_module, estimate_stage_memory
 
     cfg = compose_config([*overrides, "paths.output_dir=/tmp/diga-memory-estimate"])
@@ -91,7 +92,7 @@ def main() -> None:
     wanted = {o.strip() for o in args.options.split(",") if o.strip()}
 
     data = args.work / "data-1.0"
-    write_all(data, 1.0)
+    write_street_trees(data, 1.0)
     weights = write_weights(args.work / "weights")
     out = Path(__file__).parent / "results" / f"memory-{platform.node()}-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(exist_ok=True)

@@ -57,7 +57,7 @@ def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Pat
              model: str | None = None) -> dict[str, Any]:  # fmt: skip
     from hydra.core.global_hydra import GlobalHydra
 
-    from diga.tasks.config import compose_config
+    from diga.config import compose_config
     from diga.tasks.fit import build_module, estimate_stage_memory
 
     GlobalHydra.instance().clear()
@@ -90,7 +90,7 @@ def main() -> None:
         help="where random-init weight files are written (the translator's VGG-19 perceptual loss)",
     )
     args = parser.parse_args()
-    from benchmarks.fake_datasets import write_weights
+    from benchmarks.fake_weights import write_weights
     from benchmarks.isolate import MeasurementFailed, isolated
 
     pretrained_dir = write_weights(args.weights)["vgg19"].parent

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.device import bench_device
+from diga.config import compose_config
 from diga.data.io import save_label_png
 from diga.models.loading import load_segmentor
+from diga.offline.launch import target_train_dataset
 from diga.tasks import run_task
-from diga.tasks.config import compose_config
-from diga.tasks.pseudolabel import target_train_dataset
 
 
 def _overrides(model: Path, work: Path, case: list[str], images: int) -> list[str]:

@@ -1,7 +1,7 @@
 """`make rehearsal` / `python -m benchmarks.rehearsal` — every real experiment's pipeline on fake data at real sizes.
 
 For gta2cs, synthia2cs, gta_dg, cs_semi and the DAFormer / MIC baselines: fake trees in the official layouts at the
-official image sizes (`benchmarks/fake_datasets.py`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760, BDD100K
+official image sizes (`diga.data.fake_trees`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760, BDD100K
 1280×720, Mapillary 4032×3024 / 3264×2448 JPEGs) and random-init weight files, then `python -m diga.train
 experiment=X stage=pipeline` with the experiment's real crops, batch compositions, inference scales and evaluation
 sets — a few steps per stage, on the CPU, with a small encoder (MiT-B0 for the MiT experiments, ResNet-18 for
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.device import machine
-from benchmarks.fake_datasets import write_all, write_weights
+from benchmarks.fake_weights import write_weights
+from diga.data.fake_trees import write_street_trees
 
 BASELINES = ("gta2cs_daformer", "gta2cs_mic", "synthia2cs_daformer", "synthia2cs_mic")  # one adaptation stage each
 EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi", *BASELINES)
@@ -43,8 +44,8 @@ def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps:
     if name in BASELINES:
         common.append(f"steps.daformer={steps}")
     if name == "gta_dg":
-        return [*common, "model.backbone=resnet18", f"model.pretrained={weights['resnet18']}"]
-    return [*common, "model=segformer_b0", "model.head=daformer", f"model.pretrained={weights['mit_b0']}"]
+        return [*common, "model.backbone.name=resnet18", f"model.pretrained={weights['resnet18']}"]
+    return [*common, "model=segformer_b0", "model.head.name=daformer", f"model.pretrained={weights['mit_b0']}"]
 
 
 def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: float,
@@ -53,8 +54,8 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
+    from diga.config import compose_config
     from diga.data.datamodule import describe_streams, scaled_size
-    from diga.tasks.config import compose_config
 
     out = []
     own = {"gta_dg": ("warmup",), "cs_semi": ("warmup", "selftrain"),  # no translator stage in these
@@ -160,7 +161,7 @@ def main() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     data = args.work / f"data-{args.scale}"
     t = time.perf_counter()
-    write_all(data, args.scale)
+    write_street_trees(data, args.scale)
     weights = write_weights(args.work / "weights")
     print(f"fake datasets and weights ready in {time.perf_counter() - t:.0f} s under {args.work}", flush=True)
     results, host = [], machine()  # the machine once: it does not change between experiments

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from diga.config import compose_config
 from diga.tasks import run_task
-from diga.tasks.config import compose_config
 
 
 class StepTimer(pl.Callback):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from diga.tasks.config import compose_config, register_resolvers
+from diga.config import compose_config, register_resolvers
 from tests.fakes import TINY_TOY
 
 register_resolvers()

@@ -10,7 +10,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import hydra
 from omegaconf import DictConfig
 
-from diga.tasks.config import register_resolvers
+from diga.config import register_resolvers
 
 register_resolvers()
 

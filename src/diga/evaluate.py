@@ -16,13 +16,13 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
+from diga.config import register_resolvers
 from diga.data.datamodule import DomainAdaptationDataModule, collate
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, format_table
 from diga.models.loading import load_segmentor, resolve_device
 from diga.models.segmentor import Segmentor
-from diga.tasks.config import register_resolvers
 from diga.tasks.results import write_results
 from diga.utils import environment
 from diga.utils.hydra import to_plain

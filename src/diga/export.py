@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from diga.config import register_resolvers
 from diga.evaluation.inference import InferenceConfig, check_image_size
 from diga.models.loading import load_segmentor
 from diga.models.segmentor import Segmentor
-from diga.tasks.config import register_resolvers
 from diga.utils.io import atomic_write_bytes
 
 register_resolvers()

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from diga.config import register_resolvers
 from diga.data.io import DatasetError, read_rgb, save_label_png
 from diga.data.labels import (
     CITYSCAPES_19,
@@ -31,7 +32,6 @@ from diga.data.labels import (
 )
 from diga.evaluation.inference import InferenceConfig, check_image_size, predict_logits
 from diga.models.loading import load_segmentor, resolve_device
-from diga.tasks.config import register_resolvers
 from diga.utils.io import atomic_write_bytes
 
 register_resolvers()

@@ -13,7 +13,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations queries
 import hydra
 from omegaconf import DictConfig
 
-from diga.tasks.config import register_resolvers
+from diga.config import register_resolvers
 
 register_resolvers()
 
@@ -21,9 +21,9 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from diga.callbacks.preemption import SIGTERM_EXIT_CODE, StageInterrupted
+    from diga.config.compose import config_notice
+    from diga.config.preflight import PreflightError
     from diga.tasks import run_task
-    from diga.tasks.config import config_notice
-    from diga.tasks.preflight import PreflightError
     from diga.tasks.resume import resume_command
 
     if notice := config_notice():
@@ -51,5 +51,15 @@ def _is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Renamed keys in their new spelling (one line each on stderr), then Hydra."""
+    from diga.config.deprecations import rewrite_deprecated
+
+    sys.argv[1:], notices = rewrite_deprecated(sys.argv[1:])
+    for line in notices:
+        print(line, file=sys.stderr)
     main()
+
+
+if __name__ == "__main__":
+    cli()

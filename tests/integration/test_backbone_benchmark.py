@@ -10,18 +10,21 @@ import pytest
 @pytest.mark.slow
 def test_one_warmup_and_one_selftraining_row_are_measured(tmp_path: Path) -> None:
     from benchmarks.backbones import fake_pseudo_labels, rows_to_run, run_row, stage_overrides, table
-    from benchmarks.fake_datasets import write_all, write_weights
+    from benchmarks.fake_weights import write_weights
+
+    from diga.data.fake_trees import write_street_trees
 
     assert rows_to_run(["MiT-B5 + DAFormer"], None) == [("MiT-B5 + DAFormer", s, o) for s in ("warmup", "selftrain")
                                                         for o in ("fp32", "bf16")]  # fmt: skip
     assert len(rows_to_run(["DINOv2 ViT-L/14 + DAFormer"], None)) == 8  # + checkpointing, with and without bf16
     data = tmp_path / "data"
-    write_all(data, 0.25)
+    write_street_trees(data, 0.25)
     weights = write_weights(tmp_path / "weights")["vgg19"].parent
     rows = []
     for stage in ("warmup", "selftrain"):
         overrides = stage_overrides("MiT-B5 + DAFormer", stage, "fp32", data, weights, 0.25)
-        overrides += ["model=segformer_b0", "model.head=daformer", "model.pretrained=null"]  # small, same code path
+        # small, same code path
+        overrides += ["model=segformer_b0", "model.head.name=daformer", "model.pretrained=null"]
         if stage == "selftrain":
             pseudo = fake_pseudo_labels(overrides, tmp_path / "pl")
             assert len(list(pseudo.glob("*.png"))) == 32  # every fake Cityscapes training image

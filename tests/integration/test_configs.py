@@ -71,7 +71,7 @@ def test_model_and_trainer_instantiate(experiment: str, tmp_path: Path) -> None:
     cfg = compose_cfg([f"experiment={experiment}", f"paths.output_dir={tmp_path}", "model.pretrained=null",
                        "trainer=cpu", "logger=csv"])  # fmt: skip
     if experiment != "toy":  # big real-benchmark models: build a small variant with the same head/classes
-        cfg.model.backbone = "mit_b0" if cfg.model.backbone.startswith("mit") else "resnet18"
+        cfg.model.backbone.name = "mit_b0" if cfg.model.backbone.name.startswith("mit") else "resnet18"
     model = instantiate(cfg.model)
     assert model.num_classes == CLASSES[cfg.label_set]
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
@@ -83,9 +83,7 @@ def test_every_model_config_composes(model: str, tmp_path: Path) -> None:
     from diga.models.registry import list_backbones, list_heads
 
     cfg = compose_cfg([f"model={model}", f"paths.output_dir={tmp_path}"])
-    backbone, head = cfg.model.backbone, cfg.model.head
-    assert (backbone if isinstance(backbone, str) else backbone.name) in list_backbones()
-    assert (head if isinstance(head, str) else head.name) in list_heads()
+    assert cfg.model.backbone.name in list_backbones() and cfg.model.head.name in list_heads()
 
 
 def test_wandb_logger_defaults_to_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -196,7 +194,7 @@ def test_centroids_and_pseudo_labels_follow_the_authors(experiment: str, tmp_pat
 
 def test_semi_supervised_uses_the_authors_hrnet_ocr_recipe(tmp_path: Path) -> None:
     c = _compose("cs_semi", "warmup", tmp_path)
-    assert (c["model"]["backbone"], c["model"]["head"], c["model"]["normalization"]) == (
+    assert (c["model"]["backbone"]["name"], c["model"]["head"]["name"], c["model"]["normalization"]) == (
         "hrnet_w48",
         "ocr",
         "caffe_rgb",
@@ -252,7 +250,7 @@ def test_daformer_and_mic_baselines_use_their_authors_recipe(experiment: str, tm
     thing classes, pseudo-label confidence 0.968, and (MIC only) masked consistency 1.0 with 64-px blocks at 0.7."""
     c = _compose(experiment, "daformer", tmp_path)
     m, dm = c["stage"]["module"], c["datamodule"]
-    assert (c["model"]["backbone"], c["model"]["head"]) == ("mit_b5", "daformer")
+    assert (c["model"]["backbone"]["name"], c["model"]["head"]["name"]) == ("mit_b5", "daformer")
     assert c["trainer"]["max_steps"] == 40000 and dm["crop_size"] == [512, 512]
     assert [s["batch_size"] for s in dm["source"]["loader"]["streams"]] == [2]
     assert [s["batch_size"] for s in dm["target"]["loader"]["streams"]] == [2]

@@ -141,7 +141,8 @@ def test_one_gradient_all_reduce_per_step_with_sequential_passes_and_micro_batch
     step, of which only the last all-reduces (DDP's no_sync on the others) — and the ranks still end with the same
     weights, so the accumulated gradients were synchronised."""
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent, steps=2), *training_stage_overrides("daformer"),
-                       "stage.module.micro_batches=2", "model.drop_path_rate=0", "model.dropout=0"])  # fmt: skip
+                       "stage.module.micro_batches=2", "model.backbone.drop_path_rate=0",
+                       "model.head.dropout=0"])  # fmt: skip
     module = build_module(cfg)
     assert module.loss_phase_count() == 3
     dm = instantiate(cfg.datamodule, _recursive_=False)
@@ -217,8 +218,8 @@ def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path, mode
         "stage=source_only",
         f"model={model}",
         "model.pretrained=null",
-        "model.drop_path_rate=0",
-        "model.dropout=0",
+        "model.backbone.drop_path_rate=0",
+        "model.head.dropout=0",
         "logger=none",
         "seed=3",
         "optimizer._target_=torch.optim.SGD",

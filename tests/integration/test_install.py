@@ -44,7 +44,7 @@ def test_wheel_runs_a_job_from_another_directory(tmp_path: Path, toy_root: Path)
 
 
 def test_another_checkouts_conf_is_named_not_silently_ignored(tmp_path: Path) -> None:
-    from diga.tasks.config import config_notice
+    from diga.config.compose import config_notice
 
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "train.yaml").write_text("{}\n")
@@ -55,7 +55,7 @@ def test_another_checkouts_conf_is_named_not_silently_ignored(tmp_path: Path) ->
 
 def test_pipeline_sub_stages_keep_the_users_config_search_path(tmp_path: Path) -> None:
     """`stage=pipeline` recomposes every step: a user's experiment folder must stay on the search path."""
-    from diga.tasks.config import compose_config
+    from diga.config import compose_config
     from diga.tasks.pipeline import step_configs
 
     (tmp_path / "experiment").mkdir()

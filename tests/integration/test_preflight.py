@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diga.config.preflight import PreflightError
 from diga.tasks import run_task
-from diga.tasks.preflight import PreflightError
 from tests.helpers import compose_cfg
 
 
@@ -160,7 +160,7 @@ def test_mistyped_overrides_are_named_by_key_before_anything_is_built(tmp_path: 
 
 @pytest.mark.parametrize("experiment", ["toy", "gta2cs", "synthia2cs", "gta_dg", "cs_semi", "gta2cs_mic"])
 def test_every_shipped_stage_passes_the_type_check(experiment: str, tmp_path: Path) -> None:
-    from diga.tasks.config_types import type_problems
+    from diga.config.type_checks import type_problems
 
     for stage in ("source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "daformer"):
         cfg = compose_cfg([f"experiment={experiment}", f"stage={stage}", f"paths.output_dir={tmp_path}"])

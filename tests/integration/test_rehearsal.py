@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from benchmarks.fake_datasets import write_all, write_weights
+from benchmarks.fake_weights import write_weights
 from benchmarks.rehearsal import BASELINES, report, run_pipeline
+
+from diga.data.fake_trees import write_street_trees
 
 STEPS = {
     "gta2cs": ["source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "pseudolabel_r2",
@@ -25,7 +27,7 @@ STEPS = {
 @pytest.fixture(scope="module")
 def rehearsal_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Path]]:
     work = tmp_path_factory.mktemp("rehearsal")
-    return work, write_all(work / "data", 0.125)["gta5"].parent, write_weights(work / "weights")
+    return work, write_street_trees(work / "data", 0.125)["gta5"].parent, write_weights(work / "weights")
 
 
 @pytest.mark.slow

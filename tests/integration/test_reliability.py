@@ -91,7 +91,7 @@ def test_newest_finite_checkpoint_skips_corrupted_and_unreadable_files(tmp_path:
     (tmp_path / "d.ckpt").write_bytes(b"truncated")
     assert first_non_finite(nan_weights) == "state_dict.w"
     assert first_non_finite(nan_moments) == "optimizer_states[0].state.0.exp_avg_sq"
-    assert newest_finite_checkpoint(sorted(tmp_path.glob("*.ckpt"))) == tmp_path / "a.ckpt"
+    assert newest_finite_checkpoint(sorted(tmp_path.glob("*.ckpt")))[0] == tmp_path / "a.ckpt"
 
 
 def _with(trainer, callback):
@@ -263,7 +263,7 @@ class _RunsCodeWhenLoaded:
 
 
 def test_resume_never_runs_code_from_a_checkpoint_file(tmp_path: Path, toy_root: Path) -> None:
-    from diga.tasks.preflight import PreflightError
+    from diga.config.preflight import PreflightError
 
     marker, foreign = tmp_path / "code-ran", tmp_path / "downloaded.ckpt"
     torch.save({"global_step": 1, "state_dict": {}, "extra": _RunsCodeWhenLoaded(marker)}, foreign)
@@ -275,7 +275,7 @@ def test_resume_never_runs_code_from_a_checkpoint_file(tmp_path: Path, toy_root:
 
 def test_a_damaged_last_checkpoint_is_named_and_the_newest_intact_one_resumes(
         tmp_path: Path, toy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from diga.tasks.preflight import PreflightError
+    from diga.config.preflight import PreflightError
 
     base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=4), "stage=source_only", "ckpt_every=2",
             "trainer.log_every_n_steps=1"]  # fmt: skip
@@ -296,7 +296,7 @@ def test_a_damaged_last_checkpoint_is_named_and_the_newest_intact_one_resumes(
 
 
 def test_one_run_per_run_folder_and_the_refusal_names_the_holder(tmp_path: Path, toy_root: Path) -> None:
-    from diga.tasks.preflight import PreflightError
+    from diga.config.preflight import PreflightError
     from diga.utils.run_lock import run_folder_lock
 
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=none"])
@@ -404,9 +404,9 @@ class _Marker:
                                     "ckpt_path"])  # fmt: skip
 def test_no_load_path_runs_code_from_a_file(reader: str, tmp_path: Path) -> None:
     """Every place diga opens a weight or checkpoint file refuses a pickle that would run code, naming the file."""
+    from diga.config.preflight import PreflightError
     from diga.models.loading import load_segmentor
     from diga.models.weights import WeightFileError, read_state_dict
-    from diga.tasks.preflight import PreflightError
 
     def resume_from(path: Path) -> object:
         from diga.tasks.resume import resume_point

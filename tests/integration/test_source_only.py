@@ -25,7 +25,7 @@ def test_two_step_source_only_run_reports_target_miou(tmp_path: Path, toy_root: 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)  # loadable under torch's safe default
     assert state["global_step"] == 2 and state["hyper_parameters"]["label_set"] == "toy"
     exported = torch.load(run / "final_model.pt", map_location="cpu", weights_only=True)
-    assert exported["model_cfg"]["backbone"] == "mit_b0"
+    assert exported["model_cfg"]["backbone"]["name"] == "mit_b0"
     env = json.loads((run / "env.json").read_text())  # what produced these numbers, referenced by results.json
     assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["torch"]["torch"] == torch.__version__
     assert results["provenance"]["env"] == "env.json"
@@ -49,7 +49,7 @@ def test_resume_continues_from_checkpoint(tmp_path: Path, toy_root: Path) -> Non
     second = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert first["global_step"] == 2 and second["global_step"] == 4
     # a missing explicit checkpoint is an error, not a silent fresh start
-    from diga.tasks.preflight import PreflightError
+    from diga.config.preflight import PreflightError
 
     with pytest.raises(PreflightError, match=r"nope\.ckpt: checkpoint to resume from does not exist"):
         run_task(compose_cfg([*base, f"ckpt_path={tmp_path}/nope.ckpt"]))
@@ -94,9 +94,9 @@ def test_incompatible_checkpoint_for_evaluation(tmp_path: Path) -> None:
 def test_micro_batches_give_the_full_batch_gradient(tmp_path: Path, toy_root: Path) -> None:
     """micro_batches=2 forwards/back-propagates two halves before one optimiser step: without BatchNorm or random
     layers in the network the weights after the run equal those of one pass over the whole batch."""
-    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=2), "stage=source_only", "model.head=deeplabv2",
-            "model.dropout=0", "model.drop_path_rate=0", "optimizer=sgd", "optimizer.lr=0.05", "logger=none",
-            "datamodule.source.loader.streams=[{resize:null,batch_size:4}]"]  # fmt: skip
+    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=2), "stage=source_only", "model.head.name=deeplabv2",
+            "model.head.dropout=0", "model.backbone.drop_path_rate=0", "optimizer=sgd", "optimizer.lr=0.05",
+            "logger=none", "datamodule.source.loader.streams=[{resize:null,batch_size:4}]"]  # fmt: skip
     for n in (1, 2):
         run_task(compose_cfg([*base, f"stage.module.micro_batches={n}", f"paths.output_dir={tmp_path}/mb{n}"]))
     a = torch.load(tmp_path / "mb1" / "final_model.pt", weights_only=True)["state_dict"]

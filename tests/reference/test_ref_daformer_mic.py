@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from diga.data.datasets import GTA5
-from diga.data.labels import cityscapes_labelid_to_trainid
+from diga.data.fake_trees import Frame, write_gta5
 from diga.data.rare_class_sampling import (
     DAFORMER_MIN_CROP_RATIO,
     DAFORMER_MIN_PIXELS,
@@ -205,10 +205,8 @@ def _label_maps() -> list[np.ndarray]:
 
 
 def _write_gta(root: Path) -> None:
-    m = cityscapes_labelid_to_trainid("cityscapes19")
-    for i, t in enumerate(_label_maps()):
-        fakes.save_png(root / "images" / f"{i + 1:05d}.png", fakes.image(i))
-        fakes.save_png(root / "labels" / f"{i + 1:05d}.png", fakes.encode(t, m, 0), palette=True)
+    maps = _label_maps()
+    write_gta5(root, len(maps), lambda dataset, split, i: Frame(fakes.image(i), maps[i]))
 
 
 def _gta_script(daformer: Path, mic: Path) -> Path:

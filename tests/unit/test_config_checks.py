@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from diga.tasks.preflight import PreflightError, check_inputs
+from diga.config.preflight import PreflightError
+from diga.tasks import check_run
 from tests.helpers import compose_cfg
 
 
 def _refusal(tmp_path: Path, *overrides: str, stage: str = "source_only") -> str:
     cfg = compose_cfg(["experiment=toy", f"stage={stage}", f"paths.output_dir={tmp_path}", *overrides])
     with pytest.raises(PreflightError) as err:
-        check_inputs(cfg)
+        check_run(cfg)
     return str(err.value)
 
 
@@ -74,7 +75,7 @@ def test_streams_that_are_not_a_list_are_refused(tmp_path: Path) -> None:
 
 
 def test_shipped_stages_pass_the_value_check(tmp_path: Path) -> None:
-    from diga.tasks.config_values import value_problems
+    from diga.config.value_checks import value_problems
 
     for stage in ("source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "daformer"):
         for experiment in ("toy", "gta2cs"):

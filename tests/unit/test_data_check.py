@@ -12,6 +12,7 @@ import pytest
 
 from diga.data.check import check_split, file_list_hash
 from diga.data.datasets import GTA5, Cityscapes
+from diga.data.fake_trees import save_png
 from tests import fakes
 
 
@@ -32,11 +33,11 @@ def test_every_kind_of_broken_file_is_found_and_named(tmp_path: Path) -> None:
     root = _gta(tmp_path, 6)
     (root / "images" / "00002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # corrupt image
     (root / "labels" / "00003.png").unlink()  # image without label
-    fakes.save_png(root / "labels" / "00004.png", np.zeros((7, 9), np.uint8))  # label of another size
-    fakes.save_png(root / "labels" / "00005.png", np.full((fakes.H, fakes.W), 200, np.uint8))  # ids outside 0..33
-    fakes.save_png(root / "labels" / "09999.png", np.zeros((4, 4), np.uint8))  # label without image
+    save_png(root / "labels" / "00004.png", np.zeros((7, 9), np.uint8))  # label of another size
+    save_png(root / "labels" / "00005.png", np.full((fakes.H, fakes.W), 200, np.uint8))  # ids outside 0..33
+    save_png(root / "labels" / "09999.png", np.zeros((4, 4), np.uint8))  # label without image
     (root / "images" / "extra_frame.png").write_bytes((root / "images" / "00001.png").read_bytes())
-    fakes.save_png(root / "labels" / "extra_frame.png", np.zeros((fakes.H, fakes.W), np.uint8))
+    save_png(root / "labels" / "extra_frame.png", np.zeros((fakes.H, fakes.W), np.uint8))
     report = check_split(GTA5(root), decode=True, workers=2)
     assert not report.ok
     assert report.missing_labels == [str(root / "labels" / "00003.png")]

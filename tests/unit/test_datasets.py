@@ -12,6 +12,7 @@ from PIL import Image
 
 from diga.data import labels as L
 from diga.data.datasets import BDD100K, GTA5, Cityscapes, CityscapesSemi, Mapillary, Synthia, ToyDataset
+from diga.data.fake_trees import save_png
 from diga.data.io import DatasetError, save_label_png
 from tests import fakes
 
@@ -154,7 +155,7 @@ def test_missing_label_names_the_file(fake_root: Path, tmp_path: Path) -> None:
 
 def test_size_mismatch_names_both_files(fake_root: Path, tmp_path: Path) -> None:
     root = _copy(fake_root, "GTA5", tmp_path)
-    fakes.save_png(root / "labels" / "00001.png", np.zeros((10, 10), np.uint8))
+    save_png(root / "labels" / "00001.png", np.zeros((10, 10), np.uint8))
     with pytest.raises(DatasetError, match=r"00001\.png: label size 10×10 does not match image"):
         GTA5(root)[0]
 
@@ -177,14 +178,14 @@ def test_corrupt_image(fake_root: Path, tmp_path: Path) -> None:
 
 def test_label_ids_outside_mapping(fake_root: Path, tmp_path: Path) -> None:
     root = _copy(fake_root, "mapillary", tmp_path)
-    fakes.save_png(root / "validation" / "labels" / "m0000.png", np.full((fakes.H, fakes.W), 70, np.uint8))
+    save_png(root / "validation" / "labels" / "m0000.png", np.full((fakes.H, fakes.W), 70, np.uint8))
     with pytest.raises(DatasetError, match=r"m0000\.png: label id 70 is outside the id range 0\.\.65"):
         Mapillary(root, split="validation")[0]
 
 
 def test_train_id_labels_with_unknown_ids(fake_root: Path, tmp_path: Path) -> None:
     root = _copy(fake_root, "bdd100k", tmp_path)
-    fakes.save_png(root / "gtFine" / "val" / "b0000_train_id.png", np.full((fakes.H, fakes.W), 19, np.uint8))
+    save_png(root / "gtFine" / "val" / "b0000_train_id.png", np.full((fakes.H, fakes.W), 19, np.uint8))
     ds = BDD100K(root, split="val")
     # REF BDD loader: every value outside 0..18 is ignore
     assert (ds[0]["label"] == 255).all()

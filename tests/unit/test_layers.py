@@ -1,5 +1,6 @@
 """Low-level packages never import high-level ones (utils ← data ← models ← method ops ← evaluation ← modules ←
-tasks ← command-line entry points). Read from the source with `ast`, so lazy imports inside functions count too."""
+config, pipelines ← tasks ← command-line entry points). Read from the source with `ast`, so lazy imports inside
+functions count too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ LAYERS = [
     {"models"},
     {"augment", "mixing", "losses", "centroids", "pseudo_labels", "translation", "uda"},  # the method's operations
     {"evaluation"},
-    {"modules", "callbacks", "loggers"},
+    {"modules", "offline", "callbacks", "loggers"},  # training stages, prediction-only stages
+    {"config", "pipelines"},  # composing and checking configs (pre-flight asks the stage contract); method recipes
     {"tasks"},
     {"train", "evaluate", "predict", "export", "env", "check_data", "ablation"},  # command-line entry points
 ]

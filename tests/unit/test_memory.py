@@ -59,7 +59,8 @@ def test_a_stage_that_does_not_fit_and_has_no_memory_option_stops_before_work(mo
     cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}, "stage": {"name": "x"},
                             "datamodule": {"source": {}, "use_target": False}})  # fmt: skip
     module = nn.Linear(1, 1)
-    module.estimate_memory = lambda *a: None  # type: ignore[attr-defined]  # only its presence is checked
+    module.estimate_memory = lambda *a: None  # type: ignore[attr-defined]  # replaced by the patch below
+    module.memory_fallbacks = lambda *a: []  # type: ignore[attr-defined]  # the stage contract: no memory option
     monkeypatch.setattr(fit, "estimate_stage_memory", lambda cfg, module: MemoryEstimate(2 * gib, 8 * gib))
     monkeypatch.setattr(fit, "stage_batch", lambda cfg: (2, 0))
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * gib)

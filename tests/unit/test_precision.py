@@ -17,8 +17,9 @@ from hydra.utils import instantiate
 from pytorch_lightning.plugins.precision import MixedPrecision
 
 from diga.centroids.ops import class_mean_vectors, nearest_centroid_labels, sequential_ema
+from diga.config.preflight import PreflightError
+from diga.tasks import check_run
 from diga.tasks.fit import build_module
-from diga.tasks.preflight import PreflightError, check_inputs
 from diga.utils.precision import float32_math, true_precision_problem
 from tests.helpers import TRAINING_STAGES, compose_cfg, tiny_toy_overrides, training_stage_overrides
 
@@ -221,7 +222,7 @@ def test_true_low_precision_is_refused_in_one_line(precision: str, tmp_path: Pat
         cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), f"stage={stage}",
                            f"trainer.precision={precision}"])  # fmt: skip
         with pytest.raises(PreflightError, match=f"^trainer.precision={precision} stores the weights"):
-            check_inputs(cfg)
+            check_run(cfg)
     assert true_precision_problem("bf16-mixed") is None and true_precision_problem("32-true") is None
 
 
@@ -229,7 +230,7 @@ def test_deterministic_true_on_cuda_is_refused_with_the_alternative(tmp_path: Pa
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "trainer=gpu",
                        "trainer.deterministic=true"])  # fmt: skip
     with pytest.raises(PreflightError, match=r"trainer\.deterministic=true on CUDA.*trainer\.deterministic=warn"):
-        check_inputs(cfg)
+        check_run(cfg)
     cpu = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only",
                        "trainer.deterministic=true"])  # fmt: skip
-    check_inputs(cpu)  # CPU kernels are deterministic: nothing to refuse
+    check_run(cpu)  # CPU kernels are deterministic: nothing to refuse

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diga.config.preflight import PreflightError
 from diga.loggers.resumable_csv import kept_rows
-from diga.tasks.preflight import PreflightError
 from diga.tasks.resume import checkpoint_problem, resume_point
 
 

@@ -47,7 +47,19 @@ def test_docs_link_only_to_files_that_exist() -> None:
 
 def test_configuration_reference_is_up_to_date() -> None:
     """docs/configuration.md is generated from conf/: a changed default or meaning must regenerate it (make docs)."""
-    from diga.tasks.config_reference import render_reference
+    from tools.config_reference import render_reference
 
     committed = (REPO / "docs" / "configuration.md").read_text()
     assert render_reference() == committed, "docs/configuration.md is stale: run `make docs`"
+
+
+def test_readme_layout_lists_every_package_and_only_existing_ones() -> None:
+    """The README's Layout section is how a newcomer finds a concept: it must match the tree."""
+    root = REPO
+    readme = (root / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :].split("```")[1]
+    listed = set(re.findall(r"^src/diga/(\w+)/", layout, flags=re.MULTILINE))
+    packages = {p.parent.name for p in (root / "src" / "diga").glob("*/__init__.py")}
+    assert listed == packages, f"missing from the README: {packages - listed}; not in the tree: {listed - packages}"
+    for top in re.findall(r"^(\w+)/ ", layout, flags=re.MULTILINE):
+        assert (root / top).is_dir(), top

@@ -319,7 +319,8 @@ def test_feature_distance_module_freezes_a_copy_and_uses_the_last_stage() -> Non
 
 
 def test_thing_classes_by_name() -> None:
-    assert thing_classes("cityscapes19") == CITYSCAPES_THING_CLASSES
+    # DAFormer's `imnet_feature_dist_classes` for Cityscapes-19
+    assert thing_classes("cityscapes19") == CITYSCAPES_THING_CLASSES == (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
     # SYNTHIA-16 drops terrain, truck, train: 19-ids 6 7 11 12 13 15 17 18 sit at 16-ids 6 7 10 11 12 13 14 15
     assert thing_classes("synthia16") == (6, 7, 10, 11, 12, 13, 14, 15)
 

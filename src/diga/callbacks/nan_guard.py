@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from diga.utils.artifacts import LAST_CHECKPOINT
+from diga.utils.atomic_checkpoints import read_checkpoint
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,20 +45,23 @@ def first_non_finite(checkpoint: dict[str, Any]) -> str | None:
     return None
 
 
-def newest_finite_checkpoint(paths: Iterable[str | Path]) -> Path | None:
-    """The checkpoint with the highest `global_step` whose weights and optimiser state are all finite; on a tie
-    `last.ckpt` (what `ckpt_path=last` resumes), then the first name — the same answer in every process."""
+def newest_finite_checkpoint(paths: Iterable[str | Path]) -> tuple[Path, int] | None:
+    """(path, global step) of the Lightning checkpoint with the highest `global_step` whose weights and optimiser
+    state are all finite; on a tie `last.ckpt` (what `ckpt_path=last` resumes), then the first name — the same answer
+    in every process. Each file is read once (`read_checkpoint`: no code runs)."""
     best: tuple[int, Path] | None = None
     for path in sorted({Path(p) for p in paths if p}, key=lambda q: (q.name != LAST_CHECKPOINT, str(q))):
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # unreadable or truncated: not a checkpoint to resume from
+            ckpt = read_checkpoint(path)
+        except Exception:  # unreadable, truncated or holding code: not a checkpoint to resume from
+            continue
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
             continue
         if first_non_finite(ckpt) is None:
-            step = int(ckpt.get("global_step", -1))
+            step = int(ckpt["global_step"])
             if best is None or step > best[0]:
                 best = (step, path)
-    return best[1] if best else None
+    return (best[1], best[0]) if best else None
 
 
 class StopOnNonFiniteLoss(pl.Callback):
@@ -107,4 +111,4 @@ class StopOnNonFiniteLoss(pl.Callback):
         if dirpath and Path(dirpath).is_dir():
             candidates += sorted(Path(dirpath).glob("*.ckpt"))
         good = newest_finite_checkpoint(candidates)
-        return str(good) if good else "none with finite weights written yet"
+        return str(good[0]) if good else "none with finite weights written yet"

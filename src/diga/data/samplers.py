@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import DistributedSampler
 
 from diga.utils.distributed import rank_and_world
+from diga.utils.rng import derive_seed
 
 
 class StepSampler(DistributedSampler):
@@ -48,7 +48,7 @@ class StepSampler(DistributedSampler):
             e = p // self.n
             if e not in perms:
                 perms = {e: np.random.default_rng([self.seed, e]).permutation(self.n)}
-            yield int(perms[e][p % self.n]), int(np.random.default_rng([self.seed, e, p]).integers(2**31))
+            yield int(perms[e][p % self.n]), derive_seed(self.seed, e, p, high=2**31)
 
 
 class ShardSampler(DistributedSampler):
@@ -72,12 +72,3 @@ class ShardSampler(DistributedSampler):
     def __len__(self) -> int:
         rank, world = rank_and_world()
         return len(range(rank, self.n, world))
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A seed for everything random inside one training step (dropout, drop-path, photometric ops, masks)."""
-    return int(np.random.default_rng([seed, step, rank]).integers(2**63 - 1))
-
-
-def seed_step(seed: int, step: int, rank: int) -> None:
-    torch.manual_seed(step_seed(seed, step, rank))

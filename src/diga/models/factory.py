@@ -1,62 +1,106 @@
 """`build_segmentor`: a registered encoder + a registered head + input normalisation = one `Segmentor`.
 
-Configs in conf/model/ call it with the encoder's and the head's names and options; no family is special-cased
-here — each encoder says its channels, strides and defaults (see `diga.models.registry`).
+Configs in conf/model/ give each side as a spec, `backbone: {name: mit_b5, drop_path_rate: 0.1}` and
+`head: {name: segformer, embed_dim: 768, dropout: 0.1}` (a bare name is a spec without options); the options go
+unchanged to the registered constructor. No family is special-cased here — each encoder says its channels,
+strides and defaults (see `diga.models.registry`).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from diga.models.registry import create_backbone, create_head
+from diga.models.registry import create_backbone, create_head, get_head
 from diga.models.segmentor import Segmentor
 
+# Deprecation shim: the flat model options of older configs and checkpoints (`model.embed_dim: 768` next to
+# `model.backbone: mit_b5`) and the side each one configures. `build_segmentor` moves them into the nested spec of
+# that side, with a FutureWarning; no new option is ever added here.
+DEPRECATED_FLAT_OPTIONS: dict[str, str] = {
+    "embed_dim": "head",
+    "dropout": "head",
+    "feat_after_dropout": "head",
+    "key_channels": "head",
+    "drop_path_rate": "backbone",
+    "pad_to_patch": "backbone",
+    "output_stride": "backbone",
+    "out_indices": "backbone",
+    "model_name": "backbone",
+    "layer_norm_eps": "backbone",
+}
 
-def _spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """`"mit_b5"` or `{name: mit_b5, drop_path_rate: 0.1}` → (name, options)."""
+
+def _spec(spec: str | Mapping[str, Any], side: str) -> dict[str, Any]:
+    """`"mit_b5"` or `{name: mit_b5, drop_path_rate: 0.1}` → `{name: mit_b5, **options}` (a new dict)."""
     if isinstance(spec, str):
-        return spec, {}
-    opts = dict(spec)
-    if "name" not in opts:
-        raise ValueError(f"a backbone/head spec needs a 'name', got {sorted(opts)}")
-    return str(opts.pop("name")), opts
+        return {"name": spec}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        got = sorted(spec) if isinstance(spec, Mapping) else repr(spec)
+        raise ValueError(f"model.{side} must be a registered name or {{name: …, <{side} options>}}, got {got}")
+    return {**spec, "name": str(spec["name"])}
 
 
-def _encoder(backbone: str | Mapping[str, Any], options: Mapping[str, Any], pretrained: str | Path | None) -> nn.Module:
-    from diga.models.registry import _BACKBONES, _ensure_builtin
+def nested_specs(
+    backbone: str | Mapping[str, Any], head: str | Mapping[str, Any], flat: Mapping[str, Any], warn: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The backbone and head specs, `{name: …, **options}`, with the deprecated flat options of `flat` moved in
+    (`DEPRECATED_FLAT_OPTIONS`; one FutureWarning names them when `warn`)."""
+    unknown = sorted(set(flat) - set(DEPRECATED_FLAT_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown model options {unknown}: encoder options go in model.backbone: {{name: …, …}}, "
+                         "head options in model.head: {name: …, …}")  # fmt: skip
+    specs = {"backbone": _spec(backbone, "backbone"), "head": _spec(head, "head")}
+    for key, value in flat.items():
+        side = DEPRECATED_FLAT_OPTIONS[key]
+        if specs[side].get(key) is not None and specs[side][key] != value:  # null in the spec = the default
+            raise ValueError(f"model.{key}={value!r} (deprecated spelling) contradicts model.{side}.{key}="
+                             f"{specs[side][key]!r}: keep only model.{side}.{key}")  # fmt: skip
+        specs[side][key] = value
+    if flat and warn:
+        old = ", ".join(f"model.{k}" for k in flat)
+        new = ", ".join(f"model.{DEPRECATED_FLAT_OPTIONS[k]}.{k}" for k in flat)
+        warnings.warn(f"{old} {'is' if len(flat) == 1 else 'are'} deprecated: use {new}", FutureWarning, stacklevel=3)
+    return specs["backbone"], specs["head"]
 
-    _ensure_builtin()
-    name, opts = _spec(backbone)
-    if name in _BACKBONES:
-        opts = {**_accepted(_BACKBONES[name], options, BACKBONE_OPTIONS), **opts}
-    return create_backbone(name, pretrained=pretrained, **opts)
+
+def _options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "name"}
+
+
+@contextmanager
+def _option_errors(side: str, spec: Mapping[str, Any]) -> Iterator[None]:
+    """A constructor that refuses an option (or misses one) fails with the config keys in the message."""
+    try:
+        yield
+    except TypeError as e:
+        if "keyword argument" not in str(e) and "required positional argument" not in str(e):
+            raise
+        given = ", ".join(f"model.{side}.{k}" for k in _options(spec)) or "none"
+        raise TypeError(f"model.{side} {spec['name']!r}: {e} (options given: {given}); remove an option with "
+                        f"~model.{side}.<option>, or give the name alone (model.{side}={spec['name']}) for its "
+                        "defaults") from e  # fmt: skip
+
+
+def _encoder(spec: Mapping[str, Any], pretrained: str | Path | None) -> nn.Module:
+    with _option_errors("backbone", spec):
+        return create_backbone(spec["name"], pretrained=pretrained, **_options(spec))
 
 
 def min_input_side(model_cfg: Mapping[str, Any]) -> int:
     """The smallest image side the configured encoder takes (its coarsest stride), found without building weights:
     the encoder is constructed on the meta device, so this costs milliseconds even for ViT-g."""
-    options = {k: v for k, v in model_cfg.items() if k in BACKBONE_OPTIONS}
+    flat = {k: v for k, v in model_cfg.items() if k in DEPRECATED_FLAT_OPTIONS}
+    backbone, _ = nested_specs(model_cfg.get("backbone", "mit_b5"), "segformer", flat, warn=False)
     with torch.device("meta"):
-        enc = _encoder(model_cfg.get("backbone", "mit_b5"), options, pretrained=None)
+        enc = _encoder(backbone, pretrained=None)
     return int(getattr(enc, "min_input_side", max(enc.strides)))
-
-
-# flat options of the model configs and the side they configure
-HEAD_OPTIONS = ("embed_dim", "dropout", "feat_after_dropout", "key_channels")
-BACKBONE_OPTIONS = ("drop_path_rate", "pad_to_patch", "output_stride", "out_indices", "model_name", "layer_norm_eps")
-
-
-def _accepted(fn: Any, kwargs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The options among `names` that `fn` takes (all of them when it takes **kwargs)."""
-    params = inspect.signature(fn).parameters
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return {k: v for k, v in kwargs.items() if k in names and (open_ended or k in params)}
 
 
 def build_segmentor(
@@ -68,36 +112,31 @@ def build_segmentor(
     normalization: str | None = None,
     align_corners: bool | None = None,
     grad_checkpointing: bool = False,
-    **options: Any,
+    **deprecated_options: Any,
 ) -> Segmentor:
     """Build a segmentor.
 
     Args:
-        backbone: a registered encoder name or `{name: …, **encoder options}` (`diga.models.registry`).
-        head: a registered head name or `{name: …, **head options}` (e.g. `embed_dim`, `dropout`).
+        backbone: a registered encoder name or `{name: …, **encoder options}` (`diga.models.registry`), e.g.
+            `{name: mit_b5, drop_path_rate: 0.1}`; the options go to the encoder's constructor as they are.
+        head: a registered head name or `{name: …, **head options}`, e.g. `{name: segformer, embed_dim: 768,
+            dropout: 0.1}`; `embed_dim` null (or absent) takes the encoder's default width for that head.
         pretrained: ImageNet encoder weights (a local file; an error names it when it does not fit).
         weights: a whole-model checkpoint of diga (takes precedence over `pretrained`).
         normalization / align_corners: default to the encoder family's (`input_normalization`, `align_corners`).
         grad_checkpointing: recompute encoder activations in the backward pass (memory for time).
-        options: flat options of older configs (`embed_dim`, `dropout`, `drop_path_rate`, `feat_after_dropout`),
-            routed to the encoder or the head that takes them.
+        deprecated_options: the flat options of older configs and checkpoints (`embed_dim`, `drop_path_rate`, …:
+            `DEPRECATED_FLAT_OPTIONS`), moved into the spec of their side with a FutureWarning.
     """
-    from diga.models.registry import _HEADS, _ensure_builtin
-
-    _ensure_builtin()
-    unknown = set(options) - set(HEAD_OPTIONS) - set(BACKBONE_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown model options {sorted(unknown)}: encoder options go in backbone: {{name: …}}, "
-                         "head options in head: {name: …}")  # fmt: skip
-    head_name, head_opts = _spec(head)
-    enc = _encoder(backbone, options, pretrained=None if weights else pretrained)
+    backbone_spec, head_spec = nested_specs(backbone, head, deprecated_options)
+    get_head(head_spec["name"])  # an unknown head fails before a large encoder is built
+    enc = _encoder(backbone_spec, pretrained=None if weights else pretrained)
     if grad_checkpointing:
         enc.set_grad_checkpointing(True)
-    if head_name in _HEADS:
-        head_opts = {**_accepted(_HEADS[head_name], options, HEAD_OPTIONS), **head_opts}
-    if head_opts.get("embed_dim") is None:
-        head_opts["embed_dim"] = getattr(enc, "default_head_width", {}).get(head_name, 256)
-    dec = create_head(head_name, list(enc.channels), num_classes, **head_opts)
+    if head_spec.get("embed_dim") is None:
+        head_spec["embed_dim"] = getattr(enc, "default_head_width", {}).get(head_spec["name"], 256)
+    with _option_errors("head", head_spec):
+        dec = create_head(head_spec["name"], list(enc.channels), num_classes, **_options(head_spec))
     model = Segmentor(
         enc,
         dec,

@@ -11,6 +11,10 @@ segmentor factory never branches on a family. The contract every registered enco
 
 A head is `create_head(name, in_channels, num_classes, **kwargs)` and returns `(logits, feat)` or
 `(logits, feat, aux_logits)`; it has a `feat_dim` attribute (the size of the centroid feature).
+
+Look-ups (timm's `list_models` / `is_model` style): `list_backbones()`, `list_heads()`, `is_backbone(name)`,
+`is_head(name)`, `get_backbone(name)` and `get_head(name)` (the registered constructor). The tables themselves are
+private to this module.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ def register_backbone(name: str, weights_file: str | None = None) -> Callable[[F
 def standard_weights_file(backbone: str | Mapping[str, Any]) -> str:
     """The file name an experiment looks for in `paths.pretrained_dir` for this encoder's pretrained weights.
 
-    Experiments name the weights through the model (`${diga.weights_file:${model.backbone}}`), so that
-    `experiment=gta2cs model=dinov2_vit_l` looks for DINOv2's file, not the default model's."""
+    Experiments name the weights through the model (`${diga.weights_file:${model.backbone}}`: the backbone spec,
+    `{name: …, …}` or a bare name), so that `experiment=gta2cs model=dinov2_vit_l` looks for DINOv2's file, not the
+    default model's."""
     _ensure_builtin()
     name = str(backbone.get("name")) if isinstance(backbone, Mapping) else str(backbone)
     if name not in _WEIGHTS_FILES:
@@ -71,24 +76,46 @@ def _ensure_builtin() -> None:
 
 
 def list_backbones() -> list[str]:
+    """The registered encoder names, sorted."""
     _ensure_builtin()
     return sorted(_BACKBONES)
 
 
 def list_heads() -> list[str]:
+    """The registered decode-head names, sorted."""
     _ensure_builtin()
     return sorted(_HEADS)
 
 
-def create_backbone(name: str, **kwargs: Any) -> nn.Module:
+def is_backbone(name: str) -> bool:
+    _ensure_builtin()
+    return name in _BACKBONES
+
+
+def is_head(name: str) -> bool:
+    _ensure_builtin()
+    return name in _HEADS
+
+
+def get_backbone(name: str) -> Callable[..., nn.Module]:
+    """The constructor registered under `name` (an error listing the registered names otherwise)."""
     _ensure_builtin()
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(sorted(_BACKBONES))}")
-    return _BACKBONES[name](**kwargs)
+    return _BACKBONES[name]
 
 
-def create_head(name: str, in_channels: list[int], num_classes: int, **kwargs: Any) -> nn.Module:
+def get_head(name: str) -> Callable[..., nn.Module]:
+    """The constructor registered under `name` (an error listing the registered names otherwise)."""
     _ensure_builtin()
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; registered: {', '.join(sorted(_HEADS))}")
-    return _HEADS[name](in_channels, num_classes, **kwargs)
+    return _HEADS[name]
+
+
+def create_backbone(name: str, **kwargs: Any) -> nn.Module:
+    return get_backbone(name)(**kwargs)
+
+
+def create_head(name: str, in_channels: list[int], num_classes: int, **kwargs: Any) -> nn.Module:
+    return get_head(name)(in_channels, num_classes, **kwargs)

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -25,15 +25,16 @@ from pytorch_lightning.strategies import ParallelStrategy
 from torch import nn
 
 from diga.data.labels import get_label_set
-from diga.data.samplers import seed_step
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, summarize
 from diga.evaluation.visualize import log_class_tables, log_segmentation_images
 from diga.models.segmentor import Segmentor
+from diga.modules.contract import StageInput, file_input
 from diga.modules.optim import build_optimizer, poly_lambda
 from diga.utils.artifacts import FINAL_MODEL
 from diga.utils.atomic_checkpoints import atomic_torch_save
 from diga.utils.memory import MemoryEstimate, scaled_activation_bytes, tensor_bytes
+from diga.utils.rng import seed_step
 
 OPTIMIZER_STATE_PER_WEIGHT = {"AdamW": 2, "Adam": 2, "SGD": 1}  # moments kept per trainable weight
 
@@ -88,6 +89,10 @@ class SegmentationModule(pl.LightningModule):
         log_images_every_n_val: log a few prediction images every N validations (0 = never).
     """
 
+    validates: ClassVar[bool] = True
+    produces: ClassVar[tuple[str, ...]] = (FINAL_MODEL,)
+    last_val_step: int | None = None
+
     def __init__(
         self,
         model: Mapping[str, Any],
@@ -126,6 +131,20 @@ class SegmentationModule(pl.LightningModule):
         self.last_val_confmats: dict[str, torch.Tensor] = {}  # per set, summed over every process
         self._val_count = 0
         self._val_images: list[dict[str, Any]] = []
+
+    # --- the stage contract (diga.modules.contract) ------------------------------------------------------
+    @classmethod
+    def declared_inputs(cls, stage: Mapping[str, Any]) -> list[StageInput]:
+        """The encoder's ImageNet weights (not read when the stage starts from a model) or whole-model weights."""
+        model = dict(stage.get("module", {}).get("model") or {})
+        inputs = []
+        if not stage.get("init_from") and not model.get("weights"):
+            backbone = model.get("backbone")
+            name = backbone.get("name") if isinstance(backbone, Mapping) else backbone
+            inputs += file_input("weights", f"ImageNet weights of the {name} encoder", model.get("pretrained"),
+                                 "model.pretrained",
+                                 "e.g. NVlabs SegFormer mit_bN.pth or a torchvision/timm ResNet file")  # fmt: skip
+        return inputs + file_input("weights", "whole-model weights", model.get("weights"), "model.weights")
 
     # --- hooks ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

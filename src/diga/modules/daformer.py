@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from diga.augment import PhotometricAugment
-from diga.data.samplers import step_seed
 from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.models.ema import EMATeacher
 from diga.modules.source_only import SourceOnlyModule
-from diga.uda import BlockMaskGenerator, confidence_weighted_pseudo_labels, mask_images, masked_consistency_loss
+from diga.uda import MaskedImageConsistency, PseudoLabels, confidence_weighted_pseudo_labels
+from diga.utils.rng import step_generator
 
 
 class DAFormerModule(SourceOnlyModule):
@@ -43,24 +43,22 @@ class DAFormerModule(SourceOnlyModule):
             self.automatic_optimization = False  # training_step back-propagates each of loss_phases
         self.teacher = EMATeacher(self.model, **dict(ema or {}))
         self.photometric = PhotometricAugment(**{"beta": 1.0, **dict(photometric or {})})
-        mic = dict(masked_consistency or {})
-        self.mic_weight = float(mic.get("weight", 0.0))
-        self.mask_generator = BlockMaskGenerator(float(mic.get("mask_ratio", 0.7)), int(mic.get("block_size", 64)))
+        self.mic = MaskedImageConsistency(**dict(masked_consistency or {}))
         self._generator: torch.Generator | None = None
 
     @property
     def grad_forwards_per_image(self) -> int:  # type: ignore[override]
         """Student forwards whose activations are held at once: one with sequential backward, else all of them."""
-        return 1 if self.hparams.sequential_backward else 2 + int(self.mic_weight > 0)
+        return 1 if self.hparams.sequential_backward else 2 + int(self.mic.enabled)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.teacher, *super().frozen_modules()]
 
     def step_generator(self) -> torch.Generator:
-        if self._generator is None or self._generator.device != self.device:
-            self._generator = torch.Generator(device=self.device)
-        seed = step_seed(int(self.hparams.mask_seed), int(self.global_step), int(self.global_rank))
-        return self._generator.manual_seed(seed % 2**63)
+        """The mask RNG, reseeded from (mask_seed, step, rank) at every call (diga.utils.rng)."""
+        self._generator = step_generator(self.device, int(self.hparams.mask_seed), int(self.global_step),
+                                         int(self.global_rank), self._generator)  # fmt: skip
+        return self._generator
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_start(batch, batch_idx)
@@ -74,7 +72,7 @@ class DAFormerModule(SourceOnlyModule):
             yield self.step_losses(batch)
 
     def loss_phase_count(self) -> int:
-        return (2 + int(self.mic_weight > 0)) if self.hparams.sequential_backward else 1
+        return (2 + int(self.mic.enabled)) if self.hparams.sequential_backward else 1
 
     def forward_passes(self, batch: dict[str, Any]) -> Iterator[dict[str, torch.Tensor]]:
         """Source (+ feature distance), then class-mix, then MIC: DAFormer back-propagates each before the next."""
@@ -101,11 +99,14 @@ class DAFormerModule(SourceOnlyModule):
         w_mix = mix_labels(pl.weight, torch.ones_like(pl.weight), mask)
         loss_mix = self.hparams.mix_weight * self.supervised_loss(self.model(x_mix), y_mix, w_mix)
         yield {"loss": loss_mix, "loss_mix": loss_mix, "pl_confident": pl.weight.mean()}
-        if self.mic_weight > 0:
-            keep = self.mask_generator(xt, gen)
-            masked = mask_images(self.photometric(xt), keep, fill=self.model.normalize.mean.view(-1))
-            loss_mic = masked_consistency_loss(self.model(masked).logits, pl.label, pl.weight, self.mic_weight, ac)
+        if self.mic.enabled:
+            loss_mic = self.masked_consistency(xt, pl, gen)
             yield {"loss": loss_mic, "loss_mic": loss_mic}
+
+    def masked_consistency(self, xt: torch.Tensor, pl: PseudoLabels, generator: torch.Generator) -> torch.Tensor:
+        """MIC on the target crop (`diga.uda.MaskedImageConsistency`), shared with DiGA's self-training."""
+        return self.mic.loss(lambda x: self.model(x).logits, xt, self.photometric, self.model.normalize.mean.view(-1),
+                             pl.label, pl.weight, generator, self.model.align_corners)  # fmt: skip
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """All forward passes' losses summed into one backward pass (`sequential_backward=false`)."""

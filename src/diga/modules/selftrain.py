@@ -22,15 +22,11 @@ from diga.data.labels import IGNORE_INDEX
 from diga.evaluation.visualize import log_image_rows, to_uint8_hwc
 from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.modules.base import upsample
+from diga.modules.contract import StageInput, file_input
+from diga.modules.daformer import DAFormerModule
 from diga.modules.warmup import WarmupModule
 from diga.pseudo_labels import PL_SELECTIONS, per_class_selection_stats, select_pseudo_labels
-from diga.uda import (
-    BlockMaskGenerator,
-    PseudoLabels,
-    confidence_weighted_pseudo_labels,
-    mask_images,
-    masked_consistency_loss,
-)
+from diga.uda import MaskedImageConsistency, confidence_weighted_pseudo_labels
 
 
 class SelfTrainModule(WarmupModule):
@@ -43,6 +39,26 @@ class SelfTrainModule(WarmupModule):
     crop, every pixel weighted by the fraction of confident pixels (max probability ≥ `pseudo_threshold`).
     """
 
+    @classmethod
+    def declared_inputs(cls, stage: Mapping[str, Any]) -> list[StageInput]:
+        """Besides the warm-up's inputs, the offline pseudo-labels and the initial class centroids."""
+        module = stage.get("module") or {}
+        pseudo_labels = file_input(
+            "earlier output",
+            "offline pseudo-labels",
+            stage.get("pseudo_labels"),
+            "stage.pseudo_labels",
+            "the pseudo_labels/ folder of a stage=pseudolabel run",
+        )
+        centroids = file_input(
+            "earlier output",
+            "initial class centroids",
+            module.get("centroids_path"),
+            "stage.centroids",
+            "centroids.pt of a stage=centroids run",
+        )
+        return [*super().declared_inputs(stage), *pseudo_labels, *centroids]
+
     def __init__(self, *args: Any, centroids_path: str | None = None, centroid_momentum: float = 1e-4,
                  min_pixels: int = 5, pl_selection: str = "consensus", mix_weight: float = 1.0,
                  pseudo_threshold: float = 0.968, masked_consistency: Mapping[str, Any] | None = None,
@@ -52,9 +68,7 @@ class SelfTrainModule(WarmupModule):
             raise ValueError(f"pl_selection must be one of {PL_SELECTIONS}, got {pl_selection!r}")
         if pl_selection not in ("offline", "daformer") and not centroids_path:
             raise ValueError("stage=selftrain needs stage.centroids (a stage=centroids output)")
-        mic = dict(masked_consistency or {})
-        self.mic_weight = float(mic.get("weight", 0.0))
-        self.mask_generator = BlockMaskGenerator(float(mic.get("mask_ratio", 0.7)), int(mic.get("block_size", 64)))
+        self.mic = MaskedImageConsistency(**dict(masked_consistency or {}))
         init = (load_centroids(centroids_path, self.model.num_classes, self.model.feat_dim) if centroids_path
                 else torch.zeros(self.model.num_classes, self.model.feat_dim))  # fmt: skip
         self.register_buffer("centroids", init)  # checkpointed; identical on every rank
@@ -118,8 +132,8 @@ class SelfTrainModule(WarmupModule):
         extra: dict[str, torch.Tensor] = {}
         if out["loss_fd"] is not None:
             loss, extra["loss_fd"] = loss + out["loss_fd"], out["loss_fd"]
-        if self.mic_weight > 0:
-            loss_mic = self.masked_consistency(xt, teacher_pl)
+        if self.mic.enabled:
+            loss_mic = self.masked_consistency(xt, teacher_pl, self.generator)
             loss, extra["loss_mic"] = loss + loss_mic, loss_mic
         every = self.hparams.log_views_every_n_steps
         if every and self.global_step % every == 0:
@@ -132,14 +146,8 @@ class SelfTrainModule(WarmupModule):
         return {"loss": loss, "loss_src": out["loss_seg"], "loss_mix": loss_mix, "loss_kd": out["loss_kd"],
                 "pl_kept": kept, "pl_agreement": agree, **extra}  # fmt: skip
 
-    def masked_consistency(self, xt: torch.Tensor, teacher_pl: PseudoLabels) -> torch.Tensor:
-        """MIC: the student on a colour-augmented, block-masked target image (masked pixels = the mean colour) against
-        the teacher's confidence-weighted pseudo-label of the unmasked image."""
-        keep = self.mask_generator(xt, self.generator)
-        masked = mask_images(self.photometric(xt), keep, fill=self.model.normalize.mean.view(-1))
-        logits = self.model(masked).logits
-        return masked_consistency_loss(logits, teacher_pl.label, teacher_pl.weight, self.mic_weight,
-                                       self.model.align_corners)  # fmt: skip
+    # MIC exactly as the DAFormer stage computes it (the same component, augmentation and fill colour)
+    masked_consistency = DAFormerModule.masked_consistency
 
     def log_class_diagnostics(self, offline: torch.Tensor, selected: torch.Tensor, truth: torch.Tensor | None) -> None:
         """Per class: the fraction of its offline pseudo-label pixels the selection keeps and — when the benchmark

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -26,6 +26,7 @@ from torch import nn
 
 from diga.evaluation.visualize import log_image_rows, to_uint8_hwc
 from diga.modules.base import to_float_image
+from diga.modules.contract import StageInput, file_input
 from diga.modules.optim import poly_lambda
 from diga.translation.losses import VGGPerceptual, discriminator_loss, generator_losses
 from diga.translation.networks import ImgDecoder, ImgEncoder, MultiScaleDiscriminator
@@ -35,6 +36,19 @@ from diga.utils.memory import MemoryEstimate, autocast_context, probe_size, save
 
 
 class TranslatorModule(pl.LightningModule):
+    validates: ClassVar[bool] = False  # no validation sets: judged by the warm-up that uses it
+    produces: ClassVar[tuple[str, ...]] = (TRANSLATOR,)
+    last_val_step: int | None = None
+
+    @classmethod
+    def declared_inputs(cls, stage: Mapping[str, Any]) -> list[StageInput]:
+        """The VGG-19 of the perceptual loss, when that loss is on."""
+        module = stage.get("module") or {}
+        vgg = module.get("vgg_weights") if float(module.get("w_percep", 0) or 0) > 0 else None
+        return file_input("weights", "VGG-19 ImageNet weights for the translator's perceptual loss", vgg,
+                          "stage.module.vgg_weights, or stage.module.w_percep=0 to drop the loss",
+                          "torchvision's vgg19-dcbb9e9d.pth")  # fmt: skip
+
     def __init__(self, width: int = 64, n_res: int = 4, disc_width: int = 64, disc_scales: int = 3, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.5, 0.999), poly_power: float = 0.9, w_adv: float = 0.5,
                  w_cyc: float = 10.0, w_edge: float = 20.0, w_percep: float = 0.1, w_self: float = 0.001,

@@ -14,14 +14,15 @@ from typing import Any
 import torch
 
 from diga.augment import PhotometricAugment
-from diga.data.samplers import step_seed
 from diga.evaluation.visualize import log_views
 from diga.losses import symmetric_distillation
 from diga.mixing import second_view
 from diga.models.ema import EMATeacher
 from diga.modules.base import upsample
+from diga.modules.contract import StageInput, file_input
 from diga.modules.source_only import SourceOnlyModule
 from diga.translation import build_translator
+from diga.utils.rng import step_generator
 
 
 class WarmupModule(SourceOnlyModule):
@@ -48,6 +49,20 @@ class WarmupModule(SourceOnlyModule):
 
     grad_forwards_per_image = 2  # cat(x, x̃)
 
+    @classmethod
+    def declared_inputs(cls, stage: Mapping[str, Any]) -> list[StageInput]:
+        """Besides the model's weights, the learned translator's checkpoint (the other kinds read no file)."""
+        translator = dict(stage.get("module", {}).get("translator") or {})
+        learned = translator.get("kind") == "learned"
+        checkpoint = file_input(
+            "earlier output",
+            "image translator",
+            translator.get("checkpoint") if learned else None,
+            "stage.module.translator.checkpoint",
+            "translator.pt of a stage=translator run",
+        )
+        return [*super().declared_inputs(stage), *checkpoint]
+
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.teacher, self.translator, *super().frozen_modules()]
 
@@ -55,11 +70,10 @@ class WarmupModule(SourceOnlyModule):
     def generator(self) -> torch.Generator:
         """RNG for class-mask draws: reseeded every step from (mask_seed, step, rank), so a resumed run draws the
         same masks as an uninterrupted one."""
-        if self._generator is None or self._generator.device != self.device:
-            self._generator = torch.Generator(device=self.device)
-        if self._generator_step != self.global_step:
-            self._generator.manual_seed(step_seed(int(self.hparams.mask_seed), int(self.global_step),
-                                                  int(self.global_rank)) % 2**63)  # fmt: skip
+        stale = self._generator is None or self._generator.device != self.device
+        if stale or self._generator_step != self.global_step:
+            self._generator = step_generator(self.device, int(self.hparams.mask_seed), int(self.global_step),
+                                             int(self.global_rank), self._generator)  # fmt: skip
             self._generator_step = int(self.global_step)
         return self._generator
 

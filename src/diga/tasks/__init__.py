@@ -15,12 +15,12 @@ CONFIG_SNAPSHOT = ".hydra"  # the folder name Hydra uses, so tools that read it 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     """Run the stage `cfg` describes; its metrics are returned and written to `<run dir>/metrics.json`."""
-    from diga.tasks.preflight import PreflightError, check_inputs, overwrite_problem
+    from diga.config.preflight import PreflightError, overwrite_problem
     from diga.utils.run_lock import RunFolderBusy
 
     # fail before building anything: a mandatory key (`???`) not given, an input of any planned step missing, no GPU
     OmegaConf.to_container(cfg.stage, resolve=True, throw_on_missing=True)
-    check_inputs(cfg)
+    check_run(cfg)
     try:
         with _run_folder_lock(cfg):
             if problem := overwrite_problem(cfg):  # again: a run that ended while this one was checking its inputs
@@ -32,6 +32,18 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     except RunFolderBusy as e:
         raise PreflightError(str(e)) from None
     return metrics
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Pre-flight of the run `cfg` describes (`diga.config.preflight`), a pipeline's planned steps included."""
+    from diga.config.preflight import check_inputs
+
+    steps = []
+    if cfg.stage.get("task") == "pipeline":
+        from diga.tasks.pipeline import step_configs
+
+        steps = [(step.name, step.out.root, step_cfg) for step, step_cfg in step_configs(cfg)]
+    check_inputs(cfg, steps)
 
 
 def _run_folder_lock(cfg: DictConfig) -> contextlib.AbstractContextManager:
@@ -68,24 +80,22 @@ def _write_config_snapshot(cfg: DictConfig) -> None:
 
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
+    """Training stages (`fit`), whole pipelines, or a prediction-only stage of `diga.offline`."""
     task = cfg.stage.get("task", "fit")
     if task == "fit":
         from diga.tasks.fit import run_fit
 
         return run_fit(cfg)
-    if task == "pseudolabel":
-        from diga.tasks.pseudolabel import run_pseudolabel
-
-        return run_pseudolabel(cfg)
-    if task == "centroids":
-        from diga.tasks.centroids import run_centroids
-
-        return run_centroids(cfg)
     if task == "pipeline":
         from diga.tasks.pipeline import run_pipeline
 
         return run_pipeline(cfg)
-    raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}")
+    from diga.offline import RUNNERS
+
+    if task not in RUNNERS:
+        raise ValueError(f"unknown stage.task {task!r} in stage {cfg.stage.name!r}: fit, pipeline or one of "
+                         f"{', '.join(RUNNERS)}")  # fmt: skip
+    return RUNNERS[task](cfg)
 
 
 def _write_environment(cfg: DictConfig) -> None:

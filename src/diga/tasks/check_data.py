@@ -42,14 +42,14 @@ def _min_side(cfg: DictConfig, val: dict[str, Any]) -> int:
     """Evaluation images at native size must be large enough at the smallest inference scale."""
     if (val.get("loader") or {}).get("eval_resize"):
         return 1
-    from diga.tasks.shape_check import _inference_need, _model_cfg
+    from diga.config.shape_checks import inference_min_side, model_config
 
-    model = _model_cfg(cfg)
+    model = model_config(cfg)
     if model is None:
         return 1
     from diga.models.factory import min_input_side
 
-    return _inference_need(min_input_side(model), to_plain(cfg.get("inference")))[0]
+    return inference_min_side(min_input_side(model), to_plain(cfg.get("inference")))[0]
 
 
 def run_check_data(cfg: DictConfig) -> list[SplitReport]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -21,6 +21,7 @@ from diga.callbacks.timing import PhaseTimer
 from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table
 from diga.loggers import ResumableCSVLogger
+from diga.modules.contract import check_stage_class
 from diga.tasks.results import write_results
 from diga.tasks.resume import resume_point
 from diga.tasks.selection import apply_selection, restore_selected
@@ -33,9 +34,13 @@ from diga.utils.timing import PhaseTimes
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig) -> pl.LightningModule:
+StageModule = pl.LightningModule  # every stage's module: a LightningModule implementing diga.modules.contract
+
+
+def build_module(cfg: DictConfig) -> StageModule:
     """The stage's LightningModule: its whole constructor is `stage.module` (plain containers in the hparams, so
-    checkpoints load with torch's weights_only=True)."""
+    checkpoints load with torch's weights_only=True); it implements the stage contract (`diga.modules.contract`)."""
+    check_stage_class(get_class(str(cfg.stage.module._target_)))
     return instantiate(cfg.stage.module, _recursive_=False, _convert_="all")
 
 
@@ -58,7 +63,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         extra["sync_batchnorm"] = False  # torch's SyncBatchNorm is CUDA-only; same maths over gloo
         plugins.append(AllReduceSyncBatchNorm())
     if cfg.stage.get("ddp_find_unused_parameters") and strategy in ("ddp", "ddp_spawn"):
-        # several backward passes per step over disjoint parameter sets (the translator's D and G steps)
+        # several backward passes per step over disjoint parameter sets (e.g. a GAN's D and G steps)
         extra["strategy"] = f"{strategy}_find_unused_parameters_true"
     quiet_third_party()
     every, bar = int(cfg.trainer.get("log_every_n_steps") or 50), bool(cfg.trainer.get("enable_progress_bar", True))
@@ -93,7 +98,7 @@ def stage_batch(cfg: DictConfig) -> tuple[int, int]:
     return n_src, n_tgt
 
 
-def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> MemoryEstimate:
+def estimate_stage_memory(cfg: DictConfig, module: StageModule) -> MemoryEstimate:
     """The module's memory estimate for one training step of this stage's crop, batch and precision."""
     from diga.data.datamodule import scaled_size
 
@@ -103,7 +108,7 @@ def estimate_stage_memory(cfg: DictConfig, module: pl.LightningModule) -> Memory
         return module.estimate_memory(crop, *stage_batch(cfg), str(cfg.trainer.get("precision", "32")))
 
 
-def fit_in_memory(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.LightningModule, int | None]:
+def fit_in_memory(cfg: DictConfig, module: StageModule) -> tuple[StageModule, int | None]:
     """CPU runs: (the module to train — rebuilt with the first memory option that fits when the configured one does
     not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit)."""
     from diga.tasks import memory_fit as mf
@@ -111,22 +116,20 @@ def fit_in_memory(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.Light
 
     if cfg.trainer.get("accelerator") != "cpu" or not cfg.get("memory_estimate", True):
         return module, None
-    if not hasattr(module, "estimate_memory"):
-        return module, None
     first = estimate_stage_memory(cfg, module)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     free = available_bytes()
     if mf.fits(first, free, processes):
         log.info(first.line(free) + (f" (× {processes} processes)" if processes > 1 else ""))
         return module, first.total * processes
-    fallbacks = module.memory_fallbacks(*stage_batch(cfg)) if hasattr(module, "memory_fallbacks") else []
+    fallbacks = module.memory_fallbacks(*stage_batch(cfg))
     if processes > 1:  # each rank would decide on its own free memory, but ranks must train the same module: warn
         options = f"; use {' or '.join(' '.join(o) for o in fallbacks)}" if fallbacks else ""
         msg = f"{first.line(free)} (× {processes} processes) — will probably be killed for memory{options}"
         log.warning(msg)
         print(f"diga: {msg}", flush=True)
         return module, first.total * processes
-    built: dict[tuple[str, ...], pl.LightningModule] = {}
+    built: dict[tuple[str, ...], StageModule] = {}
 
     def estimate_with(overrides: tuple[str, ...]) -> MemoryEstimate:
         built.clear()  # one candidate module alive at a time
@@ -190,11 +193,11 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
     ckpt_io = trainer.strategy.checkpoint_io
     if isinstance(ckpt_io, AtomicCheckpointIO):
         times.add("checkpoint writes", ckpt_io.write_seconds, ckpt_io.writes)
-    val_names = list(getattr(module, "val_names", []) or [])
+    val_names = list(module.val_names)
     labels = get_label_set(cfg.label_set)
     results: dict[str, dict[str, float]] = {}
     # the validation that ran at the last step already scored the last weights: no second pass over the sets
-    validated_last = getattr(module, "last_val_step", None) == trainer.global_step and trainer.global_step > 0
+    validated_last = module.last_val_step == trainer.global_step and trainer.global_step > 0
     if val_names and selection != "last":  # also report the last model, so the effect of selection is visible
         last = results_from_metrics(trainer.callback_metrics, val_names) if validated_last else None
         last = last or validate(trainer, module, datamodule, val_names)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from diga.tasks.preflight import PreflightError
+from diga.config.preflight import PreflightError
 from diga.utils.memory import GIB, MemoryEstimate
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""Stage `pipeline`: the whole method in one run directory, resumable.
+"""Stage `pipeline`: a method's whole schedule in one run directory, resumable.
 
-source-only baseline → translator → warm-up → pseudo-labels → centroids → self-training (→ refinement rounds:
-pseudo-labels from the latest model, self-training again) → target-supervised upper bound, then one table.
+The steps are the method's recipe (`stage.method`, `diga.pipelines`; DiGA's: source-only baseline → translator →
+warm-up → pseudo-labels → centroids → self-training → refinement rounds → target-supervised upper bound), laid
+out by `diga.tasks.pipeline_plan`; one table at the end (`diga.tasks.pipeline_report`).
 
 Every sub-stage runs in `<run dir>/<NN>_<name>/` with its own composed config (the pipeline's command-line
 overrides + the wiring to earlier outputs, named by `diga.utils.artifacts`). A finished sub-stage leaves
@@ -25,7 +26,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only  # sets rank_zer
 from omegaconf import DictConfig
 
 from diga.callbacks.preemption import SIGTERM_EXIT_CODE, StageInterrupted
-from diga.tasks.config import compose_stage
+from diga.config import compose_step
 from diga.tasks.pipeline_plan import Step, plan, step_overrides
 from diga.tasks.pipeline_report import write_report
 from diga.tasks.step_cache import link_into_run, step_lock
@@ -48,22 +49,23 @@ def _base_overrides() -> list[str]:
     except ValueError as e:  # composed without Hydra's runtime: the sub-stages would silently lose the overrides
         raise RuntimeError(
             "stage=pipeline needs the Hydra runtime config to recompose its sub-stages: run it with "
-            "`python -m diga.train … stage=pipeline` or compose with diga.tasks.config.compose_config(overrides)"
+            "`python -m diga.train … stage=pipeline` or compose with diga.config.compose_config(overrides)"
         ) from e
     skip = ("stage=", "stage.", "paths.output_dir=", "ckpt_path=", "hydra.", "ablation=", "pipeline_step=")
     keep = ("hydra.searchpath",)
     return [o for o in task if o.lstrip("+~").startswith(keep) or not o.lstrip("+~").startswith(skip)]
 
 
-def compose_step(step: Step, base: list[str], extra: list[str]) -> DictConfig:
-    return compose_stage(step_overrides(step, base, extra))
+def compose_planned(step: Step, base: list[str], extra: list[str]) -> DictConfig:
+    """The composed config of one planned step."""
+    return compose_step(step_overrides(step, base, extra))
 
 
 def step_configs(cfg: DictConfig) -> list[tuple[Step, DictConfig]]:
     """Every sub-stage with its composed config (without resume overrides): for checks before anything runs."""
     base = _base_overrides()
     per_step = to_plain(cfg.stage.get("step_overrides")) or {}
-    return [(s, compose_step(s, base, list(per_step.get(s.name, per_step.get(s.stage, [])))))
+    return [(s, compose_planned(s, base, list(per_step.get(s.name, per_step.get(s.stage, [])))))
             for s in plan(cfg, Path(cfg.paths.output_dir), base, per_step)]  # fmt: skip
 
 
@@ -117,7 +119,7 @@ def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isola
     if isolate:
         metrics, peak = run_in_subprocess(step, step_overrides(step, base, extra))
     else:
-        metrics, peak = run_task(compose_step(step, base, extra)), peak_rss_bytes()
+        metrics, peak = run_task(compose_planned(step, base, extra)), peak_rss_bytes()
         release_memory()  # the next step's memory check sees what this one no longer holds
     profile[step.name] = {"stage": step.stage, "seconds": round(time.perf_counter() - t, 2),
                           "peak_rss_bytes": peak, "peak_is_per_step": isolate,
@@ -141,7 +143,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     # kept after every step, so a resumed (or killed) pipeline still reports the steps it ran earlier
     profile_file = root / PIPELINE_PROFILE
     profile: dict[str, dict[str, Any]] = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
-    for step in plan(cfg, root, base, per_step):
+    steps = plan(cfg, root, base, per_step)
+    for step in steps:
         if step.link is not None and rank_zero_only.rank == 0:
             link_into_run(step)
         lock = step_lock(step) if step.link is not None else contextlib.nullcontext()
@@ -154,7 +157,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             atomic_write_bytes(profile_file, json.dumps(profile, indent=1).encode())
     summary = {f"{row}/{name}": r["mIoU"] for row, sets in rows.items() for name, r in sets.items()}
     # the headline is the model the pipeline hands on: the last adapted row (a refinement round when there is one)
-    adapted = [r for r in rows if r.startswith(("refinement", "self-training", "DAFormer", "warm-up"))]
+    adapted = [s.row for s in steps if s.adapted and s.row in rows]
     last_row = adapted[-1] if adapted else None
     summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")
     if rank_zero_only.rank != 0:  # under multi-process DDP every rank runs the plan; one writes the summary

@@ -1,4 +1,4 @@
-"""The plan of `stage=pipeline`: which steps run, in which directories, wired to which earlier outputs.
+"""The plan of `stage=pipeline`: the method's recipe (`diga.pipelines`) laid out in run directories.
 
 Pure: a config in, a list of `Step`s out; nothing runs and nothing is written (tests/unit/test_pipeline_plan.py).
 Each step gets a content key (its stage, its overrides, its upstream steps' keys), under which the step cache
@@ -11,11 +11,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
+from diga.pipelines import get_recipe
 from diga.utils.artifacts import StageOutputs
+from diga.utils.hydra import to_plain
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Step:
     overrides: list[str] = field(default_factory=list)
     oracle: bool = False  # train on the target with its labels (upper bound)
     row: str | None = None  # label in the results table (None: not a table row)
+    adapted: bool = False  # a model the pipeline hands on (the headline is the last such row)
     key: str = ""  # what the step computes: its overrides, with earlier steps' directories replaced by their keys
     link: Path | None = None  # `<run dir>/<NN>_<name>` when the step lives in the step cache
 
@@ -43,52 +45,28 @@ def step_key(stage: str, overrides: list[str], earlier: list[Step], oracle: bool
 
 def plan(cfg: DictConfig, root: Path, base: list[str] | None = None,
          per_step: dict[str, list[str]] | None = None) -> list[Step]:  # fmt: skip
-    """The sub-stages, each with its directory and the overrides that point its inputs at earlier outputs.
+    """The steps of `stage.method`'s recipe (`diga.pipelines`), each with its run directory and content key.
 
     With `stage.step_cache` every step lives in `<cache>/<name>-<key>` (linked from the run directory): runs that
     share steps — the rows of an ablation sweep — compute each shared step once.
     """
-    st = cfg.stage
+    st = to_plain(cfg.stage)
     steps: list[Step] = []
-    cache = Path(st.step_cache) if st.get("step_cache") else None
+    cache = Path(st["step_cache"]) if st.get("step_cache") else None
     shared = [o for o in (base or []) if not o.lstrip("+~").startswith(NOT_PART_OF_A_STEP)]
 
-    def add(name: str, stage: str, overrides: list[str] | None = None, oracle: bool = False, **kw: Any) -> StageOutputs:
+    def add(name: str, stage: str, overrides: list[str] | None = None, *, oracle: bool = False,
+            row: str | None = None, adapted: bool = False) -> StageOutputs:  # fmt: skip
         overrides = list(overrides or [])
         extra = list((per_step or {}).get(name, (per_step or {}).get(stage, [])))
         key = step_key(stage, [*shared, *overrides, *extra], steps, oracle)
         link = root / f"{len(steps):02d}_{name}"
         out = StageOutputs(cache / f"{name}-{key}" if cache else link)
-        steps.append(Step(name, stage, out, overrides, oracle=oracle, key=key, link=link if cache else None, **kw))
+        steps.append(Step(name, stage, out, overrides, oracle=oracle, row=row, adapted=adapted, key=key,
+                          link=link if cache else None))  # fmt: skip
         return out
 
-    if st.baseline:
-        add("source_only", "source_only", row="source-only")
-    if st.get("method", "diga") == "daformer":  # a baseline method of the same harness: one self-training stage
-        add("daformer", "daformer", row="DAFormer-style self-training")
-        if st.oracle:
-            add("target_supervised", "source_only", oracle=True, row="target-supervised (upper bound)")
-        return steps
-    tr = [f"stage.module.translator.kind={st.translator}"]
-    if st.translator == "learned":
-        tr.append(f"stage.module.translator.checkpoint={add('translator', 'translator').translator}")
-    else:
-        tr.append("stage.module.translator.checkpoint=null")
-    model = add("warmup", "warmup", tr, row="warm-up").final_model
-    if st.get("adaptation", True):
-        pls = add("pseudolabel", "pseudolabel", [f"stage.init_from={model}"]).pseudo_labels
-        centroids = add("centroids", "centroids", [f"stage.init_from={model}"]).centroids
-        for r in range(int(st.refine_rounds) + 1):
-            sfx = "" if r == 0 else f"_r{r + 1}"
-            if r > 0:
-                pls = add(f"pseudolabel{sfx}", "pseudolabel", [f"stage.init_from={model}"]).pseudo_labels
-                if st.recompute_centroids_each_round:
-                    centroids = add(f"centroids{sfx}", "centroids", [f"stage.init_from={model}"]).centroids
-            wiring = [f"stage.init_from={model}", f"stage.pseudo_labels={pls}", f"stage.centroids={centroids}"]
-            row = "self-training" if r == 0 else f"refinement {r}"
-            model = add(f"selftrain{sfx}", "selftrain", [*tr, *wiring], row=row).final_model
-    if st.oracle:
-        add("target_supervised", "source_only", oracle=True, row="target-supervised (upper bound)")
+    get_recipe(str(st.get("method", "diga")))(st, add)
     return steps
 
 

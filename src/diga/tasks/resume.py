@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from diga.callbacks.nan_guard import newest_finite_checkpoint
-from diga.tasks.preflight import PreflightError
+from diga.config.preflight import PreflightError
 from diga.utils.artifacts import LAST_CHECKPOINT
+from diga.utils.atomic_checkpoints import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +26,6 @@ log = logging.getLogger(__name__)
 class ResumePoint:
     path: Path
     global_step: int
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, memory-mapped (tensors are not read until used), without running any code."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def checkpoint_problem(path: Path) -> tuple[str | None, int]:
@@ -51,12 +45,8 @@ def checkpoint_problem(path: Path) -> tuple[str | None, int]:
 
 
 def _newest_intact(folder: Path, besides: Path) -> ResumePoint | None:
-    others = [p for p in folder.glob("*.ckpt") if p.resolve() != besides.resolve()]
-    found = newest_finite_checkpoint(others)
-    if found is None:
-        return None
-    problem, step = checkpoint_problem(found)
-    return None if problem else ResumePoint(found, step)
+    found = newest_finite_checkpoint(p for p in folder.glob("*.ckpt") if p.resolve() != besides.resolve())
+    return ResumePoint(*found) if found else None
 
 
 def resume_point(ckpt_path: str | None, ckpt_dir: str | Path) -> ResumePoint | None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, open_dict
+
+from diga.utils.atomic_checkpoints import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def restore_selected(trainer: pl.Trainer, module: pl.LightningModule, mode: str)
     if not best:
         log.warning("selection.mode=%s: no checkpoint was scored; keeping the last weights", mode)
         return None
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    state = read_checkpoint(best)["state_dict"]
     module.load_state_dict(state)
     log.info("selection.mode=%s: using %s (score %s)", mode, best, trainer.checkpoint_callback.best_model_score)
     if mode == "target_val":

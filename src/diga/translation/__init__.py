@@ -7,7 +7,8 @@ from diga.translation.translators import (
     LearnedTranslator,
     Translator,
     build_translator,
+    needs_target_images,
 )
 
 __all__ = ["ColorStatsTranslator", "FourierTranslator", "IdentityTranslator", "LearnedTranslator", "Translator",
-           "build_translator"]  # fmt: skip
+           "build_translator", "needs_target_images"]  # fmt: skip

@@ -114,6 +114,15 @@ class LearnedTranslator(Translator):
         return (self.dec_s2t(self.enc_s(x * 2 - 1)) + 1) / 2
 
 
+# training-free translators take their style from target images, so the loader must provide them
+STYLE_FROM_TARGET = ("fourier", "color")
+
+
+def needs_target_images(kind: str) -> bool:
+    """Whether a translator of this kind reads target images at every step (the loader must provide them)."""
+    return kind in STYLE_FROM_TARGET
+
+
 def build_translator(kind: str = "none", checkpoint: str | None = None, fourier_beta: float = 0.01) -> Translator:
     if kind == "learned":
         if not checkpoint:

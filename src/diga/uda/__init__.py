@@ -18,6 +18,7 @@ from diga.uda.masking import (
     MIC_MASK_BLOCK_SIZE,
     MIC_MASK_RATIO,
     BlockMaskGenerator,
+    MaskedImageConsistency,
     mask_images,
     masked_consistency_loss,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "MIC_MASK_RATIO",
     "BlockMaskGenerator",
     "ImageNetFeatureDistance",
+    "MaskedImageConsistency",
     "PseudoLabels",
     "confidence_weighted_pseudo_labels",
     "downscale_label_ratio",

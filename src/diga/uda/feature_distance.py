@@ -23,8 +23,7 @@ from diga.utils.tensors import count_values
 
 DAFORMER_FD_LAMBDA = 0.005
 DAFORMER_FD_SCALE_MIN_RATIO = 0.75
-# DAFormer's `imnet_feature_dist_classes` for Cityscapes-19 train-ids: the thing classes.
-CITYSCAPES_THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
+# DAFormer's thing classes (`imnet_feature_dist_classes`), by name: their train-ids depend on the label set.
 THING_CLASS_NAMES = (
     "traffic light",
     "traffic sign",
@@ -43,6 +42,9 @@ def thing_classes(label_set: str | LabelSet) -> tuple[int, ...]:
     """Train-ids of DAFormer's thing classes in `label_set` (by name: e.g. SYNTHIA-16 has no truck or train)."""
     labels = get_label_set(label_set) if isinstance(label_set, str) else label_set
     return tuple(i for i, name in enumerate(labels.classes) if name in THING_CLASS_NAMES)
+
+
+CITYSCAPES_THING_CLASSES = thing_classes("cityscapes19")  # 6, 7, 11–18: DAFormer's list for Cityscapes-19
 
 
 def downscale_label_ratio(

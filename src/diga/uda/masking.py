@@ -8,7 +8,7 @@ with ŷ, w the pseudo-label and its confidence weight from the unmasked image (`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,3 +98,30 @@ def masked_consistency_loss(
         )
     w = None if pseudo_weight is None else pseudo_weight.float()
     return weight * cross_entropy(student_logits, pseudo_label.long(), normalization="all_pixels", weight=w)
+
+
+class MaskedImageConsistency:
+    """MIC as one component, as DAFormer's and DiGA's self-training both use it: block-mask the colour-augmented
+    target image (masked pixels = the normaliser's mean colour), predict it with the student, and score the
+    prediction against the teacher's confidence-weighted pseudo-label of the unmasked image.
+
+    Built from the stage's `masked_consistency: {weight, mask_ratio, block_size}`; `weight` 0 switches it off.
+    """
+
+    def __init__(self, weight: float = 0.0, mask_ratio: float = MIC_MASK_RATIO,
+                 block_size: int = MIC_MASK_BLOCK_SIZE) -> None:  # fmt: skip
+        self.weight = float(weight)
+        self.masks = BlockMaskGenerator(float(mask_ratio), int(block_size))
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+    def loss(self, student: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
+             augment: Callable[[torch.Tensor], torch.Tensor], fill: torch.Tensor, pseudo_label: torch.Tensor,
+             pseudo_weight: torch.Tensor | None, generator: torch.Generator | None,
+             align_corners: bool = False) -> torch.Tensor:  # fmt: skip
+        """λ · the weighted CE of `student(mask(augment(target)))` (logits) against the pseudo-label."""
+        keep = self.masks(target, generator)
+        logits = student(mask_images(augment(target), keep, fill=fill))
+        return masked_consistency_loss(logits, pseudo_label, pseudo_weight, self.weight, align_corners)

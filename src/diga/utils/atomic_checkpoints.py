@@ -1,4 +1,4 @@
-"""Atomic checkpoint writes: a kill during a save leaves the previous checkpoint intact.
+"""Checkpoint files: atomic writes (a kill during a save leaves the previous checkpoint intact) and the one reader.
 
 Lightning's default `TorchCheckpointIO` writes the destination file in place; here the checkpoint goes to a
 temporary file in the same directory, is fsync'ed, then `os.replace`d over the target.
@@ -36,3 +36,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """A checkpoint's contents without running any code (`weights_only=True`: tensors and plain containers only),
+    memory-mapped so that tensors are not read until used. Every resume and checkpoint scan goes through here."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diga.data.labels import IGNORE_INDEX
+from diga.data.labels import IGNORE_INDEX, TOY_CLASSES
 from diga.data.toy.styles import STYLES, DomainStyle
 
-ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON = range(7)
+ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON = (
+    TOY_CLASSES.index(c) for c in ("road", "sidewalk", "building", "vegetation", "sky", "car", "person")
+)
 FORMAT_VERSION = 1
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class DomainStyle:
     name: str
-    # per-class base RGB colour (toy class order: road, sidewalk, building, vegetation, sky, car, person)
+    # per-class base RGB colour, in train-id order (diga.data.labels.TOY_CLASSES)
     colors: tuple[tuple[int, int, int], ...]
     color_jitter: float  # per-instance colour jitter (± in 0..255 units)
     texture: tuple[float, ...]  # per-class texture amplitude

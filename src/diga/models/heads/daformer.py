@@ -15,7 +15,9 @@ class DAFormerHead(nn.Module):
     (dilations 1/6/12/18, no image pooling) and a dense 3×3 conv+BN+ReLU bottleneck over the concatenated ASPP
     outputs (DAFormer's `ASPPWrapper`: 1024→256, 2.36 M weights), dropout, 1×1 classifier.
 
-    `feat` is the fused `embed_dim` map (DAFormer's setting; 256-d like the reference's centroids).
+    `feat` is the fused `embed_dim` map (DAFormer's setting; 256-d like the reference's centroids), taken before
+    the dropout unless `feat_after_dropout` (the option every head takes, so a head can be swapped under a model
+    config that sets it).
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class DAFormerHead(nn.Module):
         embed_dim: int = 256,
         dilations: tuple[int, ...] = (1, 6, 12, 18),
         dropout: float = 0.1,
+        feat_after_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.embed = nn.ModuleList(MLPEmbed(c, embed_dim) for c in in_channels)
@@ -36,9 +39,11 @@ class DAFormerHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(embed_dim, num_classes, 1)
         self.feat_dim = embed_dim
+        self.feat_after_dropout = feat_after_dropout
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         size = feats[0].shape[-2:]
         x = torch.cat([resize_to(m(f), size) for m, f in zip(self.embed, feats)], dim=1)
         feat = self.bottleneck(torch.cat([b(x) for b in self.aspp], dim=1))
-        return self.conv_seg(self.dropout(feat)), feat
+        dropped = self.dropout(feat)
+        return self.conv_seg(dropped), (dropped if self.feat_after_dropout else feat)

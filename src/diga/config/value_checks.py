@@ -3,7 +3,7 @@
 `steps.source_only=-1` is a valid int, and becomes `trainer.max_steps=-1`, which Lightning reads as "no limit": the
 stage would train forever, at learning rate 0 once the schedule ends. A stream of `batch_size: 0` passes every type
 check and fails inside torch's DataLoader after the model is built. Each is reported as one line naming the key
-that was typed; values of the wrong type are left to `config_types`.
+that was typed; values of the wrong type are left to `diga.config.type_checks`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from diga.tasks.shape_check import _get
+from diga.utils.hydra import select_plain
 
 STEPS = "a positive number of training steps"
 POSITIVE_STEPS = ("val_every", "ckpt_every")  # validation every 0 steps divides by zero; checkpoints resume runs
@@ -34,13 +34,13 @@ def _below(key: str, value: Any, least: int, what: str) -> list[str]:
 def _step_budget_problems(cfg: DictConfig) -> list[str]:
     """Every `steps.<stage>`, and a training stage's `trainer.max_steps` when it was set directly or follows a
     stage that has no budget."""
-    steps = _get(cfg, "steps")
+    steps = select_plain(cfg, "steps")
     steps = steps if isinstance(steps, Mapping) else {}
     out = [p for name, n in steps.items() for p in _below(f"steps.{name}", n, 1, STEPS)]
     out += [f"steps.{name} must be {STEPS}, got None" for name, n in steps.items() if n is None]
-    if _get(cfg, "stage.task") not in (None, "fit") or not isinstance(cfg.get("trainer"), DictConfig):
+    if select_plain(cfg, "stage.task") not in (None, "fit") or not isinstance(cfg.get("trainer"), DictConfig):
         return out
-    name, max_steps = _get(cfg, "stage.name"), _get(cfg, "trainer.max_steps")
+    name, max_steps = select_plain(cfg, "stage.name"), select_plain(cfg, "trainer.max_steps")
     if not OmegaConf.is_interpolation(cfg.trainer, "max_steps"):
         return out + _below("trainer.max_steps", max_steps, 1, STEPS)
     if name not in steps and _number(max_steps) and max_steps < 1:
@@ -49,8 +49,8 @@ def _step_budget_problems(cfg: DictConfig) -> list[str]:
 
 
 def _interval_problems(cfg: DictConfig) -> list[str]:
-    out = [p for key in POSITIVE_STEPS for p in _below(key, _get(cfg, key), 1, STEPS)]
-    return out + [p for key in NEVER_OR_STEPS for p in _below(key, _get(cfg, key), 0, f"0 (never) or {STEPS}")]
+    out = [p for key in POSITIVE_STEPS for p in _below(key, select_plain(cfg, key), 1, STEPS)]
+    return out + [p for key in NEVER_OR_STEPS for p in _below(key, select_plain(cfg, key), 0, f"0 (never) or {STEPS}")]
 
 
 def _stream_batch_problems(cfg: DictConfig) -> list[str]:
@@ -58,7 +58,7 @@ def _stream_batch_problems(cfg: DictConfig) -> list[str]:
     out = []
     for domain in DOMAINS:
         key = f"datamodule.{domain}.loader.streams"
-        streams = _get(cfg, key)
+        streams = select_plain(cfg, key)
         for i, stream in enumerate(streams if isinstance(streams, list) else []):
             size = stream.get("batch_size", 1) if isinstance(stream, Mapping) else 1  # not a mapping: a type problem
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -68,5 +68,5 @@ def _stream_batch_problems(cfg: DictConfig) -> list[str]:
 
 def value_problems(cfg: DictConfig) -> list[str]:
     """One line per count that cannot work, naming the key and the value."""
-    batches = [p for key in BATCHES for p in _below(key, _get(cfg, key), 1, "a positive integer")]
+    batches = [p for key in BATCHES for p in _below(key, select_plain(cfg, key), 1, "a positive integer")]
     return [*_step_budget_problems(cfg), *_interval_problems(cfg), *_stream_batch_problems(cfg), *batches]

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from diga.tasks.config import CONFIG_DIR, compose_config
+from diga.config import CONFIG_DIR, compose_config
 
 EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi")
 STAGES = ("source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "daformer", "pipeline")

@@ -11,21 +11,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from diga.utils.hydra import to_plain
-
-
-def _get(cfg: DictConfig, key: str) -> Any:
-    """The resolved value at `key`, or None (mandatory values that are missing are reported by their own check)."""
-    try:
-        return to_plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=True))
-    except Exception:
-        return None
+from diga.utils.hydra import select_plain
 
 
-def _model_cfg(cfg: DictConfig) -> Mapping[str, Any] | None:
-    model = _get(cfg, "stage.module.model") or _get(cfg, "model")
+def model_config(cfg: DictConfig) -> Mapping[str, Any] | None:
+    """The segmentor's config of a stage (or of an evaluation), None for stages without one (the translator)."""
+    model = select_plain(cfg, "stage.module.model") or select_plain(cfg, "model")
     return model if isinstance(model, Mapping) and "backbone" in model else None
 
 
@@ -35,14 +28,15 @@ def _sides(size: Any) -> list[int]:
     return [int(size)] * 2 if isinstance(size, (int, float)) else [int(s) for s in size]
 
 
-def _inference_need(min_side: int, inference: Mapping[str, Any] | None) -> tuple[int, str]:
+def inference_min_side(min_side: int, inference: Mapping[str, Any] | None) -> tuple[int, str]:
+    """(the smallest image side that stays ≥ `min_side` at every inference scale, the scales as text)."""
     scales: Sequence[float] = (inference or {}).get("scales") or [1.0]
     return math.ceil(min_side / min(scales)), ", ".join(str(s) for s in scales)
 
 
 def shape_problems(cfg: DictConfig) -> list[str]:
     """One line per configured size below the model's minimum, naming the key and the minimum."""
-    model = _model_cfg(cfg)
+    model = model_config(cfg)
     if model is None:
         return []
     from diga.models.factory import min_input_side
@@ -53,15 +47,15 @@ def shape_problems(cfg: DictConfig) -> list[str]:
         return []
     stride = f"the encoder's coarsest stride is {min_side}"
     problems = []
-    task = _get(cfg, "stage.task") or "fit"
+    task = select_plain(cfg, "stage.task") or "fit"
     if task == "fit":
-        crop = _sides(_get(cfg, "datamodule.crop_size"))
+        crop = _sides(select_plain(cfg, "datamodule.crop_size"))
         if crop and min(crop) < min_side:
             problems.append(f"datamodule.crop_size={crop}: both sides must be at least {min_side} ({stride})")
-        inference = _get(cfg, "stage.module.inference")
-        need, scales = _inference_need(min_side, inference)
-        for name in _get(cfg, "datamodule.val") or {}:
-            size = _sides(_get(cfg, f"datamodule.val.{name}.loader.eval_resize"))
+        inference = select_plain(cfg, "stage.module.inference")
+        need, scales = inference_min_side(min_side, inference)
+        for name in select_plain(cfg, "datamodule.val") or {}:
+            size = _sides(select_plain(cfg, f"datamodule.val.{name}.loader.eval_resize"))
             if size and min(size) < need:
                 problems.append(f"datamodule.val.{name}.loader.eval_resize={size}: at inference scales {scales} both "
                                 f"sides must be at least {need} ({stride})")  # fmt: skip
@@ -69,8 +63,10 @@ def shape_problems(cfg: DictConfig) -> list[str]:
         if window and min(window) < min_side:
             problems.append(f"inference.crop_size={window}: the sliding window must be at least {min_side} ({stride})")
     elif task in ("pseudolabel", "centroids"):
-        need, scales = _inference_need(min_side, _get(cfg, "stage.inference") if task == "pseudolabel" else None)
-        size = _sides(_get(cfg, "stage.resize"))
+        need, scales = inference_min_side(
+            min_side, select_plain(cfg, "stage.inference") if task == "pseudolabel" else None
+        )
+        size = _sides(select_plain(cfg, "stage.resize"))
         if size and min(size) < need:
             problems.append(f"stage.resize={size}: at inference scales {scales} both sides must be at least {need} "
                             f"({stride})")  # fmt: skip

@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from diga.centroids import CentroidAccumulator, class_mean_vectors, reference_running_mean, save_centroids
 from diga.data.datamodule import collate
 from diga.models.loading import load_segmentor
-from diga.tasks.offline import launch, shard
-from diga.tasks.pseudolabel import target_train_dataset
+from diga.offline.launch import launch, shard, target_train_dataset
 from diga.utils.artifacts import CENTROIDS
 from diga.utils.progress import progress
 

@@ -19,6 +19,7 @@ from typing import Any
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
+from diga.data.datamodule import DomainAdaptationDataModule, scaled_size
 from diga.utils.hydra import to_plain
 
 # the parts of the run config the offline stages read; resolved in the launching process (Hydra's runtime
@@ -52,3 +53,15 @@ def launch(cfg: DictConfig, worker: Callable[[Fabric, DictConfig], dict[str, flo
 def shard(indices: list[int], fabric: Fabric) -> list[int]:
     """This process's share: every world-size-th item, no item twice, none padded in."""
     return indices[fabric.global_rank :: fabric.world_size]
+
+
+def target_train_dataset(cfg: DictConfig, **overrides: Any):
+    """Target training images without labels or augmentation (optionally resized: `stage.resize`)."""
+    from diga.data.transforms import eval_transform
+
+    scale = float(cfg.datamodule.get("scale", 1.0))
+    resize = scaled_size(cfg.stage.get("resize"), scale)
+    kwargs = {"with_labels": False, **overrides}
+    if resize:
+        kwargs["transform"] = eval_transform(list(resize))
+    return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.target), "train", scale, **kwargs)

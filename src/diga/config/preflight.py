@@ -1,15 +1,14 @@
 """Checks before anything is built: every input the composed plan will read exists, and the requested device does.
 
 A real schedule runs for days; a file that is only opened by its third stage must not cost the first two. For a
-single stage or a whole pipeline this collects what every step will read — dataset folders in their official layout,
-pretrained encoder weights, the VGG-19 of the perceptual loss, a translator checkpoint, pseudo-labels, centroids,
-the model to start from — leaves out what earlier steps of the same pipeline produce, and reports everything that
-is missing in one message, with where to put it.
-"""
+single stage or a whole pipeline this collects what every step will read — dataset folders in their official layout
+(each dataset class declares its `layout()`), the model a step starts from, and the files each stage module declares
+(`declared_inputs` of the stage contract, `diga.modules.contract`) — leaves out what earlier steps of the same
+pipeline produce, and reports everything that is missing in one message, with where to put it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from diga.modules.contract import StageInput, check_stage_class, file_input
 from diga.utils.artifacts import StageOutputs
 from diga.utils.hydra import to_plain
 
@@ -77,112 +77,55 @@ def _dataset_inputs(cfg: Mapping[str, Any] | None, split_key: str, with_labels: 
     )
 
 
-def _file(group: str, what: str, path: Any, key: str, expected: str = "") -> list[Input]:
-    return [Input(group, what, Path(str(path)), key, expected)] if path else []
+def _declared(i: StageInput) -> Input:
+    return Input(i.group, i.what, Path(i.path or ""), i.set_with, i.expected)
 
 
 def stage_inputs(cfg: DictConfig) -> list[Input]:
-    """What one composed stage will read."""
+    """What one composed stage will read: its datasets, the model it starts from, and what its module declares
+    (`diga.modules.contract`). A stage without a module (an offline task) predicts over the target's training
+    images with the model of `stage.init_from`."""
     st = to_plain(cfg.stage)
     task = st.get("task", "fit")
     dm = to_plain(cfg.get("datamodule")) or {}
-    out: list[Input] = []
-    if task in ("pseudolabel", "centroids"):
-        out += _dataset_inputs(dm.get("target"), "train", False, "target")
-        out += _file(
-            "earlier output",
-            "model to predict with",
-            st.get("init_from"),
-            "stage.init_from",
-            "a final_model.pt of a warm-up or self-training run",
-        )
-        return out
+    if task == "pipeline":
+        return []
     if task != "fit":
-        return out
-    module = st.get("module") or {}
-    is_translator = str(module.get("_target_", "")).endswith("TranslatorModule")
-    out += _dataset_inputs(dm.get("target") if dm.get("target_as_source") else dm.get("source"), "train", True,
-                           "target with labels" if dm.get("target_as_source") else "source")  # fmt: skip
+        model = file_input("earlier output", "model to predict with", st.get("init_from"), "stage.init_from",
+                           "a final_model.pt of a warm-up or self-training run")  # fmt: skip
+        return [*_dataset_inputs(dm.get("target"), "train", False, "target"), *map(_declared, model)]
+    stage_class = get_class(str(st["module"]["_target_"]))
+    check_stage_class(stage_class)
+    out = _dataset_inputs(dm.get("target") if dm.get("target_as_source") else dm.get("source"), "train", True,
+                          "target with labels" if dm.get("target_as_source") else "source")  # fmt: skip
     if dm.get("use_target") and dm.get("target") and not dm.get("target_as_source"):
         out += _dataset_inputs(dm["target"], "train", False, "target")
-    if not is_translator:
+    if stage_class.validates:
         for name, val in (dm.get("val") or {}).items():
             out += _dataset_inputs(val, "val", True, name)
-    model = module.get("model") or {}
-    if model and not st.get("init_from") and not model.get("weights"):
-        out += _file(
-            "weights",
-            f"ImageNet weights of the {model.get('backbone')} encoder",
-            model.get("pretrained"),
-            "model.pretrained",
-            "e.g. NVlabs SegFormer mit_bN.pth or a torchvision/timm ResNet file",
-        )
-    out += _file("weights", "whole-model weights", model.get("weights"), "model.weights")
-    out += _file(
-        "earlier output",
-        "model to start from",
-        st.get("init_from"),
-        "stage.init_from",
-        "a final_model.pt (or .ckpt) of the previous stage",
-    )
-    translator = module.get("translator") or {}
-    if translator.get("kind") == "learned":
-        out += _file(
-            "earlier output",
-            "image translator",
-            translator.get("checkpoint"),
-            "stage.module.translator.checkpoint",
-            "translator.pt of a stage=translator run",
-        )
-    if is_translator and float(module.get("w_percep", 0) or 0) > 0:
-        out += _file(
-            "weights",
-            "VGG-19 ImageNet weights for the translator's perceptual loss",
-            module.get("vgg_weights"),
-            "stage.module.vgg_weights, or stage.module.w_percep=0 to drop the loss",
-            "torchvision's vgg19-dcbb9e9d.pth",
-        )
-    out += _file(
-        "earlier output",
-        "offline pseudo-labels",
-        st.get("pseudo_labels"),
-        "stage.pseudo_labels",
-        "the pseudo_labels/ folder of a stage=pseudolabel run",
-    )
-    out += _file(
-        "earlier output",
-        "initial class centroids",
-        module.get("centroids_path"),
-        "stage.centroids",
-        "centroids.pt of a stage=centroids run",
-    )
-    return out
+    start = file_input("earlier output", "model to start from", st.get("init_from"), "stage.init_from",
+                       "a final_model.pt (or .ckpt) of the previous stage")  # fmt: skip
+    return [*out, *(_declared(i) for i in [*stage_class.declared_inputs(st), *start])]
 
 
-def _steps(cfg: DictConfig) -> list[tuple[Any, DictConfig]]:
-    from diga.tasks.pipeline import step_configs
-
-    return step_configs(cfg) if cfg.stage.get("task") == "pipeline" else []
-
-
-def plan_inputs(cfg: DictConfig, steps: list[tuple[Any, DictConfig]] | None = None) -> list[Input]:
-    """What the whole run reads: one stage, or every step of a pipeline minus what earlier steps produce."""
+def plan_inputs(cfg: DictConfig, steps: Sequence[tuple[str, Path, DictConfig]] = ()) -> list[Input]:
+    """What the whole run reads: one stage, or every step of a pipeline — `(name, run directory, composed config)`
+    each — minus what earlier steps produce."""
     if cfg.stage.get("task") != "pipeline":
         inputs = stage_inputs(cfg)
         for i in inputs:
             i.needed_by.append(str(cfg.stage.name))
         return inputs
-    steps = _steps(cfg) if steps is None else steps
-    produced = [Path(cfg.paths.output_dir).resolve(), *(s.out.root.resolve() for s, _ in steps)]
+    produced = [Path(cfg.paths.output_dir).resolve(), *(root.resolve() for _, root, _ in steps)]
     merged: dict[tuple[str, Path], Input] = {}
-    for step, step_cfg in steps:
+    for name, _, step_cfg in steps:
         for i in stage_inputs(step_cfg):
             if any(i.path.resolve().is_relative_to(r) for r in produced):  # written by a step of this pipeline
                 continue
             seen = merged.setdefault((i.group, i.path), i)
             seen.required = sorted(set(seen.required) | set(i.required))
-            if step.name not in seen.needed_by:
-                seen.needed_by.append(step.name)
+            if name not in seen.needed_by:
+                seen.needed_by.append(name)
     return list(merged.values())
 
 
@@ -240,15 +183,14 @@ def overwrite_problem(cfg: DictConfig) -> str | None:
     )
 
 
-def check_inputs(cfg: DictConfig) -> None:
+def check_inputs(cfg: DictConfig, steps: Sequence[tuple[str, Path, DictConfig]] = ()) -> None:
     """Raise one `PreflightError` naming every mistyped value, every missing input and a missing GPU, before any
-    model is built."""
-    from diga.tasks.config_types import type_problems
-    from diga.tasks.config_values import value_problems
-    from diga.tasks.shape_check import shape_problems
+    model is built. A pipeline passes its steps: `(name, run directory, composed config)` each."""
+    from diga.config.shape_checks import shape_problems
+    from diga.config.type_checks import type_problems
+    from diga.config.value_checks import value_problems
 
-    steps = _steps(cfg)
-    configs = [cfg, *(c for _, c in steps)]
+    configs = [cfg, *(c for _, _, c in steps)]
     typed = list(dict.fromkeys(p for c in configs for p in type_problems(c)))
     if typed:
         raise PreflightError("\n  ".join([f"{len(typed)} value(s) of the wrong type:", *typed]))

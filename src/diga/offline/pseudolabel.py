@@ -3,7 +3,7 @@
 Streams one batch at a time and writes each palettised PNG atomically as soon as it is predicted (memory does not
 grow with the dataset; the reference buffers a 50 GB float64 array). Files already present are skipped, so an
 interrupted run resumes where it stopped; `manifest.json` is written last, by rank 0 after every process has
-finished, and marks completion. Runs on the trainer's devices (`tasks/offline.py`): each process takes every
+finished, and marks completion. Runs on the trainer's devices (`offline/launch.py`): each process takes every
 world-size-th image.
 """
 
@@ -20,33 +20,20 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from diga.data.datamodule import DomainAdaptationDataModule, collate, scaled_size
+from diga.data.datamodule import collate
 from diga.data.io import save_label_png
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.models.loading import load_segmentor
+from diga.offline.launch import launch, shard, target_train_dataset
 from diga.pseudo_labels import classwise_thresholds, confidence_threshold
-from diga.tasks.offline import launch, shard
 from diga.utils.artifacts import PSEUDO_LABEL_MANIFEST as MANIFEST
 from diga.utils.artifacts import PSEUDO_LABELS
-from diga.utils.hydra import to_plain
 from diga.utils.io import atomic_write_bytes
 from diga.utils.progress import progress
 from diga.utils.tensors import count_values
 
 log = logging.getLogger(__name__)
-
-
-def target_train_dataset(cfg: DictConfig, **overrides: Any):
-    """Target training images without labels or augmentation (optionally resized: `stage.resize`)."""
-    from diga.data.transforms import eval_transform
-
-    scale = float(cfg.datamodule.get("scale", 1.0))
-    resize = scaled_size(cfg.stage.get("resize"), scale)
-    kwargs = {"with_labels": False, **overrides}
-    if resize:
-        kwargs["transform"] = eval_transform(list(resize))
-    return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.target), "train", scale, **kwargs)
 
 
 def inference_config(cfg: DictConfig) -> InferenceConfig:
