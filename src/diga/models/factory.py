@@ -112,6 +112,7 @@ def build_segmentor(
     normalization: str | None = None,
     align_corners: bool | None = None,
     grad_checkpointing: bool = False,
+    hrda: Mapping[str, Any] | None = None,
     **deprecated_options: Any,
 ) -> Segmentor:
     """Build a segmentor.
@@ -125,6 +126,9 @@ def build_segmentor(
         weights: a whole-model checkpoint of diga (takes precedence over `pretrained`).
         normalization / align_corners: default to the encoder family's (`input_normalization`, `align_corners`).
         grad_checkpointing: recompute encoder activations in the backward pass (memory for time).
+        hrda: multi-resolution training and inference (`diga.models.hrda`), `{hr_crop_size: [512, 512],
+            context_scale: 0.5, crop_divisible: 8, detail_loss_weight: 0.1, detail_slide: true, attention: {embed_dim:
+            256}}` (the attention head: DAFormer's head with a 1×1 fusion); null = one resolution.
         deprecated_options: the flat options of older configs and checkpoints (`embed_dim`, `drop_path_rate`, …:
             `DEPRECATED_FLAT_OPTIONS`), moved into the spec of their side with a FutureWarning.
     """
@@ -137,18 +141,29 @@ def build_segmentor(
         head_spec["embed_dim"] = getattr(enc, "default_head_width", {}).get(head_spec["name"], 256)
     with _option_errors("head", head_spec):
         dec = create_head(head_spec["name"], list(enc.channels), num_classes, **_options(head_spec))
-    model = Segmentor(
-        enc,
-        dec,
-        num_classes,
-        normalization=normalization or getattr(enc, "input_normalization", "imagenet"),
-        align_corners=bool(getattr(enc, "align_corners", False) if align_corners is None else align_corners),
-    )
+    norm = normalization or getattr(enc, "input_normalization", "imagenet")
+    corners = bool(getattr(enc, "align_corners", False) if align_corners is None else align_corners)
+    if hrda:
+        model: Segmentor = _multi_resolution(enc, dec, num_classes, norm, corners, hrda)
+    else:
+        model = Segmentor(enc, dec, num_classes, normalization=norm, align_corners=corners)
     if weights:
         model.load_weights(weights)
     elif pretrained:
         load_pretrained_head(model, pretrained)
     return model
+
+
+def _multi_resolution(enc: nn.Module, dec: nn.Module, num_classes: int, normalization: str, align_corners: bool,
+                      hrda: Mapping[str, Any]) -> Segmentor:  # fmt: skip
+    """HRDA around the built encoder and head: the scale-attention head is DAFormer's with a 1×1 fusion."""
+    from diga.models.hrda import HRDASegmentor
+
+    options = dict(hrda)
+    attention = {"embed_dim": 256, **dict(options.pop("attention", None) or {})}
+    with _option_errors("hrda.attention", {"name": "daformer", **attention}):
+        att = create_head("daformer", list(enc.channels), num_classes, fusion="conv", **attention)
+    return HRDASegmentor(enc, dec, att, num_classes, normalization, align_corners, **options)
 
 
 def load_pretrained_head(model: Segmentor, pretrained: str | Path) -> int:

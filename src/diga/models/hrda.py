@@ -1,0 +1,208 @@
+"""HRDA (Hoyer et al. 2022): multi-resolution training and inference around any encoder and decode head.
+
+A training crop (1024×1024) is seen twice: whole at half resolution (the *context*), and as a `hr_crop_size` window
+(512×512, corners on a grid of `crop_divisible` pixels) at full resolution (the *detail*). One decode head serves
+both scales; a second, light head (`attention`: DAFormer's head with a 1×1 fusion, one sigmoid channel per class)
+predicts from the context features how much to trust the detail prediction at each pixel. With a the attention
+(zero outside the detail window during training) and ↑ bilinear up-sampling by 1/context_scale,
+
+    fused = ↑a · detail_inserted + ↑((1 − a) · context)
+
+and the training loss is (1 − λ_d)·CE(fused, y) + λ_d·CE(detail, y cropped), λ_d = `detail_loss_weight` (0.1).
+At inference the detail covers the whole image in overlapping windows (stride half the window, all windows in one
+batch) whose logits are averaged where they overlap, and the attention is not masked.
+
+The pieces are pure functions (`random_crop_box`, `sliding_boxes`, `stitch_windows`, `fuse_scales`,
+`multi_resolution_loss`), checked against the authors' HRDAHead/HRDAEncoderDecoder in tests/reference/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diga.models.segmentor import Segmentor, SegOutput
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A window `[y1, y2) × [x1, x2)` in pixels."""
+
+    y1: int
+    y2: int
+    x1: int
+    x2: int
+
+    def scaled(self, factor: float) -> CropBox:
+        """The same window on a map `factor` times coarser (int() of each corner, as HRDA's `scale_box`)."""
+        return CropBox(int(self.y1 / factor), int(self.y2 / factor), int(self.x1 / factor), int(self.x2 / factor))
+
+    def of(self, x: torch.Tensor) -> torch.Tensor:
+        """The window of the last two dimensions of `x`."""
+        return x[..., self.y1 : self.y2, self.x1 : self.x2]
+
+
+def random_crop_box(height: int, width: int, crop: Sequence[int], divisible: int = 1,
+                    generator: torch.Generator | None = None) -> CropBox:  # fmt: skip
+    """A uniformly placed `crop` window whose corner coordinates are multiples of `divisible` (HRDA: 8, so the
+    window falls on whole pixels of the stride-4 logits at half resolution)."""
+    ch, cw = int(crop[0]), int(crop[1])
+    if (height, width) == (ch, cw):
+        return CropBox(0, height, 0, width)
+
+    def offset(margin: int) -> int:
+        choices = (max(margin, 0) + 1) // divisible
+        return int(torch.randint(choices, (1,), generator=generator)) * divisible
+
+    y, x = offset(height - ch), offset(width - cw)
+    return CropBox(y, y + ch, x, x + cw)
+
+
+def sliding_boxes(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> list[CropBox]:
+    """Windows covering the image row by row; the last row and column are shifted inwards to end at the border."""
+    ch, cw, sh, sw = int(crop[0]), int(crop[1]), int(stride[0]), int(stride[1])
+    rows = max(height - ch + sh - 1, 0) // sh + 1
+    cols = max(width - cw + sw - 1, 0) // sw + 1
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * sh + ch, height), min(c * sw + cw, width)
+            boxes.append(CropBox(max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
+    return boxes
+
+
+def stitch_windows(window_logits: torch.Tensor, boxes: Sequence[CropBox], batch: int) -> torch.Tensor:
+    """Window predictions (windows stacked along the batch: window i holds rows i·batch … (i+1)·batch) → one map,
+    the mean of every window that covers a pixel. `boxes` are in the logits' pixels."""
+    height, width = max(b.y2 for b in boxes), max(b.x2 for b in boxes)
+    out = window_logits.new_zeros(batch, window_logits.shape[1], height, width)
+    count = window_logits.new_zeros(1, 1, height, width)
+    for i, box in enumerate(boxes):
+        box.of(out).add_(window_logits[i * batch : (i + 1) * batch])
+        box.of(count).add_(1)
+    if bool((count == 0).any()):
+        raise ValueError("the windows do not cover the image")
+    return out / count
+
+
+def attention_in_window(attention: torch.Tensor, window: CropBox) -> torch.Tensor:
+    """The attention with zeros outside `window` (in its own pixels): there only the context prediction counts."""
+    mask = torch.zeros_like(attention[:, :1])
+    window.of(mask).fill_(1)
+    return attention * mask
+
+
+def fuse_scales(context: torch.Tensor, attention: torch.Tensor, detail: torch.Tensor, upscale: float,
+                output_stride: int, detail_box: CropBox | None = None,
+                align_corners: bool = False) -> torch.Tensor:  # fmt: skip
+    """↑a · detail + ↑((1 − a) · context), with ↑ bilinear up-sampling by `upscale` (= 1 / context scale).
+
+    context, attention: logits and sigmoid attention at context resolution. detail: logits of the whole image
+    (`detail_box` None) or of the window `detail_box` (input pixels), outside which the attention is zero and the
+    context alone is used. The result is at the full-resolution image's `output_stride`.
+    """
+    if detail_box is not None:
+        attention = attention_in_window(attention, detail_box.scaled(output_stride * upscale))
+    up = F.interpolate((1 - attention) * context, scale_factor=upscale, mode="bilinear", align_corners=align_corners)
+    attention = F.interpolate(attention, scale_factor=upscale, mode="bilinear", align_corners=align_corners)
+    if detail_box is not None:
+        inserted = torch.zeros_like(up)
+        detail_box.scaled(output_stride).of(inserted).copy_(detail)
+        detail = inserted
+    return attention * detail + up
+
+
+def multi_resolution_loss(loss: Callable[..., torch.Tensor], fused: torch.Tensor, detail: torch.Tensor,
+                          label: torch.Tensor, detail_box: CropBox, detail_weight: float,
+                          weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """(1 − λ_d)·loss(fused, y) + λ_d·loss(detail, y in the detail window); `loss(logits, label, weight=…)` resizes
+    the logits to the label itself. `detail_box` is in label pixels."""
+    kw = {} if weight is None else {"weight": weight}
+    total = (1 - detail_weight) * loss(fused, label, **kw)
+    if detail_weight > 0:
+        crop_kw = {} if weight is None else {"weight": detail_box.of(weight)}
+        total = total + detail_weight * loss(detail, detail_box.of(label), **crop_kw)
+    return total
+
+
+class MultiResolutionOutput(NamedTuple):
+    fused: torch.Tensor  # B×C×h×w logits at the output stride of the full-resolution crop
+    context: SegOutput  # the half-resolution pass (its features feed the feature distance and the centroids)
+    detail: torch.Tensor  # logits of the detail window
+    attention: torch.Tensor  # the scale attention at context resolution (masked to the detail window)
+    detail_box: CropBox  # the detail window, in input pixels
+
+
+class HRDASegmentor(Segmentor):
+    """A `Segmentor` whose `forward` is HRDA's multi-resolution inference and `forward_train` its training pass.
+
+    `attention` is the scale-attention head (built like a decode head, `num_classes` outputs). `feat` of the
+    output is the context pass's feature map (HRDA computes DAFormer's feature distance there too).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, attention: nn.Module, num_classes: int,
+                 normalization: str = "imagenet", align_corners: bool = False, hr_crop_size: Sequence[int] = (512, 512),
+                 context_scale: float = 0.5, crop_divisible: int = 8, detail_loss_weight: float = 0.1,
+                 detail_slide: bool = True) -> None:  # fmt: skip
+        super().__init__(backbone, head, num_classes, normalization, align_corners)
+        if not 0 < context_scale < 1:
+            raise ValueError(f"hrda.context_scale must be in (0, 1), got {context_scale}")
+        self.attention = attention
+        self.hr_crop_size = (int(hr_crop_size[0]), int(hr_crop_size[1]))
+        self.context_scale = float(context_scale)
+        self.crop_divisible = int(crop_divisible)
+        self.detail_loss_weight = float(detail_loss_weight)
+        self.detail_slide = bool(detail_slide)
+
+    @property
+    def upscale(self) -> float:
+        return 1 / self.context_scale
+
+    def _context(self, x: torch.Tensor) -> tuple[SegOutput, torch.Tensor]:
+        small = F.interpolate(x, scale_factor=self.context_scale, mode="bilinear", align_corners=self.align_corners)
+        feats = self.backbone(small)
+        logits, feat, *rest = self.head(feats)
+        attention = torch.sigmoid(self.attention(feats)[0])
+        return SegOutput(logits, feat, rest[0] if rest else None, feats), attention
+
+    def _detail(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the whole image at full resolution: overlapping windows in one batch (or the image whole)."""
+        h, w = x.shape[-2:]
+        if not self.detail_slide or (h <= self.hr_crop_size[0] and w <= self.hr_crop_size[1]):
+            return self.head(self.backbone(x))[0]
+        stride = (self.hr_crop_size[0] // 2, self.hr_crop_size[1] // 2)
+        boxes = sliding_boxes(h, w, self.hr_crop_size, stride)
+        logits = self.head(self.backbone(torch.cat([b.of(x) for b in boxes])))[0]
+        return stitch_windows(logits, [b.scaled(self.output_stride) for b in boxes], x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        """Inference: the context of the whole image and the detail of every window, fused (logits at the output
+        stride of the full-resolution image)."""
+        x = self.normalize(x)
+        context, attention = self._context(x)
+        detail = self._detail(x)
+        fused = fuse_scales(context.logits, attention, detail, self.upscale, self.output_stride,
+                            align_corners=self.align_corners)  # fmt: skip
+        return SegOutput(fused, context.feat, None, context.encoder)
+
+    def forward_train(self, x: torch.Tensor, detail_box: CropBox | None = None,
+                      generator: torch.Generator | None = None) -> MultiResolutionOutput:  # fmt: skip
+        """Training: the context of the whole crop and the detail of one window (`detail_box`, or a random one)."""
+        x = self.normalize(x)
+        box = detail_box or random_crop_box(*x.shape[-2:], self.hr_crop_size, self.crop_divisible, generator)
+        context, attention = self._context(x)
+        detail = self.head(self.backbone(box.of(x)))[0]
+        fused = fuse_scales(context.logits, attention, detail, self.upscale, self.output_stride, box,
+                            self.align_corners)  # fmt: skip
+        masked = attention_in_window(attention, box.scaled(self.output_stride * self.upscale))
+        return MultiResolutionOutput(fused, context, detail, masked, box)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = super().param_groups()
+        groups["head"] += [p for p in self.attention.parameters() if p.requires_grad]
+        return groups
