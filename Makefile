@@ -54,7 +54,7 @@ test-gpu: ## GPU tests (on a machine with CUDA)
 gpu-smoke: ## on a GPU machine: every toy stage on CUDA in fp32/bf16/fp16 (+ DDP with 2+ GPUs) → logs/gpu_smoke/*.{json,md}
 	$(PYTHON) -m benchmarks.gpu_smoke $(GPU_SMOKE_ARGS)
 
-test-reference: ## numerical comparisons with the authors' code (DIGA_REFERENCE_DIR=<folder with DiGA/ DAFormer/ MIC/>)
+test-reference: ## numerical comparisons with the authors' code (DIGA_REFERENCE_DIR=<folder with DiGA/ DAFormer/ MIC/ HRDA/>)
 	$(PYTHON) -m pytest -q -m reference tests/reference $(PYTEST_ARGS)
 
 lint: ## ruff lint + format check

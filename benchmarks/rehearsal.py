@@ -29,7 +29,8 @@ from benchmarks.fake_weights import write_weights
 from diga.data.fake_trees import write_street_trees
 
 BASELINES = ("gta2cs_daformer", "gta2cs_mic", "synthia2cs_daformer", "synthia2cs_mic")  # one adaptation stage each
-EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi", *BASELINES)
+HRDA_BASELINES = ("gta2cs_hrda", "gta2cs_mic_hrda", "synthia2cs_hrda", "synthia2cs_mic_hrda")  # the same, on HRDA
+EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi", *BASELINES, *HRDA_BASELINES, "gta2cs_diga_hrda")
 GB = 1024**3
 FIT = "fit (all of the above inside)"  # the phase that spans a stage's whole training
 
@@ -41,8 +42,11 @@ def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps:
               f"val_every={steps}", f"ckpt_every={steps}", "datamodule.num_workers=1", "logger=csv",
               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
               f"paths.pretrained_dir={weights['vgg19'].parent}"]  # fmt: skip
-    if name in BASELINES:
+    if name in BASELINES or name in HRDA_BASELINES:
         common.append(f"steps.daformer={steps}")
+    if "hrda" in name:  # the detail window shrinks with the images (on the 8-pixel grid)
+        side = max(32, int(512 * scale) // 8 * 8)
+        common.append(f"model.hrda.hr_crop_size=[{side},{side}]")
     if name == "gta_dg":
         return [*common, "model.backbone.name=resnet18", f"model.pretrained={weights['resnet18']}"]
     return [*common, "model=segformer_b0", "model.head.name=daformer", f"model.pretrained={weights['mit_b0']}"]
@@ -59,7 +63,7 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
 
     out = []
     own = {"gta_dg": ("warmup",), "cs_semi": ("warmup", "selftrain"),  # no translator stage in these
-           **dict.fromkeys(BASELINES, ("daformer",))}  # fmt: skip
+           **dict.fromkeys((*BASELINES, *HRDA_BASELINES), ("daformer",))}  # fmt: skip
     stages = own.get(name, ("translator", "warmup", "selftrain"))
     for stage in stages:
         GlobalHydra.instance().clear()

@@ -276,3 +276,29 @@ def test_daformer_and_mic_baselines_use_their_authors_recipe(experiment: str, tm
     mic = m["masked_consistency"]
     assert (mic["block_size"], mic["mask_ratio"]) == (64, 0.7)
     assert mic["weight"] == (1.0 if experiment.endswith("_mic") else 0.0)
+
+
+@pytest.mark.parametrize("experiment", ["gta2cs_hrda", "gta2cs_mic_hrda", "synthia2cs_hrda", "synthia2cs_mic_hrda"])
+def test_hrda_experiments_use_their_authors_recipe(experiment: str, tmp_path: Path) -> None:
+    """HRDA / MIC(HRDA) (lhoyer/HRDA configs/hrda/gtaHR2csHR_hrda.py, lhoyer/MIC gtaHR2csHR_mic_hrda.py): the DAFormer
+    recipe at twice the resolution — 1024×1024 crops, a 512×512 detail window on an 8-pixel grid, context at 0.5,
+    detail loss 0.1, a class-wise scale attention of width 256, RCS min_crop_ratio 2.0 counted in the full-resolution
+    crop, validation by batched 1024×1024 windows with stride 512."""
+    c = _compose(experiment, "daformer", tmp_path)
+    m, dm, hrda = c["stage"]["module"], c["datamodule"], c["model"]["hrda"]
+    assert (c["model"]["backbone"]["name"], c["model"]["head"]["name"]) == ("mit_b5", "daformer")
+    assert (hrda["hr_crop_size"], hrda["context_scale"], hrda["crop_divisible"]) == ([512, 512], 0.5, 8)
+    assert (hrda["detail_loss_weight"], hrda["detail_slide"], hrda["attention"]["embed_dim"]) == (0.1, True, 256)
+    assert c["trainer"]["max_steps"] == 40000 and dm["crop_size"] == [1024, 1024]
+    (source,) = dm["source"]["loader"]["streams"]
+    (target,) = dm["target"]["loader"]["streams"]
+    gta = experiment.startswith("gta")
+    assert tuple(source["resize"]) == ((1407, 2560) if gta else (1520, 2560)) and source["batch_size"] == 2
+    assert tuple(target["resize"]) == (1024, 2048) and target["batch_size"] == 2
+    rcs = dm["source"]["loader"]["rare_class_sampling"]
+    assert scale_min_pixels(rcs["min_pixels"], source["resize"], rcs["train_size"]) * rcs["min_crop_ratio"] == 6000
+    inf = c["inference"]
+    assert (inf["mode"], inf["crop_size"], inf["stride"], inf["batched"]) == ("slide", [1024, 1024], [512, 512], True)
+    assert inf["align_corners"] is False and inf["scales"] == [1.0]
+    assert (m["ema"]["decay"], m["feature_distance"]["weight"], m["pseudo_threshold"]) == (0.999, 0.005, 0.968)
+    assert m["masked_consistency"]["weight"] == (1.0 if "_mic_" in experiment else 0.0)

@@ -179,6 +179,15 @@ def test_sizes_below_the_encoders_minimum_are_rejected_with_the_minimum(tmp_path
     assert "eval_resize=[48, 96]: at inference scales 1.0, 0.5 both sides must be at least 64" in msg
 
 
+def test_an_hrda_window_larger_than_the_crop_is_named_before_anything_is_built(tmp_path: Path) -> None:
+    cfg = compose_cfg(["experiment=gta2cs_mic_hrda", "stage=daformer", "trainer=cpu", "datamodule.crop_size=[256,256]",
+                       f"paths.output_dir={tmp_path}"])  # fmt: skip
+    with pytest.raises(PreflightError) as err:
+        run_task(cfg)
+    msg = str(err.value)
+    assert "model.hrda.hr_crop_size=[512, 512]: the detail window must fit in datamodule.crop_size=[256, 256]" in msg
+
+
 def test_encoder_minimum_side_matches_what_the_model_can_take() -> None:
     """The meta-device sizing agrees with a real forward: MiT fails below 32 pixels and works at 32."""
     from diga.models import build_segmentor

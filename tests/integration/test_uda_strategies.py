@@ -80,3 +80,46 @@ def test_diga_with_rcs_fd_and_mic(tmp_path: Path, toy_root: Path) -> None:
     metrics = run_task(compose_cfg(overrides))
     assert 0 <= metrics["mIoU"] <= 100
     assert list((tmp_path / "run").glob("03_selftrain/csv/metrics.csv"))
+
+
+HRDA_TOY = [
+    "toy_spec={height:128,width:256,source_train:4,source_val:2,target_train:4,target_val:2}",
+    "datamodule.crop_size=[128,128]",
+    "model.hrda={hr_crop_size:[64,64],context_scale:0.5,crop_divisible:8,detail_loss_weight:0.1,attention:{embed_dim:16}}",
+    "inference=slide",
+    "inference.crop_size=[128,128]",
+    "inference.stride=[64,64]",
+    "inference.batched=true",
+    "datamodule.target.loader.pseudo_margins=[4,24,4,4]",  # HRDA's Cityscapes margins, scaled to the toy
+]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["hrda", "mic_hrda"])
+def test_hrda_and_mic_hrda_train_on_the_multi_resolution_model(masked: bool, tmp_path: Path) -> None:
+    """DAFormer's (and MIC's) self-training on HRDA: the context, a detail window, the scale attention and their
+    fused loss train together; validation slides windows in one batch, each window HRDA's multi-resolution forward."""
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, tmp_path / "data", steps=2), "stage=daformer", *HRDA_TOY,
+                       *([MIC] if masked else []), "trainer.log_every_n_steps=1"])  # fmt: skip
+    metrics = run_task(cfg)
+    assert 0 <= metrics["mIoU"] <= 100
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert {"train/loss_src", "train/loss_mix"} <= logged and (("train/loss_mic" in logged) == masked)
+    saved = torch.load(tmp_path / "run" / "final_model.pt", weights_only=True)
+    assert saved["model_cfg"]["hrda"]["hr_crop_size"] == [64, 64]
+    assert any(k.startswith("attention.") for k in saved["state_dict"])
+
+
+def test_diga_runs_on_the_multi_resolution_model(tmp_path: Path) -> None:
+    """DiGA + HRDA: warm-up (both views share one detail window), offline pseudo-labels and centroids from the
+    multi-resolution prediction (context features), self-training with consensus and class-mix on HRDA."""
+    overrides = [*tiny_toy_overrides(tmp_path, tmp_path / "data"), *HRDA_TOY, *tiny_pipeline_overrides(refine_rounds=0),
+                 "stage.baseline=false", "stage.oracle=false", "stage.translator=fourier"]  # fmt: skip
+    metrics = run_task(compose_cfg(overrides))
+    assert 0 <= metrics["mIoU"] <= 100
+    centroids = torch.load(next((tmp_path / "run").glob("*_centroids/centroids.pt")), weights_only=True)
+    assert centroids["centroids"].shape[1] == 256  # the context features of the DAFormer head (MiT-B0 default)
+    final = torch.load(next((tmp_path / "run").glob("*_selftrain/final_model.pt")), weights_only=True)
+    assert final["model_cfg"]["hrda"] is not None

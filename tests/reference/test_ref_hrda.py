@@ -19,7 +19,8 @@ from torch import nn
 
 from diga.losses.segmentation import cross_entropy
 from diga.models.heads import DAFormerHead
-from diga.models.hrda import CropBox, fuse_scales, multi_resolution_loss, sliding_boxes, stitch_windows
+from diga.models.hrda import fuse_scales, multi_resolution_loss
+from diga.utils.windows import CropBox, sliding_boxes, stitch_windows
 from tests.reference.util import reference_checkout
 
 pytestmark = pytest.mark.reference
@@ -150,7 +151,8 @@ def test_inference_stitching_and_fusion_equal_the_authors() -> None:
     context = _features(2, 48, 80)
     with torch.no_grad():
         ref_fused = ref(([*context], {"features": slid["features"], "boxes": [list(b) for b in slid["boxes"]]}))[0]
-        detail = stitch_windows(head(slid["features"])[0], [b.scaled(4) for b in boxes], 2)
+        scaled = [b.scaled(4) for b in boxes]
+        detail = stitch_windows(zip(scaled, head(slid["features"])[0].split(2)), (24, 40))
         ours = fuse_scales(head(context)[0], torch.sigmoid(attention(context)[0]), detail, 2.0, 4)
     torch.testing.assert_close(ours, ref_fused, atol=1e-6, rtol=0)
 
@@ -159,7 +161,7 @@ def test_crop_boxes_take_the_authors_positions() -> None:
     _, _, _, encoder_decoder = _authors_head()
     import numpy as np
 
-    from diga.models.hrda import random_crop_box
+    from diga.utils.windows import random_crop_box
 
     np.random.seed(0)
     theirs = {encoder_decoder.get_crop_bbox(1024, 1024, [512, 512], 8) for _ in range(40000)}

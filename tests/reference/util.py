@@ -1,8 +1,9 @@
-"""Numerical comparisons with the authors' code (DiGA, DAFormer, MIC) on the same inputs.
+"""Numerical comparisons with the authors' code (DiGA, DAFormer, MIC, HRDA) on the same inputs.
 
 Each test module marks itself `pytestmark = pytest.mark.reference`. The reference implementations are imported
 from local checkouts, never from this repository: set `DIGA_REFERENCE_DIR` to a folder holding `DiGA/` (github
-fy-vision/DiGA), `DAFormer/` (lhoyer/DAFormer) and `MIC/` (lhoyer/MIC). Without it these tests are skipped.
+fy-vision/DiGA), `DAFormer/` (lhoyer/DAFormer), `MIC/` (lhoyer/MIC) and `HRDA/` (lhoyer/HRDA). Without it these
+tests are skipped.
 `make test-reference` runs them.
 """
 

@@ -8,15 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from diga.models import build_segmentor
-from diga.models.hrda import (
-    CropBox,
-    HRDASegmentor,
-    fuse_scales,
-    multi_resolution_loss,
-    random_crop_box,
-    sliding_boxes,
-    stitch_windows,
-)
+from diga.models.hrda import HRDASegmentor, fuse_scales, multi_resolution_loss
+from diga.utils.windows import CropBox, random_crop_box, sliding_boxes, stitch_windows
 
 
 def test_a_crop_box_scales_its_corners_down() -> None:
@@ -43,10 +36,10 @@ def test_sliding_windows_cover_the_image_and_end_at_its_border() -> None:
 def test_stitching_averages_where_windows_overlap() -> None:
     boxes = [CropBox(0, 2, 0, 2), CropBox(0, 2, 1, 3)]
     windows = torch.cat([torch.full((1, 1, 2, 2), 1.0), torch.full((1, 1, 2, 2), 3.0)])
-    out = stitch_windows(windows, boxes, batch=1)
+    out = stitch_windows(zip(boxes, windows.split(1)), (2, 3))
     assert out[0, 0].tolist() == [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
     with pytest.raises(ValueError, match="do not cover"):
-        stitch_windows(windows[:1], [CropBox(0, 2, 1, 3)], batch=1)
+        stitch_windows([(CropBox(0, 2, 1, 3), windows[:1])], (2, 3))
 
 
 def test_fusion_is_the_context_where_the_attention_is_zero_and_the_detail_where_it_is_one() -> None:
@@ -88,3 +81,21 @@ def test_the_factory_builds_hrda_and_its_passes_have_the_expected_shapes() -> No
     outside = torch.ones_like(train.attention, dtype=torch.bool)
     outside[..., 2:6, 4:8] = False  # the window at the context's stride (4 × 2): rows 2–6, columns 4–8
     assert bool((train.attention[outside.expand_as(train.attention)] == 0).all())
+
+
+def test_pseudo_label_margins_follow_the_crop(tmp_path) -> None:
+    """HRDA's margins are set on the native image and cropped with it: a crop away from the border keeps all."""
+    import numpy as np
+
+    from diga.data.datasets.base import margins_or_none, valid_pseudo_mask
+
+    mask = valid_pseudo_mask((10, 12), (2, 3, 1, 0))
+    assert mask[:2].sum() == 0 and mask[-3:].sum() == 0 and mask[:, 0].sum() == 0 and mask[2:7, 1:].all()
+    assert margins_or_none([0, 0, 0, 0]) is None and margins_or_none(None) is None
+    with pytest.raises(ValueError, match="top, bottom, left, right"):
+        margins_or_none([1, 2])
+    from diga.data.transforms import train_transform
+
+    tf = train_transform((4, 4), random_scale=None, hflip=0)
+    out = tf(image=np.zeros((10, 12, 3), np.uint8), valid=mask)
+    assert out["valid"].shape == (4, 4)

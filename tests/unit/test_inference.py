@@ -69,6 +69,17 @@ def test_slide_equals_whole_for_pixelwise_model() -> None:
     torch.testing.assert_close(predict_logits(m, x, cfg, 3), m(x).logits, atol=1e-6, rtol=1e-5)
 
 
+def test_batched_windows_equal_windows_one_at_a_time() -> None:
+    """All windows in one forward (HRDA's batched slide) must give what one window at a time gives."""
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AvgPool2d(2))  # context-dependent, stride 2
+    model = lambda x: SegOutput(m(x), m(x))  # noqa: E731
+    x = torch.rand(2, 3, 20, 30)
+    one = predict_logits(model, x, InferenceConfig(mode="slide", crop_size=(8, 12), stride=(4, 6)), 4)
+    batched = predict_logits(model, x, InferenceConfig(mode="slide", crop_size=(8, 12), stride=(4, 6), batched=True), 4)
+    torch.testing.assert_close(batched, one, atol=1e-6, rtol=0)
+
+
 def test_out_size_and_flip() -> None:
     m, x = PixelModel(), torch.rand(1, 3, 16, 20)
     out = predict_logits(m, x, InferenceConfig(flip=True, fusion="mean"), 3, out_size=(32, 40))

@@ -52,6 +52,14 @@ def shape_problems(cfg: DictConfig) -> list[str]:
         crop = _sides(select_plain(cfg, "datamodule.crop_size"))
         if crop and min(crop) < min_side:
             problems.append(f"datamodule.crop_size={crop}: both sides must be at least {min_side} ({stride})")
+        window = _sides((model.get("hrda") or {}).get("hr_crop_size"))
+        if crop and window and (window[0] > crop[0] or window[1] > crop[1]):
+            problems.append(f"model.hrda.hr_crop_size={window}: the detail window must fit in datamodule.crop_size="
+                            f"{crop}")  # fmt: skip
+        context = (model.get("hrda") or {}).get("context_scale")
+        if crop and context and min(crop) * float(context) < min_side:
+            problems.append(f"datamodule.crop_size={crop}: at model.hrda.context_scale={context} both sides must be "
+                            f"at least {math.ceil(min_side / float(context))} ({stride})")  # fmt: skip
         inference = select_plain(cfg, "stage.module.inference")
         need, scales = inference_min_side(min_side, inference)
         for name in select_plain(cfg, "datamodule.val") or {}:

@@ -146,6 +146,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         }
         if domain == "target" and self.target_pseudo_label_dir:
             kwargs["pseudo_label_dir"] = self.target_pseudo_label_dir
+        if domain == "target" and loader.get("pseudo_margins"):
+            kwargs["pseudo_margins"] = list(loader["pseudo_margins"])
         kwargs.update(overrides)
         return instantiate(ds_cfg, **kwargs, _convert_="all")
 

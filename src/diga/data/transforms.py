@@ -94,7 +94,8 @@ def train_transform(
     random_scale: Sequence[float] | None = (0.7, 1.0),
     hflip: float = 0.5,
 ) -> A.Compose:
-    """Joint geometric augmentation for image, `mask` (GT) and `pseudo` (pseudo-label)."""
+    """Joint geometric augmentation for image, `mask` (GT), `pseudo` (pseudo-label) and `valid` (where the
+    pseudo-label may be trusted: HRDA's margins, built at the native size and cropped with the image)."""
     ops: list[A.BasicTransform] = []
     if resize is not None:
         ops.append(
@@ -105,7 +106,7 @@ def train_transform(
     if hflip:
         ops.append(A.HorizontalFlip(p=hflip))
     ops.append(RandomScaleCrop(crop_size, random_scale) if random_scale else ResizeOrCrop(crop_size))
-    return A.Compose(ops, additional_targets={"pseudo": "mask"}, strict=True)
+    return A.Compose(ops, additional_targets={"pseudo": "mask", "valid": "mask"}, strict=True)
 
 
 def eval_transform(resize: Sequence[int] | None = None, resize_label: bool = False) -> A.Compose | None:

@@ -7,12 +7,14 @@ not see full 1024×2048 frames at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from diga.utils.windows import CropBox, sliding_boxes, stitch_windows
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class InferenceConfig:
     stride: tuple[int, int] | None = None
     align_corners: bool = True
     flip: bool = False
+    batched: bool = False  # slide: every window in one forward (faster, more memory)
 
     @classmethod
     def from_config(cls, cfg: object) -> InferenceConfig:
@@ -69,24 +72,19 @@ def forward_logits(model: nn.Module, x: torch.Tensor, out_size: Sequence[int], a
     return _resize(model(x)[0], out_size, align_corners)
 
 
-def slide_logits(
-    model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int], num_classes: int, align_corners: bool
-) -> torch.Tensor:
-    """Average overlapping window logits (mmseg `slide_inference`); windows are clipped to the image."""
-    b, _, h, w = x.shape
+def slide_logits(model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int], num_classes: int,
+                 align_corners: bool, batched: bool = False) -> torch.Tensor:  # fmt: skip
+    """Average overlapping window logits (mmseg `slide_inference`); windows are clipped to the image. `batched`: all
+    windows in one forward (HRDA's `batched_slide`), else one window at a time (less memory)."""
+    h, w = x.shape[-2:]
     ch, cw = min(crop[0], h), min(crop[1], w)
-    sh, sw = stride
-    rows = max(h - ch + sh - 1, 0) // sh + 1
-    cols = max(w - cw + sw - 1, 0) // sw + 1
-    out = x.new_zeros((b, num_classes, h, w))
-    count = x.new_zeros((b, 1, h, w))
-    for r in range(rows):
-        for c in range(cols):
-            y1, x1 = min(r * sh, h - ch), min(c * sw, w - cw)
-            win = x[:, :, y1 : y1 + ch, x1 : x1 + cw]
-            out[:, :, y1 : y1 + ch, x1 : x1 + cw] += forward_logits(model, win, (ch, cw), align_corners)
-            count[:, :, y1 : y1 + ch, x1 : x1 + cw] += 1
-    return out / count
+    boxes = sliding_boxes(h, w, (ch, cw), stride)
+    if batched:  # window i is rows i·B … (i+1)·B of one batch
+        logits = forward_logits(model, torch.cat([b.of(x) for b in boxes]), (ch, cw), align_corners)
+        windows: Iterable[tuple[CropBox, torch.Tensor]] = zip(boxes, logits.split(x.shape[0]))
+    else:
+        windows = ((b, forward_logits(model, b.of(x), (ch, cw), align_corners)) for b in boxes)
+    return stitch_windows(windows, (h, w))
 
 
 @torch.no_grad()
@@ -102,7 +100,8 @@ def predict_logits(
         for flip in (False, True) if cfg.flip else (False,):
             xi = xs.flip(-1) if flip else xs
             if cfg.mode == "slide":
-                logits = slide_logits(model, xi, cfg.crop_size, cfg.stride, num_classes, cfg.align_corners)
+                logits = slide_logits(model, xi, cfg.crop_size, cfg.stride, num_classes, cfg.align_corners,
+                                      cfg.batched)  # fmt: skip
                 logits = _resize(logits, out_size, cfg.align_corners)
             else:  # head-resolution logits straight to the output size: one interpolation, as the reference does
                 logits = forward_logits(model, xi, out_size, cfg.align_corners)

@@ -12,14 +12,13 @@ and the training loss is (1 − λ_d)·CE(fused, y) + λ_d·CE(detail, y cropped
 At inference the detail covers the whole image in overlapping windows (stride half the window, all windows in one
 batch) whose logits are averaged where they overlap, and the attention is not masked.
 
-The pieces are pure functions (`random_crop_box`, `sliding_boxes`, `stitch_windows`, `fuse_scales`,
-`multi_resolution_loss`), checked against the authors' HRDAHead/HRDAEncoderDecoder in tests/reference/.
+The pieces are pure functions (`fuse_scales`, `multi_resolution_loss`, the windows of `diga.utils.windows`),
+checked against the authors' HRDAHead/HRDAEncoderDecoder in tests/reference/.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -27,67 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diga.models.segmentor import Segmentor, SegOutput
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """A window `[y1, y2) × [x1, x2)` in pixels."""
-
-    y1: int
-    y2: int
-    x1: int
-    x2: int
-
-    def scaled(self, factor: float) -> CropBox:
-        """The same window on a map `factor` times coarser (int() of each corner, as HRDA's `scale_box`)."""
-        return CropBox(int(self.y1 / factor), int(self.y2 / factor), int(self.x1 / factor), int(self.x2 / factor))
-
-    def of(self, x: torch.Tensor) -> torch.Tensor:
-        """The window of the last two dimensions of `x`."""
-        return x[..., self.y1 : self.y2, self.x1 : self.x2]
-
-
-def random_crop_box(height: int, width: int, crop: Sequence[int], divisible: int = 1,
-                    generator: torch.Generator | None = None) -> CropBox:  # fmt: skip
-    """A uniformly placed `crop` window whose corner coordinates are multiples of `divisible` (HRDA: 8, so the
-    window falls on whole pixels of the stride-4 logits at half resolution)."""
-    ch, cw = int(crop[0]), int(crop[1])
-    if (height, width) == (ch, cw):
-        return CropBox(0, height, 0, width)
-
-    def offset(margin: int) -> int:
-        choices = (max(margin, 0) + 1) // divisible
-        return int(torch.randint(choices, (1,), generator=generator)) * divisible
-
-    y, x = offset(height - ch), offset(width - cw)
-    return CropBox(y, y + ch, x, x + cw)
-
-
-def sliding_boxes(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> list[CropBox]:
-    """Windows covering the image row by row; the last row and column are shifted inwards to end at the border."""
-    ch, cw, sh, sw = int(crop[0]), int(crop[1]), int(stride[0]), int(stride[1])
-    rows = max(height - ch + sh - 1, 0) // sh + 1
-    cols = max(width - cw + sw - 1, 0) // sw + 1
-    boxes = []
-    for r in range(rows):
-        for c in range(cols):
-            y2, x2 = min(r * sh + ch, height), min(c * sw + cw, width)
-            boxes.append(CropBox(max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
-    return boxes
-
-
-def stitch_windows(window_logits: torch.Tensor, boxes: Sequence[CropBox], batch: int) -> torch.Tensor:
-    """Window predictions (windows stacked along the batch: window i holds rows i·batch … (i+1)·batch) → one map,
-    the mean of every window that covers a pixel. `boxes` are in the logits' pixels."""
-    height, width = max(b.y2 for b in boxes), max(b.x2 for b in boxes)
-    out = window_logits.new_zeros(batch, window_logits.shape[1], height, width)
-    count = window_logits.new_zeros(1, 1, height, width)
-    for i, box in enumerate(boxes):
-        box.of(out).add_(window_logits[i * batch : (i + 1) * batch])
-        box.of(count).add_(1)
-    if bool((count == 0).any()):
-        raise ValueError("the windows do not cover the image")
-    return out / count
+from diga.utils.windows import CropBox, random_crop_box, sliding_boxes, stitch_windows
 
 
 def attention_in_window(attention: torch.Tensor, window: CropBox) -> torch.Tensor:
@@ -142,7 +81,8 @@ class HRDASegmentor(Segmentor):
     """A `Segmentor` whose `forward` is HRDA's multi-resolution inference and `forward_train` its training pass.
 
     `attention` is the scale-attention head (built like a decode head, `num_classes` outputs). `feat` of the
-    output is the context pass's feature map (HRDA computes DAFormer's feature distance there too).
+    output is the context pass's feature map, up-sampled to the fused logits' grid (HRDA computes DAFormer's feature
+    distance on the context too; diga's centroids live there).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, attention: nn.Module, num_classes: int,
@@ -163,9 +103,12 @@ class HRDASegmentor(Segmentor):
     def upscale(self) -> float:
         return 1 / self.context_scale
 
+    def context_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The (normalised) input at the context scale: what the context pass and the feature distance see."""
+        return F.interpolate(x, scale_factor=self.context_scale, mode="bilinear", align_corners=self.align_corners)
+
     def _context(self, x: torch.Tensor) -> tuple[SegOutput, torch.Tensor]:
-        small = F.interpolate(x, scale_factor=self.context_scale, mode="bilinear", align_corners=self.align_corners)
-        feats = self.backbone(small)
+        feats = self.backbone(self.context_view(x))
         logits, feat, *rest = self.head(feats)
         attention = torch.sigmoid(self.attention(feats)[0])
         return SegOutput(logits, feat, rest[0] if rest else None, feats), attention
@@ -178,7 +121,9 @@ class HRDASegmentor(Segmentor):
         stride = (self.hr_crop_size[0] // 2, self.hr_crop_size[1] // 2)
         boxes = sliding_boxes(h, w, self.hr_crop_size, stride)
         logits = self.head(self.backbone(torch.cat([b.of(x) for b in boxes])))[0]
-        return stitch_windows(logits, [b.scaled(self.output_stride) for b in boxes], x.shape[0])
+        scaled = [b.scaled(self.output_stride) for b in boxes]  # window i: rows i·B … (i+1)·B of the batch
+        size = (max(b.y2 for b in scaled), max(b.x2 for b in scaled))
+        return stitch_windows(zip(scaled, logits.split(x.shape[0])), size)
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         """Inference: the context of the whole image and the detail of every window, fused (logits at the output
@@ -188,7 +133,10 @@ class HRDASegmentor(Segmentor):
         detail = self._detail(x)
         fused = fuse_scales(context.logits, attention, detail, self.upscale, self.output_stride,
                             align_corners=self.align_corners)  # fmt: skip
-        return SegOutput(fused, context.feat, None, context.encoder)
+        # the context features brought to the fused logits' grid: every consumer of `feat` (centroids, nearest-
+        # centroid labels) pairs it pixel by pixel with the prediction
+        feat = F.interpolate(context.feat, size=fused.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return SegOutput(fused, feat, None, context.encoder)
 
     def forward_train(self, x: torch.Tensor, detail_box: CropBox | None = None,
                       generator: torch.Generator | None = None) -> MultiResolutionOutput:  # fmt: skip

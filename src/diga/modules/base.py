@@ -28,6 +28,7 @@ from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, summarize
 from diga.evaluation.visualize import log_class_tables, log_segmentation_images
+from diga.models.hrda import HRDASegmentor
 from diga.models.segmentor import Segmentor
 from diga.modules.contract import StageInput, file_input
 from diga.modules.optim import build_optimizer, poly_lambda
@@ -181,6 +182,12 @@ class SegmentationModule(pl.LightningModule):
         parts = [n for n in range(current + 1, batch + 1) if batch % n == 0]
         return [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
 
+    def training_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's logits as a training step computes them (HRDA: context and one detail window, fused)."""
+        if isinstance(self.model, HRDASegmentor):
+            return self.model.forward_train(x).fused
+        return self.model(x).logits
+
     def frozen_modules(self) -> list[nn.Module]:
         """Networks held besides the student (teacher, translator): weights only."""
         return []
@@ -195,7 +202,7 @@ class SegmentationModule(pl.LightningModule):
         weights += sum(tensor_bytes(m.parameters()) + tensor_bytes(m.buffers()) for m in self.frozen_modules())
         images = self.grad_forwards_per_image * source_images / int(self.hparams.micro_batches)
         acts = scaled_activation_bytes(self.model, crop, max(1, round(images)), precision,
-                                       forward=lambda x: self.model(x).logits)  # fmt: skip
+                                       forward=self.training_logits)  # fmt: skip
         return MemoryEstimate(weights, acts)
 
     # --- training -------------------------------------------------------------------------------------

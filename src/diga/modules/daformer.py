@@ -17,6 +17,7 @@ import torch
 from diga.augment import PhotometricAugment
 from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.models.ema import EMATeacher
+from diga.models.hrda import HRDASegmentor
 from diga.modules.source_only import SourceOnlyModule
 from diga.uda import MaskedImageConsistency, PseudoLabels, confidence_weighted_pseudo_labels
 from diga.utils.rng import step_generator
@@ -81,8 +82,8 @@ class DAFormerModule(SourceOnlyModule):
         size, ac = ys.shape[-2:], self.model.align_corners
         gen = self.step_generator()
 
-        out_s = self.model(xs)
-        source = {"loss_src": self.supervised_loss(out_s, ys)}
+        loss_src, _, out_s = self.segmentation_pass(xs, ys, generator=gen)
+        source = {"loss_src": loss_src}
         fd = self.fd_loss(xs, out_s, ys)
         if fd is not None:
             source["loss_fd"] = fd
@@ -92,21 +93,26 @@ class DAFormerModule(SourceOnlyModule):
         with torch.no_grad():
             teacher_logits = self.teacher(xt).logits
         pl = confidence_weighted_pseudo_labels(teacher_logits, self.hparams.pseudo_threshold, size=size,
-                                               align_corners=ac)  # fmt: skip
+                                               align_corners=ac, valid_mask=tgt.get("valid_pseudo_mask"))  # fmt: skip
         mask = sample_class_masks(ys, self.model.num_classes, gen)
         x_mix = self.photometric(mix_images(xt, xs, mask))
         y_mix = mix_labels(pl.label, ys, mask)
         w_mix = mix_labels(pl.weight, torch.ones_like(pl.weight), mask)
-        loss_mix = self.hparams.mix_weight * self.supervised_loss(self.model(x_mix), y_mix, w_mix)
+        loss_mix = self.hparams.mix_weight * self.segmentation_pass(x_mix, y_mix, w_mix, gen).loss
         yield {"loss": loss_mix, "loss_mix": loss_mix, "pl_confident": pl.weight.mean()}
         if self.mic.enabled:
             loss_mic = self.masked_consistency(xt, pl, gen)
             yield {"loss": loss_mic, "loss_mic": loss_mic}
 
     def masked_consistency(self, xt: torch.Tensor, pl: PseudoLabels, generator: torch.Generator) -> torch.Tensor:
-        """MIC on the target crop (`diga.uda.MaskedImageConsistency`), shared with DiGA's self-training."""
-        return self.mic.loss(lambda x: self.model(x).logits, xt, self.photometric, self.model.normalize.mean.view(-1),
-                             pl.label, pl.weight, generator, self.model.align_corners)  # fmt: skip
+        """MIC on the target crop (`diga.uda.MaskedImageConsistency`), shared with DiGA's self-training; with HRDA
+        the masked view goes through the multi-resolution training pass and its loss, as in MIC(HRDA)."""
+        fill = self.model.normalize.mean.view(-1)
+        if isinstance(self.model, HRDASegmentor):
+            masked = self.mic.masked_view(xt, self.photometric, fill, generator)
+            return self.mic.weight * self.segmentation_pass(masked, pl.label, pl.weight, generator).loss
+        return self.mic.loss(lambda x: self.model(x).logits, xt, self.photometric, fill, pl.label, pl.weight,
+                             generator, self.model.align_corners)  # fmt: skip
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """All forward passes' losses summed into one backward pass (`sequential_backward=false`)."""

@@ -125,9 +125,8 @@ class SelfTrainModule(WarmupModule):
             self.update_centroids([teacher_t.feat, teacher_s.feat[b:]], [y_t, ys],
                                   [teacher_t.logits.argmax(1), teacher_s.logits[b:].argmax(1)])  # fmt: skip
 
-        out_mix = self.model(x_mix)
-        z_mix = upsample(out_mix.logits, size, ac)
-        loss_mix = self.supervised_loss(out_mix, y_mix, w_mix)
+        loss_mix, mix_logits, _ = self.segmentation_pass(x_mix, y_mix, w_mix, self.generator)
+        z_mix = upsample(mix_logits, size, ac)
         loss = out["loss_seg"] + self.hparams.mix_weight * loss_mix + self.hparams.kd_weight * out["loss_kd"]
         extra: dict[str, torch.Tensor] = {}
         if out["loss_fd"] is not None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from diga.losses import build_seg_loss
+from diga.models.hrda import HRDASegmentor, multi_resolution_loss
 from diga.models.segmentor import SegOutput
 from diga.modules.base import SegmentationModule, upsample
+
+
+class SegmentationPass(NamedTuple):
+    loss: torch.Tensor  # the supervised loss
+    logits: torch.Tensor  # the prediction (HRDA: fused) at the head's output stride
+    features: SegOutput  # what the feature distance and the centroids read (HRDA: the context pass)
 
 
 class SourceOnlyModule(SegmentationModule):
@@ -41,11 +48,36 @@ class SourceOnlyModule(SegmentationModule):
         return [self.feature_distance] if self.feature_distance is not None else []
 
     def fd_loss(self, x: torch.Tensor, out: SegOutput, y: torch.Tensor) -> torch.Tensor | None:
-        """λ_FD · the thing-class distance of the student's last encoder stage to the ImageNet encoder's (or None)."""
+        """λ_FD · the thing-class distance of the student's last encoder stage to the ImageNet encoder's (or None);
+        with HRDA on the context pass (`out` is then the context's output), as HRDA does."""
         if self.feature_distance is None or out.encoder is None:
             return None
-        b = x.shape[0]
-        return self.feature_distance(self.model.normalize(x), out.encoder[-1][:b], y)
+        b, seen = x.shape[0], self.model.normalize(x)
+        if isinstance(self.model, HRDASegmentor):
+            seen = self.model.context_view(seen)
+        return self.feature_distance(seen, out.encoder[-1][:b], y)
+
+    def pixel_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The stage's segmentation loss on logits up-sampled to the label (`weight`: B×H×W per-pixel weights)."""
+        kw = {} if weight is None else {"weight": weight}
+        return self._seg_loss(upsample(logits, target.shape[-2:], self.model.align_corners), target, **kw)
+
+    def segmentation_pass(self, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                          generator: torch.Generator | None = None) -> SegmentationPass:  # fmt: skip
+        """One training forward pass on `x` with its supervised loss.
+
+        One resolution: `supervised_loss(model(x))`. HRDA (`diga.models.hrda`): the context and a detail window
+        drawn from `generator`, `(1 − λ_d)·loss(fused) + λ_d·loss(detail)`; `features` is then the context pass.
+        """
+        if isinstance(self.model, HRDASegmentor):
+            out = self.model.forward_train(x, generator=generator)
+            loss = multi_resolution_loss(self.pixel_loss, out.fused, out.detail, target, out.detail_box,
+                                         self.model.detail_loss_weight, weight)  # fmt: skip
+            return SegmentationPass(loss, out.fused, out.context)
+        single = self.model(x)
+        return SegmentationPass(self.supervised_loss(single, target, weight), single.logits, single)
 
     def seg_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._seg_loss(logits, target)
@@ -53,18 +85,15 @@ class SourceOnlyModule(SegmentationModule):
     def supervised_loss(self, out: SegOutput, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """seg(logits, y) + aux_weight · seg(aux logits, y) for heads with auxiliary logits (OCR); `weight` (B×H×W)
         weights every pixel (confidence-weighted pseudo-labels; cross-entropy losses only)."""
-        size, ac = target.shape[-2:], self.model.align_corners
-        kw = {} if weight is None else {"weight": weight}
-        loss = self._seg_loss(upsample(out.logits, size, ac), target, **kw)
+        loss = self.pixel_loss(out.logits, target, weight)
         if out.aux is not None:
-            loss = loss + self.hparams.aux_weight * self._seg_loss(upsample(out.aux, size, ac), target, **kw)
+            loss = loss + self.hparams.aux_weight * self.pixel_loss(out.aux, target, weight)
         return loss
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         src = batch["source"]
         x, y = self.prep(src["image"]), src["label"]
-        out = self.model(x)
-        loss_src = self.supervised_loss(out, y)
+        loss_src, _, out = self.segmentation_pass(x, y)
         fd = self.fd_loss(x, out, y)
         losses = {"loss": loss_src if fd is None else loss_src + fd, "loss_src": loss_src}
         return losses if fd is None else {**losses, "loss_fd": fd}

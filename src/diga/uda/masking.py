@@ -117,11 +117,16 @@ class MaskedImageConsistency:
     def enabled(self) -> bool:
         return self.weight > 0
 
+    def masked_view(self, target: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor], fill: torch.Tensor,
+                    generator: torch.Generator | None) -> torch.Tensor:  # fmt: skip
+        """The colour-augmented target with its masked blocks filled with `fill`."""
+        keep = self.masks(target, generator)
+        return mask_images(augment(target), keep, fill=fill)
+
     def loss(self, student: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
              augment: Callable[[torch.Tensor], torch.Tensor], fill: torch.Tensor, pseudo_label: torch.Tensor,
              pseudo_weight: torch.Tensor | None, generator: torch.Generator | None,
              align_corners: bool = False) -> torch.Tensor:  # fmt: skip
-        """λ · the weighted CE of `student(mask(augment(target)))` (logits) against the pseudo-label."""
-        keep = self.masks(target, generator)
-        logits = student(mask_images(augment(target), keep, fill=fill))
+        """λ · the weighted CE of `student(masked view)` (logits) against the pseudo-label."""
+        logits = student(self.masked_view(target, augment, fill, generator))
         return masked_consistency_loss(logits, pseudo_label, pseudo_weight, self.weight, align_corners)

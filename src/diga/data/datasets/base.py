@@ -7,7 +7,7 @@ that name the file — lives here once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +39,10 @@ class SegmentationDataset(Dataset):
         transform: an albumentations Compose taking `image`, `mask` (and `pseudo`) — or None.
         with_labels: read ground truth. UDA target training sets are read without it.
         pseudo_label_dir: flat folder of `<name>.png` pseudo-labels written by the pseudo-label stage.
+        pseudo_margins: `[top, bottom, left, right]` pixels of the native image where pseudo-labels are not
+            trusted (Cityscapes' rectification border; HRDA/MIC: [30, 240, 30, 30]): each training sample then
+            carries `valid_pseudo_mask`, geometrically augmented with the image (so a crop away from the border keeps
+            every pixel).
         list_file: optional text file restricting the samples (one name per line, matched against `name`).
         limit: keep only the first `limit` samples (quick runs).
     """
@@ -60,6 +64,7 @@ class SegmentationDataset(Dataset):
         pseudo_label_dir: str | Path | None = None,
         list_file: str | Path | None = None,
         limit: int | None = None,
+        pseudo_margins: Sequence[int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -67,6 +72,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.with_labels = with_labels
         self.pseudo_label_dir = Path(pseudo_label_dir) if pseudo_label_dir else None
+        self.pseudo_margins = margins_or_none(pseudo_margins)
         self.list_file, self.limit = list_file, limit
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root of {type(self).__name__} does not exist")
@@ -172,6 +178,8 @@ class SegmentationDataset(Dataset):
             data["mask"] = label
         if self.pseudo_label_dir is not None:
             data["pseudo"] = self.load_pseudo_label(sample, image.shape[:2])
+        if self.pseudo_margins is not None:
+            data["valid"] = valid_pseudo_mask(image.shape[:2], self.pseudo_margins)
         if self.transform is not None:
             data = self.transform(**data) if rare_class is None else self.transform(**data, rare_class=rare_class)
         out: dict[str, Any] = {
@@ -189,6 +197,8 @@ class SegmentationDataset(Dataset):
         )
         if "pseudo" in data:
             out["pseudo_label"] = torch.from_numpy(np.ascontiguousarray(data["pseudo"], dtype=np.uint8))
+        if "valid" in data:
+            out["valid_pseudo_mask"] = torch.from_numpy(np.ascontiguousarray(data["valid"], dtype=np.uint8))
         return out
 
     def __repr__(self) -> str:
@@ -215,3 +225,24 @@ def sorted_files(folder: Path, pattern: str) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: expected directory is missing")
     return sorted(folder.glob(pattern))
+
+
+def margins_or_none(margins: Sequence[int] | None) -> tuple[int, int, int, int] | None:
+    """`[top, bottom, left, right]` as four non-negative ints, None when absent or all zero."""
+    if margins is None:
+        return None
+    values = tuple(int(m) for m in margins)
+    if len(values) != 4 or min(values) < 0:
+        raise ValueError(f"pseudo_margins must be [top, bottom, left, right] pixels ≥ 0, got {list(margins)}")
+    return values if any(values) else None  # type: ignore[return-value]
+
+
+def valid_pseudo_mask(shape: tuple[int, int], margins: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 H×W: 1 inside, 0 in the `[top, bottom, left, right]` margins (HRDA's `valid_pseudo_mask`)."""
+    top, bottom, left, right = margins
+    mask = np.ones(shape, dtype=np.uint8)
+    mask[:top] = 0
+    mask[mask.shape[0] - bottom :] = 0
+    mask[:, :left] = 0
+    mask[:, mask.shape[1] - right :] = 0
+    return mask
