@@ -123,7 +123,8 @@ def build_segmentor(
         head: a registered head name or `{name: …, **head options}`, e.g. `{name: segformer, embed_dim: 768,
             dropout: 0.1}`; `embed_dim` null (or absent) takes the encoder's default width for that head.
         pretrained: ImageNet encoder weights (a local file; an error names it when it does not fit).
-        weights: a whole-model checkpoint of diga (takes precedence over `pretrained`).
+        weights: a whole-model checkpoint of diga, or an authors' DAFormer/HRDA/MIC checkpoint (its student;
+            `diga.models.released`); takes precedence over `pretrained`.
         normalization / align_corners: default to the encoder family's (`input_normalization`, `align_corners`).
         grad_checkpointing: recompute encoder activations in the backward pass (memory for time).
         hrda: multi-resolution training and inference (`diga.models.hrda`), `{hr_crop_size: [512, 512],
@@ -148,7 +149,9 @@ def build_segmentor(
     else:
         model = Segmentor(enc, dec, num_classes, normalization=norm, align_corners=corners)
     if weights:
-        model.load_weights(weights)
+        from diga.models.released import is_released_file, load_released
+
+        load_released(model, weights) if is_released_file(weights) else model.load_weights(weights)
     elif pretrained:
         load_pretrained_head(model, pretrained)
     return model

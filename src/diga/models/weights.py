@@ -153,5 +153,6 @@ def daformer_head_from_mmseg(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.
                    lambda m: f"aspp.{m.group(1)}.{'0' if m.group(2) == 'conv' else '1'}.", k)  # fmt: skip
         k = re.sub(r"^fuse_layer\.bottleneck\.(conv|bn)\.",
                    lambda m: f"bottleneck.{'0' if m.group(1) == 'conv' else '1'}.", k)  # fmt: skip
+        k = re.sub(r"^fuse_layer\.(conv|bn)\.", lambda m: f"fuse.{'0' if m.group(1) == 'conv' else '1'}.", k)  # conv1
         out[k] = v
     return out
