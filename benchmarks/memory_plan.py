@@ -1,7 +1,7 @@
 """`python -m benchmarks.memory_plan` — which GPU each experiment's training stages fit, computed from measurements.
 
 For every real experiment and training stage, with the paper's network (MiT-B5 + DAFormer head, DeepLabV2-ResNet-101,
-HRNet-W48 + OCR; random weights) at the authors' crop and batch composition, diga's own pre-flight estimate
+HRNet-W48 + OCR; MiT-B5 + DAFormer head with HRDA; random weights) at the authors' crop and batch composition, diga's own pre-flight estimate
 (`diga.utils.memory`: one probe forward records every tensor autograd saves, scaled to the real crop and the number
 of images a step forwards with gradients, plus weights, gradients and optimiser state) in fp32, fp32 with
 activation checkpointing, bf16 autocast, and bf16 with activation checkpointing. A stage fits a GPU of G GB when
@@ -29,6 +29,8 @@ EXPERIMENTS = {
     "cs_semi": ("source_only", "warmup", "selftrain"),
     "gta2cs_mic": ("daformer",),  # the baselines' one adapting stage (the DAFormer baseline is MIC without masking)
     "synthia2cs_mic": ("daformer",),
+    "gta2cs_mic_hrda": ("daformer",),  # MIC on HRDA: 1024×1024 crops, a 512×512 detail window, context at 0.5
+    "gta2cs_diga_hrda": ("warmup", "selftrain"),  # DiGA on the same multi-resolution model
 }
 OPTIONS = {
     "fp32": [],

@@ -123,3 +123,18 @@ def test_diga_runs_on_the_multi_resolution_model(tmp_path: Path) -> None:
     assert centroids["centroids"].shape[1] == 256  # the context features of the DAFormer head (MiT-B0 default)
     final = torch.load(next((tmp_path / "run").glob("*_selftrain/final_model.pt")), weights_only=True)
     assert final["model_cfg"]["hrda"] is not None
+
+
+def test_the_memory_estimate_of_hrda_keeps_the_detail_windows_share(tmp_path: Path) -> None:
+    """The pre-flight probe runs at half the crop: HRDA's detail window must shrink with it, or the estimate would
+    count a full-size window on a half-size probe (2.5× too much at the authors' sizes)."""
+    from diga.tasks.fit import build_module
+
+    base = [*tiny_toy_overrides(tmp_path, tmp_path / "data"), "stage=daformer", *HRDA_TOY,
+            "stage.module.feature_distance.weight=0", "stage.module.sequential_backward=false"]  # fmt: skip
+    multi, single = build_module(compose_cfg(base)), build_module(compose_cfg([*base, "model.hrda=null"]))
+    ratio = {c: multi.estimate_memory((c, c), 2, 2).activations / single.estimate_memory((c, c), 2, 2).activations
+             for c in (128, 512)}  # fmt: skip
+    # a 64×64 window of a 128×128 crop: context (a quarter of the pixels) + detail (a quarter) ≈ half, plus attention
+    assert 0.4 < ratio[128] < 0.8, ratio
+    assert ratio[512] < ratio[128]  # the same window in a larger crop is a smaller share of it

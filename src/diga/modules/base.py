@@ -36,6 +36,7 @@ from diga.utils.artifacts import FINAL_MODEL
 from diga.utils.atomic_checkpoints import atomic_torch_save
 from diga.utils.memory import MemoryEstimate, scaled_activation_bytes, tensor_bytes
 from diga.utils.rng import seed_step
+from diga.utils.windows import CropBox
 
 OPTIMIZER_STATE_PER_WEIGHT = {"AdamW": 2, "Adam": 2, "SGD": 1}  # moments kept per trainable weight
 
@@ -182,11 +183,21 @@ class SegmentationModule(pl.LightningModule):
         parts = [n for n in range(current + 1, batch + 1) if batch % n == 0]
         return [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
 
-    def training_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The student's logits as a training step computes them (HRDA: context and one detail window, fused)."""
-        if isinstance(self.model, HRDASegmentor):
-            return self.model.forward_train(x).fused
-        return self.model(x).logits
+    def training_logits(self, x: torch.Tensor, crop: Sequence[int] | None = None) -> torch.Tensor:
+        """The student's logits as a training step computes them (HRDA: context and one detail window, fused). With
+        `crop`, `x` stands in for a crop of that size (a smaller memory probe): HRDA's detail window then keeps its
+        share of the crop, so the probe's activations scale with the area like the real step's."""
+        if not isinstance(self.model, HRDASegmentor):
+            return self.model(x).logits
+        box = None
+        if crop is not None:
+            h, w = x.shape[-2:]
+            grid = self.model.crop_divisible
+            side = [
+                max(grid, round(s * hr / c / grid) * grid) for s, hr, c in zip((h, w), self.model.hr_crop_size, crop)
+            ]
+            box = CropBox(0, min(side[0], h), 0, min(side[1], w))
+        return self.model.forward_train(x, box).fused
 
     def frozen_modules(self) -> list[nn.Module]:
         """Networks held besides the student (teacher, translator): weights only."""
@@ -202,7 +213,7 @@ class SegmentationModule(pl.LightningModule):
         weights += sum(tensor_bytes(m.parameters()) + tensor_bytes(m.buffers()) for m in self.frozen_modules())
         images = self.grad_forwards_per_image * source_images / int(self.hparams.micro_batches)
         acts = scaled_activation_bytes(self.model, crop, max(1, round(images)), precision,
-                                       forward=self.training_logits)  # fmt: skip
+                                       forward=lambda x: self.training_logits(x, crop))  # fmt: skip
         return MemoryEstimate(weights, acts)
 
     # --- training -------------------------------------------------------------------------------------
