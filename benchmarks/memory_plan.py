@@ -1,14 +1,13 @@
 """`python -m benchmarks.memory_plan` — which GPU each experiment's training stages fit, computed from measurements.
 
 For every real experiment and training stage, with the paper's network (MiT-B5 + DAFormer head, DeepLabV2-ResNet-101,
-HRNet-W48 + OCR; MiT-B5 + DAFormer head with HRDA; random weights) at the authors' crop and batch composition, diga's own pre-flight estimate
-(`diga.utils.memory`: one probe forward records every tensor autograd saves, scaled to the real crop and the number
-of images a step forwards with gradients, plus weights, gradients and optimiser state) in fp32, fp32 with
-activation checkpointing, bf16 autocast, and bf16 with activation checkpointing. A stage fits a GPU of G GB when
-`estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA context, cuDNN workspace and allocator slack; an assumption until
-measured on a GPU, stated beside the table).
-Runs on the CPU in about 20 minutes (a process per row); writes benchmarks/results/memory-plan-<host>-<date>.json.
-"""
+HRNet-W48 + OCR; MiT-B5 + DAFormer head with HRDA for the *_hrda experiments; random weights) at the authors' crop and
+batch composition, diga's own pre-flight estimate (`diga.utils.memory`: one probe forward records every tensor
+autograd saves, scaled to the real crop and the number of images a step forwards with gradients, plus weights,
+gradients and optimiser state) in fp32, fp32 with activation checkpointing, bf16 autocast, and bf16 with activation
+checkpointing. A stage fits a GPU of G GB when `estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA context, cuDNN workspace
+and allocator slack; an assumption until measured on a GPU, stated beside the table).
+Runs on the CPU in about 20 minutes (a process per row); writes benchmarks/results/memory-plan-<host>-<date>.json."""
 
 from __future__ import annotations
 
