@@ -21,6 +21,8 @@ STEPS = {
                 "target_supervised"],
     # the DAFormer / MIC baselines: one adaptation stage (RCS, feature distance, masked consistency at real sizes)
     **{name: ["source_only", "daformer", "target_supervised"] for name in BASELINES},
+    # MIC on HRDA's multi-resolution model: the detail window, batched sliding validation, pseudo-label margins
+    "gta2cs_mic_hrda": ["source_only", "daformer", "target_supervised"],
 }  # fmt: skip
 
 
