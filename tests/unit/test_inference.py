@@ -80,6 +80,28 @@ def test_batched_windows_equal_windows_one_at_a_time() -> None:
     torch.testing.assert_close(batched, one, atol=1e-6, rtol=0)
 
 
+def test_batched_windows_that_run_out_of_memory_are_predicted_one_at_a_time(monkeypatch, caplog) -> None:
+    import diga.evaluation.inference as inference
+
+    monkeypatch.setattr(inference, "_OUT_OF_MEMORY", set())
+    calls: list[int] = []
+
+    def model(x: torch.Tensor) -> SegOutput:
+        calls.append(x.shape[0])
+        if x.shape[0] > 1:  # more than one window at once does not fit
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return SegOutput(x[:, :2], x[:, :2])
+
+    cfg = InferenceConfig(mode="slide", crop_size=(8, 8), stride=(4, 4), batched=True)
+    x = torch.rand(1, 3, 12, 12)
+    with caplog.at_level("WARNING"):
+        out = predict_logits(model, x, cfg, 2)
+        predict_logits(model, x, cfg, 2)
+    torch.testing.assert_close(out, x[:, :2])
+    assert calls == [4, 1, 1, 1, 1, 1, 1, 1, 1]  # one batched try, then one window at a time, also in the next call
+    assert sum("one window at a time" in r.message for r in caplog.records) == 1
+
+
 def test_out_size_and_flip() -> None:
     m, x = PixelModel(), torch.rand(1, 3, 16, 20)
     out = predict_logits(m, x, InferenceConfig(flip=True, fusion="mean"), 3, out_size=(32, 40))

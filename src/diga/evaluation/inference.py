@@ -72,17 +72,40 @@ def forward_logits(model: nn.Module, x: torch.Tensor, out_size: Sequence[int], a
     return _resize(model(x)[0], out_size, align_corners)
 
 
+_OUT_OF_MEMORY: set[str] = set()  # "batched": a batched slide ran out of GPU memory in this process
+
+
+def _unbatch(windows: int, batch: int) -> None:
+    """Remember that batched windows do not fit, so later calls go one window at a time; say so once."""
+    import logging
+
+    _OUT_OF_MEMORY.add("batched")
+    logging.getLogger(__name__).warning(
+        "sliding-window inference: %d windows × %d images in one batch ran out of GPU memory; predicting one window "
+        "at a time for the rest of this process (inference.batched=false starts that way)",
+        windows,
+        batch,
+    )
+
+
 def slide_logits(model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride: Sequence[int], num_classes: int,
                  align_corners: bool, batched: bool = False) -> torch.Tensor:  # fmt: skip
     """Average overlapping window logits (mmseg `slide_inference`); windows are clipped to the image. `batched`: all
-    windows in one forward (HRDA's `batched_slide`), else one window at a time (less memory)."""
+    windows in one forward (HRDA's `batched_slide`), else one window at a time (less memory). When a batched forward
+    runs out of GPU memory, it is repeated one window at a time, and so is every later call in the process (logged
+    once): the same logits, less memory."""
     h, w = x.shape[-2:]
     ch, cw = min(crop[0], h), min(crop[1], w)
     boxes = sliding_boxes(h, w, (ch, cw), stride)
-    if batched:  # window i is rows i·B … (i+1)·B of one batch
-        logits = forward_logits(model, torch.cat([b.of(x) for b in boxes]), (ch, cw), align_corners)
-        windows: Iterable[tuple[CropBox, torch.Tensor]] = zip(boxes, logits.split(x.shape[0]))
-    else:
+    windows: Iterable[tuple[CropBox, torch.Tensor]] | None = None
+    if batched and "batched" not in _OUT_OF_MEMORY:  # window i is rows i·B … (i+1)·B of one batch
+        try:
+            logits = forward_logits(model, torch.cat([b.of(x) for b in boxes]), (ch, cw), align_corners)
+            windows = zip(boxes, logits.split(x.shape[0]))
+        except torch.OutOfMemoryError:
+            _unbatch(len(boxes), x.shape[0])
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if windows is None:
         windows = ((b, forward_logits(model, b.of(x), (ch, cw), align_corners)) for b in boxes)
     return stitch_windows(windows, (h, w))
 
