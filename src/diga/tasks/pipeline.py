@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from diga.callbacks.preemption import SIGTERM_EXIT_CODE, StageInterrupted
 from diga.config import compose_step
-from diga.tasks.pipeline_plan import Step, plan, step_overrides
+from diga.tasks.pipeline_plan import Step, extra_overrides, plan, step_overrides
 from diga.tasks.pipeline_report import write_report
 from diga.tasks.step_cache import link_into_run, step_lock
 from diga.utils.artifacts import PIPELINE_PROFILE
@@ -65,7 +65,7 @@ def step_configs(cfg: DictConfig) -> list[tuple[Step, DictConfig]]:
     """Every sub-stage with its composed config (without resume overrides): for checks before anything runs."""
     base = _base_overrides()
     per_step = to_plain(cfg.stage.get("step_overrides")) or {}
-    return [(s, compose_planned(s, base, list(per_step.get(s.name, per_step.get(s.stage, [])))))
+    return [(s, compose_planned(s, base, extra_overrides(per_step, s.name, s.stage)))
             for s in plan(cfg, Path(cfg.paths.output_dir), base, per_step)]  # fmt: skip
 
 
@@ -110,7 +110,7 @@ def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isola
         if step.name not in profile and step.out.timings.is_file():  # done before the profile was kept per step
             profile[step.name] = {"stage": step.stage, "phases": json.loads(step.out.timings.read_text())}
         return json.loads(step.out.done.read_text())
-    extra = list(per_step.get(step.name, per_step.get(step.stage, [])))
+    extra = extra_overrides(per_step, step.name, step.stage)
     if any(step.out.last_checkpoint.parent.glob("*.ckpt")):  # `last`: a damaged last.ckpt falls back to an intact one
         extra.append("ckpt_path=last")
         log.info("pipeline: resuming %s from its last checkpoint", step.name)

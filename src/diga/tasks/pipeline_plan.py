@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,16 @@ def step_key(stage: str, overrides: list[str], earlier: list[Step], oracle: bool
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+ALL_STEPS = "*"  # a `stage.step_overrides` key whose overrides go to every step (before the step's own)
+
+
+def extra_overrides(per_step: Mapping[str, Sequence[str]] | None, name: str, stage: str) -> list[str]:
+    """A step's own `stage.step_overrides`: those for every step (`"*"`), then those under its name (or, failing
+    that, its stage's name)."""
+    per_step = per_step or {}
+    return [*per_step.get(ALL_STEPS, []), *per_step.get(name, per_step.get(stage, []))]
+
+
 def plan(cfg: DictConfig, root: Path, base: list[str] | None = None,
          per_step: dict[str, list[str]] | None = None) -> list[Step]:  # fmt: skip
     """The steps of `stage.method`'s recipe (`diga.pipelines`), each with its run directory and content key.
@@ -58,7 +69,7 @@ def plan(cfg: DictConfig, root: Path, base: list[str] | None = None,
     def add(name: str, stage: str, overrides: list[str] | None = None, *, oracle: bool = False,
             row: str | None = None, adapted: bool = False) -> StageOutputs:  # fmt: skip
         overrides = list(overrides or [])
-        extra = list((per_step or {}).get(name, (per_step or {}).get(stage, [])))
+        extra = extra_overrides(per_step, name, stage)
         key = step_key(stage, [*shared, *overrides, *extra], steps, oracle)
         link = root / f"{len(steps):02d}_{name}"
         out = StageOutputs(cache / f"{name}-{key}" if cache else link)
