@@ -76,11 +76,15 @@ def test_the_factory_builds_hrda_and_its_passes_have_the_expected_shapes() -> No
         out = model(x)
         train = model.forward_train(x, CropBox(16, 48, 32, 64))
     assert out.logits.shape == (2, 4, 16, 24)  # the full-resolution image's output stride
-    assert train.fused.shape == (2, 4, 16, 24) and train.detail.shape == (2, 4, 8, 8)
-    assert train.context.logits.shape == (2, 4, 8, 12)  # the half-resolution pass
-    outside = torch.ones_like(train.attention, dtype=torch.bool)
-    outside[..., 2:6, 4:8] = False  # the window at the context's stride (4 × 2): rows 2–6, columns 4–8
-    assert bool((train.attention[outside.expand_as(train.attention)] == 0).all())
+    assert train.logits.shape == (2, 4, 16, 24) and train.detail.shape == (2, 4, 8, 8)
+    assert train.features.logits.shape == (2, 4, 8, 12)  # the half-resolution pass
+    # away from the detail window (rows 4–12, columns 8–16 at the output stride; bilinear up-sampling blends one pixel
+    # beyond its edge) the fused prediction is the context's alone, inside it is not
+    context_only = torch.nn.functional.interpolate(train.features.logits, scale_factor=2, mode="bilinear")
+    outside, inside = torch.ones(16, 24, dtype=torch.bool), torch.zeros(16, 24, dtype=torch.bool)
+    outside[3:13, 7:17], inside[5:11, 9:15] = False, True
+    assert torch.allclose(train.logits[..., outside], context_only[..., outside], atol=1e-6)
+    assert not torch.allclose(train.logits[..., inside], context_only[..., inside], atol=1e-3)
 
 
 def test_pseudo_label_margins_follow_the_crop(tmp_path) -> None:

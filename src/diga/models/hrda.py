@@ -18,14 +18,14 @@ checked against the authors' HRDAHead/HRDAEncoderDecoder in tests/reference/.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diga.models.segmentor import Segmentor, SegOutput
+from diga.models.segmentor import Segmentor, SegOutput, TrainingPass
 from diga.utils.windows import CropBox, random_crop_box, sliding_boxes, stitch_windows
 
 
@@ -56,25 +56,20 @@ def fuse_scales(context: torch.Tensor, attention: torch.Tensor, detail: torch.Te
     return attention * detail + up
 
 
-def multi_resolution_loss(loss: Callable[..., torch.Tensor], fused: torch.Tensor, detail: torch.Tensor,
-                          label: torch.Tensor, detail_box: CropBox, detail_weight: float,
+def multi_resolution_loss(loss: Callable[..., torch.Tensor], fused: torch.Tensor, detail: torch.Tensor | None,
+                          label: torch.Tensor, detail_box: CropBox | None, detail_weight: float,
                           weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """(1 − λ_d)·loss(fused, y) + λ_d·loss(detail, y in the detail window); `loss(logits, label, weight=…)` resizes
-    the logits to the label itself. `detail_box` is in label pixels."""
+    the logits to the label itself. `detail_box` is in label pixels. Without a detail window (`detail` None, a
+    one-resolution model): loss(fused, y)."""
     kw = {} if weight is None else {"weight": weight}
+    if detail is None or detail_box is None:
+        return loss(fused, label, **kw)
     total = (1 - detail_weight) * loss(fused, label, **kw)
     if detail_weight > 0:
         crop_kw = {} if weight is None else {"weight": detail_box.of(weight)}
         total = total + detail_weight * loss(detail, detail_box.of(label), **crop_kw)
     return total
-
-
-class MultiResolutionOutput(NamedTuple):
-    fused: torch.Tensor  # B×C×h×w logits at the output stride of the full-resolution crop
-    context: SegOutput  # the half-resolution pass (its features feed the feature distance and the centroids)
-    detail: torch.Tensor  # logits of the detail window
-    attention: torch.Tensor  # the scale attention at context resolution (masked to the detail window)
-    detail_box: CropBox  # the detail window, in input pixels
 
 
 class HRDASegmentor(Segmentor):
@@ -138,8 +133,30 @@ class HRDASegmentor(Segmentor):
         feat = F.interpolate(context.feat, size=fused.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         return SegOutput(fused, feat, None, context.encoder)
 
+    def features_view(self, x: torch.Tensor) -> torch.Tensor:
+        return self.context_view(x)
+
+    def probe_detail_box(self, size: Sequence[int], crop: Sequence[int]) -> CropBox:
+        """The detail window of a probe of `size` standing in for a training crop `crop`: the same share of the crop
+        (on the window grid), so the probe's activations scale with the area like the real step's."""
+        grid = self.crop_divisible
+        side = [max(grid, round(s * hr / c / grid) * grid) for s, hr, c in zip(size, self.hr_crop_size, crop)]
+        return CropBox(0, min(side[0], size[0]), 0, min(side[1], size[1]))
+
+    @contextmanager
+    def scaled_for_probe(self, factor: int) -> Iterator[None]:
+        """The detail window `factor`× smaller per side (on the window grid), for inference on images as much smaller:
+        the same number of detail windows, each with 1/factor² of the pixels."""
+        saved = self.hr_crop_size
+        grid = self.crop_divisible
+        self.hr_crop_size = tuple(max(grid, s // factor // grid * grid) for s in saved)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self.hr_crop_size = saved
+
     def forward_train(self, x: torch.Tensor, detail_box: CropBox | None = None,
-                      generator: torch.Generator | None = None) -> MultiResolutionOutput:  # fmt: skip
+                      generator: torch.Generator | None = None) -> TrainingPass:  # fmt: skip
         """Training: the context of the whole crop and the detail of one window (`detail_box`, or a random one)."""
         x = self.normalize(x)
         box = detail_box or random_crop_box(*x.shape[-2:], self.hr_crop_size, self.crop_divisible, generator)
@@ -147,8 +164,7 @@ class HRDASegmentor(Segmentor):
         detail = self.head(self.backbone(box.of(x)))[0]
         fused = fuse_scales(context.logits, attention, detail, self.upscale, self.output_stride, box,
                             self.align_corners)  # fmt: skip
-        masked = attention_in_window(attention, box.scaled(self.output_stride * self.upscale))
-        return MultiResolutionOutput(fused, context, detail, masked, box)
+        return TrainingPass(fused, context, detail, box, attention)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().param_groups()

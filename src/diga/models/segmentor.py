@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -9,6 +11,7 @@ import torch
 from torch import nn
 
 from diga.models.weights import WeightFileError, load_into, read_state_dict
+from diga.utils.windows import CropBox
 
 # Input normalisations. Datasets deliver RGB in [0, 1]; the network owns the mapping its weights expect.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -20,6 +23,18 @@ class SegOutput(NamedTuple):
     feat: torch.Tensor  # B×D×h×w, the feature used for class centroids
     aux: torch.Tensor | None = None  # B×C×h×w auxiliary logits (OCR's soft object regions), if the head has them
     encoder: list[torch.Tensor] | None = None  # the encoder's feature maps (the ImageNet feature distance uses them)
+
+
+class TrainingPass(NamedTuple):
+    """One training forward (`Segmentor.forward_train`). One resolution: `logits` and `features` are the forward's
+    and the rest is None. HRDA: the fused logits, the context pass as `features`, the detail window's logits and box,
+    and the scale attention (before `fuse_scales` masks it to the window)."""
+
+    logits: torch.Tensor  # B×C×h×w at the output stride of the input
+    features: SegOutput  # what the feature distance and the centroids read (HRDA: the context pass)
+    detail: torch.Tensor | None = None  # logits of the detail window (HRDA)
+    detail_box: CropBox | None = None  # the detail window, in input pixels
+    attention: torch.Tensor | None = None  # the scale attention at context resolution (HRDA)
 
 
 class Normalize(nn.Module):
@@ -49,7 +64,12 @@ class Segmentor(nn.Module):
 
     Attributes:
         num_classes, feat_dim, output_stride: what downstream stages need to know (e.g. centroid size).
+
+    Training stages call `forward_train`, `features_view`, `probe_detail_box` and `scaled_for_probe` and never ask
+    which segmentor they hold: a multi-resolution model (`diga.models.hrda`) overrides these four.
     """
+
+    detail_loss_weight: float = 0.0  # λ_d of the detail window's loss (multi-resolution models)
 
     def __init__(
         self,
@@ -77,6 +97,28 @@ class Segmentor(nn.Module):
         feats = self.backbone(self.normalize(x))
         head = self.head(feats)
         return SegOutput(head[0], head[1], head[2] if len(head) > 2 else None, feats)
+
+    def forward_train(self, x: torch.Tensor, detail_box: CropBox | None = None,
+                      generator: torch.Generator | None = None) -> TrainingPass:  # fmt: skip
+        """The training forward: here `forward` itself (`detail_box` and `generator` are for multi-resolution
+        models, which draw a detail window)."""
+        out = self(x)
+        return TrainingPass(out.logits, out)
+
+    def features_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised input as the pass that produced `TrainingPass.features` saw it (here: unchanged)."""
+        return x
+
+    def probe_detail_box(self, size: Sequence[int], crop: Sequence[int]) -> CropBox | None:
+        """For a memory probe of `size` standing in for a training crop `crop`: the detail window that keeps its share
+        of the crop (multi-resolution models), else None."""
+        return None
+
+    @contextmanager
+    def scaled_for_probe(self, factor: int) -> Iterator[None]:
+        """Inside: inference on images `factor`× smaller per side does the same work per pixel (multi-resolution
+        models shrink their detail window with it). Here: nothing to change."""
+        yield
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role — for the usual 1× backbone / 10× head learning rates. No duplicates."""

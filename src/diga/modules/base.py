@@ -28,7 +28,6 @@ from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, summarize
 from diga.evaluation.visualize import log_class_tables, log_segmentation_images
-from diga.models.hrda import HRDASegmentor
 from diga.models.segmentor import Segmentor
 from diga.modules.contract import StageInput, file_input
 from diga.modules.optim import build_optimizer, poly_lambda
@@ -36,7 +35,6 @@ from diga.utils.artifacts import FINAL_MODEL
 from diga.utils.atomic_checkpoints import atomic_torch_save
 from diga.utils.memory import MemoryEstimate, scaled_activation_bytes, tensor_bytes
 from diga.utils.rng import seed_step
-from diga.utils.windows import CropBox
 
 OPTIMIZER_STATE_PER_WEIGHT = {"AdamW": 2, "Adam": 2, "SGD": 1}  # moments kept per trainable weight
 
@@ -185,19 +183,10 @@ class SegmentationModule(pl.LightningModule):
 
     def training_logits(self, x: torch.Tensor, crop: Sequence[int] | None = None) -> torch.Tensor:
         """The student's logits as a training step computes them (HRDA: context and one detail window, fused). With
-        `crop`, `x` stands in for a crop of that size (a smaller memory probe): HRDA's detail window then keeps its
-        share of the crop, so the probe's activations scale with the area like the real step's."""
-        if not isinstance(self.model, HRDASegmentor):
-            return self.model(x).logits
-        box = None
-        if crop is not None:
-            h, w = x.shape[-2:]
-            grid = self.model.crop_divisible
-            side = [
-                max(grid, round(s * hr / c / grid) * grid) for s, hr, c in zip((h, w), self.model.hr_crop_size, crop)
-            ]
-            box = CropBox(0, min(side[0], h), 0, min(side[1], w))
-        return self.model.forward_train(x, box).fused
+        `crop`, `x` stands in for a crop of that size (a smaller memory probe): a detail window then keeps its share
+        of the crop, so the probe's activations scale with the area like the real step's."""
+        box = self.model.probe_detail_box(x.shape[-2:], crop) if crop is not None else None
+        return self.model.forward_train(x, box).logits
 
     def frozen_modules(self) -> list[nn.Module]:
         """Networks held besides the student (teacher, translator): weights only."""

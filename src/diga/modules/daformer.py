@@ -17,9 +17,13 @@ import torch
 from diga.augment import PhotometricAugment
 from diga.mixing import mix_images, mix_labels, sample_class_masks
 from diga.models.ema import EMATeacher
-from diga.models.hrda import HRDASegmentor
 from diga.modules.source_only import SourceOnlyModule
-from diga.uda import MaskedImageConsistency, PseudoLabels, confidence_weighted_pseudo_labels
+from diga.uda import (
+    MaskedImageConsistency,
+    PseudoLabels,
+    confidence_weighted_pseudo_labels,
+    masked_consistency_loss,
+)
 from diga.utils.rng import step_generator
 
 
@@ -108,11 +112,11 @@ class DAFormerModule(SourceOnlyModule):
         """MIC on the target crop (`diga.uda.MaskedImageConsistency`), shared with DiGA's self-training; with HRDA
         the masked view goes through the multi-resolution training pass and its loss, as in MIC(HRDA)."""
         fill = self.model.normalize.mean.view(-1)
-        if isinstance(self.model, HRDASegmentor):
-            masked = self.mic.masked_view(xt, self.photometric, fill, generator)
-            return self.mic.weight * self.segmentation_pass(masked, pl.label, pl.weight, generator).loss
-        return self.mic.loss(lambda x: self.model(x).logits, xt, self.photometric, fill, pl.label, pl.weight,
-                             generator, self.model.align_corners)  # fmt: skip
+        masked = self.mic.masked_view(xt, self.photometric, fill, generator)
+        out = self.model.forward_train(masked, generator=generator)
+        if out.detail is None:  # one resolution: MIC's own loss (weighted CE averaged over every pixel)
+            return masked_consistency_loss(out.logits, pl.label, pl.weight, self.mic.weight, self.model.align_corners)
+        return self.mic.weight * self.pass_loss(out, pl.label, pl.weight)
 
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """All forward passes' losses summed into one backward pass (`sequential_backward=false`)."""

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 import torch
 
 from diga.losses import build_seg_loss
-from diga.models.hrda import HRDASegmentor, multi_resolution_loss
-from diga.models.segmentor import SegOutput
+from diga.models.hrda import multi_resolution_loss
+from diga.models.segmentor import SegOutput, TrainingPass
 from diga.modules.base import SegmentationModule, upsample
 
 
@@ -52,9 +52,7 @@ class SourceOnlyModule(SegmentationModule):
         with HRDA on the context pass (`out` is then the context's output), as HRDA does."""
         if self.feature_distance is None or out.encoder is None:
             return None
-        b, seen = x.shape[0], self.model.normalize(x)
-        if isinstance(self.model, HRDASegmentor):
-            seen = self.model.context_view(seen)
+        b, seen = x.shape[0], self.model.features_view(self.model.normalize(x))
         return self.feature_distance(seen, out.encoder[-1][:b], y)
 
     def pixel_loss(
@@ -71,13 +69,16 @@ class SourceOnlyModule(SegmentationModule):
         One resolution: `supervised_loss(model(x))`. HRDA (`diga.models.hrda`): the context and a detail window
         drawn from `generator`, `(1 − λ_d)·loss(fused) + λ_d·loss(detail)`; `features` is then the context pass.
         """
-        if isinstance(self.model, HRDASegmentor):
-            out = self.model.forward_train(x, generator=generator)
-            loss = multi_resolution_loss(self.pixel_loss, out.fused, out.detail, target, out.detail_box,
-                                         self.model.detail_loss_weight, weight)  # fmt: skip
-            return SegmentationPass(loss, out.fused, out.context)
-        single = self.model(x)
-        return SegmentationPass(self.supervised_loss(single, target, weight), single.logits, single)
+        out = self.model.forward_train(x, generator=generator)
+        return SegmentationPass(self.pass_loss(out, target, weight), out.logits, out.features)
+
+    def pass_loss(self, out: TrainingPass, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The supervised loss of one training pass: `loss(logits)` (+ aux_weight · loss(aux) for heads with auxiliary
+        logits); HRDA: `(1 − λ_d)·loss(fused) + λ_d·loss(detail window)`."""
+        if out.detail is None:
+            return self.supervised_loss(out.features, target, weight)
+        return multi_resolution_loss(self.pixel_loss, out.logits, out.detail, target, out.detail_box,
+                                     self.model.detail_loss_weight, weight)  # fmt: skip
 
     def seg_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._seg_loss(logits, target)

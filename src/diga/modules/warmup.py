@@ -18,7 +18,7 @@ from diga.evaluation.visualize import log_views
 from diga.losses import symmetric_distillation
 from diga.mixing import second_view
 from diga.models.ema import EMATeacher
-from diga.models.hrda import HRDASegmentor, multi_resolution_loss
+from diga.models.hrda import multi_resolution_loss
 from diga.modules.base import upsample
 from diga.modules.contract import StageInput, file_input
 from diga.modules.source_only import SourceOnlyModule
@@ -104,19 +104,15 @@ class WarmupModule(SourceOnlyModule):
         views = self.views(x, y, target)
         both = torch.cat([x, views["mixed"]])
         b, size, ac = x.shape[0], y.shape[-2:], self.model.align_corners
-        if isinstance(self.model, HRDASegmentor):  # one detail window for both views, so they stay pixel-aligned
-            multi = self.model.forward_train(both, generator=self.generator)
-            student, student_logits = multi.context, multi.fused
-            loss_seg = multi_resolution_loss(self.pixel_loss, multi.fused[:b], multi.detail[:b], y, multi.detail_box,
-                                             self.model.detail_loss_weight)  # fmt: skip
-        else:
-            student = self.model(both)
-            student_logits = student.logits
+        # HRDA: one detail window for both views, so that they stay pixel-aligned
+        train = self.model.forward_train(both, generator=self.generator)
+        student = train.features
         teacher = self.teacher(both)  # HRDA: the teacher's full multi-resolution prediction (detail everywhere)
-        z_s = upsample(student_logits, size, ac)
+        z_s = upsample(train.logits, size, ac)
         z_t = upsample(teacher.logits, size, ac)
-        if not isinstance(self.model, HRDASegmentor):
-            loss_seg = self.seg_loss(z_s[:b], y)
+        detail = train.detail[:b] if train.detail is not None else None
+        loss_seg = multi_resolution_loss(self.pixel_loss, train.logits[:b], detail, y, train.detail_box,
+                                         self.model.detail_loss_weight)  # fmt: skip
         loss_kd = self.distillation(z_s, z_t, b, y)
         if student.aux is not None:  # OCR: the auxiliary logits get both terms at aux_weight
             a_s, a_t = upsample(student.aux, size, ac), upsample(teacher.aux, size, ac)
