@@ -4,9 +4,10 @@ For every real experiment and training stage, with the paper's network (MiT-B5 +
 HRNet-W48 + OCR; MiT-B5 + DAFormer head with HRDA for the *_hrda experiments; random weights) at the authors' crop and
 batch composition, diga's own pre-flight estimate (`diga.utils.memory`: one probe forward records every tensor
 autograd saves, scaled to the real crop and the number of images a step forwards with gradients, plus weights,
-gradients and optimiser state) in fp32, fp32 with activation checkpointing, bf16 autocast, and bf16 with activation
-checkpointing. A stage fits a GPU of G GB when `estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA context, cuDNN workspace
-and allocator slack; an assumption until measured on a GPU, stated beside the table).
+gradients and optimiser state; or, when larger, one validation batch of a Cityscapes image with the experiment's
+inference, measured on two smaller probes) in fp32, fp32 with activation checkpointing, bf16 autocast, and bf16
+with activation checkpointing. A stage fits a GPU of G GB when `estimate × MARGIN + OVERHEAD_GB ≤ G` (CUDA context,
+cuDNN workspace and allocator slack; an assumption until measured on a GPU, stated beside the table).
 Runs on the CPU in about 20 minutes (a process per row); writes benchmarks/results/memory-plan-<host>-<date>.json."""
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from typing import Any
 GB = 1024**3
 MARGIN, OVERHEAD_GB = 1.25, 1.5
 GPUS = (16, 24, 40, 48, 80, 141)
+# the largest validation image of every experiment here: Cityscapes val at its native size (Mapillary's 1080×1920 and
+# BDD100K's 720×1280 are smaller); the stages that validate are sized for the larger of a training step and one
+# validation batch (HRDA: every 1024×1024 window of the image in one batch, each with its 9 detail windows)
+VAL_IMAGE = (1024, 2048)
 EXPERIMENTS = {
     "gta2cs": ("source_only", "translator", "warmup", "selftrain"),
     "synthia2cs": ("source_only", "translator", "warmup", "selftrain"),
@@ -28,6 +33,7 @@ EXPERIMENTS = {
     "cs_semi": ("source_only", "warmup", "selftrain"),
     "gta2cs_mic": ("daformer",),  # the baselines' one adapting stage (the DAFormer baseline is MIC without masking)
     "synthia2cs_mic": ("daformer",),
+    "gta2cs_hrda": ("daformer",),  # HRDA: DAFormer's self-training on the multi-resolution model
     "gta2cs_mic_hrda": ("daformer",),  # MIC on HRDA: 1024×1024 crops, a 512×512 detail window, context at 0.5
     "gta2cs_diga_hrda": ("warmup", "selftrain"),  # DiGA on the same multi-resolution model
 }
@@ -71,10 +77,11 @@ def estimate(experiment: str, stage: str, option: list[str], pretrained_dir: Pat
                  f"paths.pretrained_dir={pretrained_dir}", *NO_INPUTS[stage], *option]  # fmt: skip
     cfg = compose_config(overrides)
     module = build_module(cfg)
-    est = estimate_stage_memory(cfg, module)  # the same estimate a CPU run logs before it starts
+    est = estimate_stage_memory(cfg, module, VAL_IMAGE)  # the same estimate a CPU run logs before it starts
     need = est.total / GB * MARGIN + OVERHEAD_GB
     return {"crop": list(cfg.datamodule.crop_size), "weights_gb": est.weights / GB,
-            "activations_gb": est.activations / GB, "estimate_gb": est.total / GB, "need_gb": need,
+            "activations_gb": est.activations / GB, "validation_gb": est.inference / GB,
+            "estimate_gb": est.total / GB, "need_gb": need,
             "smallest_gpu_gb": next((g for g in GPUS if need <= g), None)}  # fmt: skip
 
 

@@ -330,14 +330,23 @@ def test_a_refused_rerun_leaves_the_run_folder_as_it_was(tmp_path: Path, toy_roo
     assert _snapshot(run_dir) == before
 
 
+# 8 training crops of 32×64 against one validation image per batch: the training step, not validation, sets the peak
+TRAINING_BOUND = ["datamodule.val_batch_size=1", "datamodule.crop_size=[32,64]",
+                  "datamodule.source.loader.streams=[{resize:null,batch_size:8}]"]  # fmt: skip
+
+
 def _free_memory_between(monkeypatch: pytest.MonkeyPatch, cfg_overrides: list[str], option: list[str]) -> None:
-    """Pretend the machine has just enough memory for the stage with `option`, not without it."""
+    """Pretend the machine has just enough memory for the stage with `option`, not without it (the estimate the run
+    makes: the training step's, or a validation batch's where that is larger)."""
+    from hydra.utils import instantiate
+
     import diga.utils.memory as memory
     from diga.tasks.fit import build_module, estimate_stage_memory
 
     def likely_peak(extra: list[str]) -> int:
         cfg = compose_cfg([*cfg_overrides, *extra])
-        return estimate_stage_memory(cfg, build_module(cfg)).likely_peak
+        val_image = instantiate(cfg.datamodule, _recursive_=False).largest_val_image()
+        return estimate_stage_memory(cfg, build_module(cfg), val_image).likely_peak
 
     plain, lighter = likely_peak([]), likely_peak(option)
     assert lighter < plain
@@ -347,7 +356,7 @@ def _free_memory_between(monkeypatch: pytest.MonkeyPatch, cfg_overrides: list[st
 def test_a_stage_too_big_for_the_free_memory_switches_on_checkpointing_instead_of_being_killed(
         tmp_path: Path, toy_root: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=none"]
+    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=none", *TRAINING_BOUND]
     _free_memory_between(monkeypatch, overrides, ["model.grad_checkpointing=true"])
     run_task(compose_cfg(overrides))
     assert "training with model.grad_checkpointing=true instead" in capsys.readouterr().out
@@ -364,7 +373,8 @@ def test_a_pipeline_step_that_cannot_fit_stops_with_overrides_that_work_in_a_pip
     from diga.tasks.pipeline import step_configs
     from tests.helpers import tiny_pipeline_overrides
 
-    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent), *tiny_pipeline_overrides(0), "logger=none"]
+    overrides = [*tiny_toy_overrides(tmp_path, toy_root.parent), *tiny_pipeline_overrides(0), "logger=none",
+                 *TRAINING_BOUND]  # fmt: skip
     monkeypatch.setattr(memory, "available_bytes", lambda: 1024**2)  # 1 MiB: nothing fits
     with pytest.raises(MemoryShortError, match="pipeline step source_only does not fit") as err:
         run_task(compose_cfg(overrides))
@@ -372,7 +382,7 @@ def test_a_pipeline_step_that_cannot_fit_stops_with_overrides_that_work_in_a_pip
     assert "'++stage.step_overrides={source_only:[" in suggested
     typed = shlex.split(suggested)  # what bash passes on when the suggestion is pasted
     step_cfg = {s.name: c for s, c in step_configs(compose_cfg([*overrides, *typed]))}["source_only"]
-    assert step_cfg.model.grad_checkpointing is True and step_cfg.stage.module.micro_batches == 2
+    assert step_cfg.model.grad_checkpointing is True and step_cfg.stage.module.micro_batches in (2, 4, 8)
 
 
 def test_a_finished_stage_leaves_nothing_alive_for_the_next_in_process_step(tmp_path: Path, toy_root: Path) -> None:

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from diga.utils.memory import MemoryEstimate, probe_size, saved_activation_bytes, scaled_activation_bytes
+from diga.utils.memory import (
+    MemoryEstimate,
+    peak_live_bytes,
+    probe_size,
+    saved_activation_bytes,
+    scaled_activation_bytes,
+)
 from tests.helpers import TRAINING_STAGES
 
 
@@ -61,7 +67,7 @@ def test_a_stage_that_does_not_fit_and_has_no_memory_option_stops_before_work(mo
     module = nn.Linear(1, 1)
     module.estimate_memory = lambda *a: None  # type: ignore[attr-defined]  # replaced by the patch below
     module.memory_fallbacks = lambda *a: []  # type: ignore[attr-defined]  # the stage contract: no memory option
-    monkeypatch.setattr(fit, "estimate_stage_memory", lambda cfg, module: MemoryEstimate(2 * gib, 8 * gib))
+    monkeypatch.setattr(fit, "estimate_stage_memory", lambda cfg, module, image=None: MemoryEstimate(2 * gib, 8 * gib))
     monkeypatch.setattr(fit, "stage_batch", lambda cfg: (2, 0))
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * gib)
     assert fit.fit_in_memory(cfg, module) == (module, 10 * gib)
@@ -120,9 +126,82 @@ def test_the_estimate_leaves_no_trace_on_the_module(stage: str, tmp_path: Path, 
     module = build_module(cfg).eval()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     rng = torch.get_rng_state()
-    assert estimate_stage_memory(cfg, module).activations > 0
+    estimate = estimate_stage_memory(cfg, module, (64, 128))
+    assert estimate.activations > 0 and (estimate.inference > 0) == module.validates
     after = module.state_dict()
     changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
     assert not changed, f"the estimate changed {changed[:5]}"
     assert not any(m.training for m in module.modules())
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_peak_live_bytes_counts_what_is_alive_at_once() -> None:
+    """conv(3→8) → ReLU → conv(8→4) on 32×32 without gradients: the peak is the first conv's output and the ReLU's
+    (8 + 8 channels × 4 KiB), not the sum of every output; in place the ReLU adds nothing, then 8 + 4 channels."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32)
+    plane = 32 * 32 * 4
+    for inplace, expected in ((False, 16 * plane), (True, 12 * plane)):
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv2d(8, 4, 3, padding=1))
+        with torch.no_grad():
+            assert peak_live_bytes(lambda net=net: net(x)) == expected
+
+
+def test_the_inference_probe_shrinks_only_what_keeps_the_windows() -> None:
+    from diga.evaluation.inference import InferenceConfig, probe_factor
+
+    slide = InferenceConfig(mode="slide", crop_size=(1024, 1024), stride=(512, 512), batched=True)
+    assert probe_factor((1024, 2048), slide) == 4 and slide.shrunk(4).crop_size == (256, 256)
+    assert probe_factor((1024, 2048), InferenceConfig(scales=(1.0, 0.5))) == 4  # 512 at the smallest scale → 128
+    assert probe_factor((512, 1024), InferenceConfig(scales=(1.0, 0.5))) == 2
+    assert probe_factor((80, 160), InferenceConfig()) == 1  # the toy: probed as it is
+    assert probe_factor((1024, 2048), InferenceConfig(mode="slide", crop_size=(510, 510), stride=(255, 255))) == 1
+
+
+@pytest.mark.parametrize("hrda", [False, True], ids=["one_resolution", "hrda"])
+def test_the_inference_estimate_from_a_small_probe_matches_the_full_size_measurement(hrda: bool) -> None:
+    """The probe at a quarter of the sides (windows and the detail window with it) × 16 against the same measurement
+    on the full image: within 15 %; and one window at a time needs less than every window in one batch."""
+    from types import SimpleNamespace
+
+    from diga.evaluation.inference import InferenceConfig, predict_logits
+    from diga.models import build_segmentor
+    from diga.modules.base import SegmentationModule
+
+    torch.manual_seed(0)
+    options = {"hrda": {"hr_crop_size": [128, 128], "attention": {"embed_dim": 16}}} if hrda else {}
+    model = build_segmentor({"name": "mit_b0"}, {"name": "daformer", "embed_dim": 32}, num_classes=4, **options)
+    batched = InferenceConfig(mode="slide", crop_size=(256, 256), stride=(128, 128), batched=True)
+    holder = SimpleNamespace(model=model, inference=batched)
+    estimate = SegmentationModule.estimate_inference_memory(holder, (256, 512), 1)  # type: ignore[arg-type]
+    x = torch.rand(1, 3, 256, 512)
+    measured = peak_live_bytes(lambda: predict_logits(model.eval(), x, batched, 4)) + x.numel() * 4
+    assert estimate == pytest.approx(measured, rel=0.15)
+    holder.inference = InferenceConfig(mode="slide", crop_size=(256, 256), stride=(128, 128), batched=False)
+    assert SegmentationModule.estimate_inference_memory(holder, (256, 512), 1) < 0.75 * estimate  # type: ignore
+
+
+def test_batched_windows_that_do_not_fit_are_unbatched_first(tmp_path: Path, toy_root: Path, monkeypatch) -> None:
+    """CPU: the first memory option of a stage with batched sliding-window validation is one window at a time;
+    GPU: the pre-flight switches it off in place when the weights and the batched windows exceed the free memory."""
+    import diga.tasks.memory_fit as mf
+    from diga.tasks.fit import build_module
+    from tests.helpers import compose_cfg, tiny_toy_overrides
+
+    slide = [
+        "inference.mode=slide",
+        "inference.crop_size=[64,64]",
+        "inference.stride=[32,32]",
+        "inference.batched=true",
+    ]
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", *slide])
+    module = build_module(cfg)
+    assert module.memory_fallbacks(2, 0)[:2] == [("inference.batched=false",), ("model.grad_checkpointing=true",)]
+    assert module.memory_fallbacks(2, 0)[-1][0] == "inference.batched=false"
+    need = module.weight_bytes() + module.estimate_inference_memory((80, 160), int(cfg.datamodule.val_batch_size))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need * 2), int(need * 4)))
+    assert not mf.unbatch_on_gpu(cfg, module, (80, 160)) and module.inference.batched
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need), int(need * 4)))
+    assert mf.unbatch_on_gpu(cfg, module, (80, 160)) and not module.inference.batched

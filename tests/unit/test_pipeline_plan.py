@@ -62,3 +62,19 @@ def test_a_steps_command_line_names_its_stage_directory_and_pipeline_step(tmp_pa
     line = step_overrides(warmup, ["experiment=toy"], ["trainer.max_steps=3"])
     assert line[:2] == ["experiment=toy", "stage=warmup"]
     assert line[-3:] == ["trainer.max_steps=3", f"paths.output_dir={warmup.out.root}", "pipeline_step=warmup"]
+
+
+def test_step_overrides_under_star_reach_every_step_before_its_own(tmp_path: Path) -> None:
+    """`stage.step_overrides` `"*"` (an ablation row that switches every step, e.g. to another experiment) goes to
+    every step, ahead of the step's own overrides, and into every step's content key."""
+    from diga.tasks.pipeline_plan import extra_overrides
+
+    per_step = {"*": ["experiment=toy_hr_hrda"], "warmup": ["stage.module.kd_weight=0.5"]}
+    assert extra_overrides(per_step, "warmup", "warmup") == ["experiment=toy_hr_hrda", "stage.module.kd_weight=0.5"]
+    assert extra_overrides(per_step, "selftrain_r1", "selftrain") == ["experiment=toy_hr_hrda"]
+    assert extra_overrides({}, "warmup", "warmup") == []
+    cfg = compose_cfg(["experiment=toy", "stage=pipeline", f"paths.output_dir={tmp_path}"])
+    plain = plan(cfg, tmp_path / "a", [])
+    switched = plan(cfg, tmp_path / "b", [], per_step)
+    assert [s.name for s in plain] == [s.name for s in switched]
+    assert all(p.key != s.key for p, s in zip(plain, switched))

@@ -174,6 +174,22 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                             _convert_="all")  # fmt: skip
         return tuple(read_rgb(probe.samples[0].image).shape[:2])  # type: ignore[return-value]
 
+    def largest_val_image(self) -> tuple[int, int] | None:
+        """(H, W) of the largest image validation predicts at (`eval_resize`, or each set's first image), or None
+        without validation sets: the size the inference memory estimate is made for."""
+        from diga.data.io import read_rgb
+
+        sizes = []
+        for cfg in self.val_cfg.values():
+            _, loader = self.split_cfg(cfg)
+            size = scaled_size(loader.get("eval_resize"), self.scale)
+            if size is None:
+                ds = self.build_eval_dataset(cfg, scale=self.scale)
+                size = tuple(read_rgb(ds.samples[0].image).shape[:2]) if len(ds) else None
+            if size is not None:
+                sizes.append((int(size[0]), int(size[1])))
+        return max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
+
     def rare_class_stats(self) -> Any:
         """Per-image class pixel counts of the source training set, computed once and cached next to the dataset."""
         from diga.data.rare_class_sampling import class_pixel_counts, default_fallback_cache_dir

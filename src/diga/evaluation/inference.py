@@ -8,7 +8,7 @@ not see full 1024×2048 frames at once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,23 @@ class InferenceConfig:
         items = dict(to_plain(cfg) or {})
         return cls(**{k: tuple(v) if isinstance(v, list | tuple) else v for k, v in items.items()})
 
+    def shrunk(self, factor: int) -> InferenceConfig:
+        """The same inference for an image `factor`× smaller per side: windows and strides as much smaller (a memory
+        probe: as many windows, each with 1/factor² of the pixels)."""
+
+        def divided(size: tuple[int, int] | None) -> tuple[int, int] | None:
+            return None if size is None else (int(size[0]) // factor, int(size[1]) // factor)
+
+        return replace(self, crop_size=divided(self.crop_size), stride=divided(self.stride))
+
+    def whole_windows(self, original: InferenceConfig) -> bool:
+        """Whether this shrunk copy of `original` slides the same windows (none rounded away)."""
+        if self.mode != "slide" or original.crop_size is None or original.stride is None:
+            return True
+        sizes = zip((*self.crop_size, *self.stride), (*original.crop_size, *original.stride))  # type: ignore[misc]
+        ratios = {o / v for v, o in sizes if v}
+        return len(ratios) == 1 and all(v > 0 for v in (*self.crop_size, *self.stride))  # type: ignore[misc]
+
     def __post_init__(self) -> None:
         if self.fusion not in ("max", "mean"):
             raise ValueError(f"fusion must be 'max' or 'mean', got {self.fusion!r}")
@@ -43,6 +60,20 @@ class InferenceConfig:
             raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
         if self.mode == "slide" and (self.crop_size is None or self.stride is None):
             raise ValueError("slide inference needs crop_size and stride")
+
+
+PROBE_SIDE = 128  # the smallest side a memory probe forwards (a window, or the image at its smallest scale)
+
+
+def probe_factor(image: Sequence[int], cfg: InferenceConfig) -> int:
+    """The largest of 4, 2, 1 by which an inference memory probe can shrink `image` (H, W): every side it forwards
+    stays at `PROBE_SIDE` or more, and windows and strides stay whole."""
+    sides = list(cfg.crop_size or ()) if cfg.mode == "slide" else [s * min(cfg.scales) for s in image]
+    for f in (4, 2):
+        whole = all(v % f == 0 for v in (*(cfg.crop_size or ()), *(cfg.stride or ())))
+        if whole and min(sides) / f >= PROBE_SIDE:
+            return f
+    return 1
 
 
 def min_image_side(model_min_side: int, cfg: InferenceConfig) -> int:

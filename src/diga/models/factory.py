@@ -149,9 +149,14 @@ def build_segmentor(
     else:
         model = Segmentor(enc, dec, num_classes, normalization=norm, align_corners=corners)
     if weights:
-        from diga.models.released import is_released_file, load_released
+        from diga.models.released import is_released_mmseg, load_released
+        from diga.models.weights import read_state_dict
 
-        load_released(model, weights) if is_released_file(weights) else model.load_weights(weights)
+        state = read_state_dict(weights)  # read once: an authors' mmseg file or one of diga's own
+        if is_released_mmseg(state):
+            load_released(model, weights, state=state)
+        else:
+            model.load_weights(weights, state=state)
     elif pretrained:
         load_pretrained_head(model, pretrained)
     return model

@@ -47,18 +47,12 @@ def is_released_mmseg(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("backbone.") for k in part) and any(k.startswith("decode_head.") for k in part)
 
 
-def is_released_file(path: str | Path) -> bool:
-    """Whether `path` holds an authors' mmseg checkpoint (rather than one of diga's own)."""
-    try:
-        return is_released_mmseg(read_state_dict(path))
-    except WeightFileError:
-        return False
-
-
-def load_released(model: Segmentor, path: str | Path, which: str = "student") -> int:
+def load_released(model: Segmentor, path: str | Path, which: str = "student",
+                  state: Mapping[str, torch.Tensor] | None = None) -> int:  # fmt: skip
     """Fill `model` (MiT encoder + DAFormer head, with or without HRDA) from an authors' checkpoint; the number of
-    tensors loaded. `which`: the student (`model.`, what the authors report) or the EMA teacher (`ema_model.`)."""
-    sd = read_state_dict(path)
+    tensors loaded. `which`: the student (`model.`, what the authors report) or the EMA teacher (`ema_model.`).
+    `state`: the file's tensors when the caller has read them already (`path` then names it in errors)."""
+    sd = read_state_dict(path) if state is None else state
     if not is_released_mmseg(sd):
         raise WeightFileError(f"{path}: not an mmseg DAFormer/HRDA/MIC checkpoint (no backbone. and decode_head. "
                               f"keys, e.g. {list(sd)[:3]})")  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -127,13 +127,13 @@ class Segmentor(nn.Module):
             "head": [p for p in self.head.parameters() if p.requires_grad],
         }
 
-    def load_weights(self, path: str | Path) -> int:
+    def load_weights(self, path: str | Path, state: Mapping[str, torch.Tensor] | None = None) -> int:
         """Load a whole segmentor from one of diga's own checkpoints (Lightning `.ckpt` or exported `.pt`).
 
         Lightning checkpoints hold the model under a module attribute (`model.`, `student.`); the first prefix
-        under which every segmentor tensor is found is used.
+        under which every segmentor tensor is found is used. `state`: the file's tensors when already read.
         """
-        sd = read_state_dict(path)
+        sd = read_state_dict(path) if state is None else state
         own = self.state_dict()
         for prefix in ("", "model.", "student.", "net."):
             cand = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}

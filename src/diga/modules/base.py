@@ -25,7 +25,7 @@ from pytorch_lightning.strategies import ParallelStrategy
 from torch import nn
 
 from diga.data.labels import get_label_set
-from diga.evaluation.inference import InferenceConfig, predict_logits
+from diga.evaluation.inference import InferenceConfig, predict_logits, probe_factor
 from diga.evaluation.metrics import SegMetric, summarize
 from diga.evaluation.visualize import log_class_tables, log_segmentation_images
 from diga.models.segmentor import Segmentor
@@ -33,7 +33,14 @@ from diga.modules.contract import StageInput, file_input
 from diga.modules.optim import build_optimizer, poly_lambda
 from diga.utils.artifacts import FINAL_MODEL
 from diga.utils.atomic_checkpoints import atomic_torch_save
-from diga.utils.memory import MemoryEstimate, scaled_activation_bytes, tensor_bytes
+from diga.utils.memory import (
+    MemoryEstimate,
+    autocast_context,
+    peak_live_bytes,
+    scaled_activation_bytes,
+    tensor_bytes,
+    without_side_effects,
+)
 from diga.utils.rng import seed_step
 
 OPTIMIZER_STATE_PER_WEIGHT = {"AdamW": 2, "Adam": 2, "SGD": 1}  # moments kept per trainable weight
@@ -174,12 +181,22 @@ class SegmentationModule(pl.LightningModule):
     def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
         """Overrides that lower this stage's memory, tried in this order when its estimate does not fit
         (`diga.tasks.memory_fit`): activation checkpointing (same maths), then it with 2, 3, … micro-batches that
-        divide every domain's batch."""
+        divide every domain's batch. With batched sliding-window validation: first one window at a time (the same
+        logits), then each training option with batched windows, then with one window at a time."""
         ckpt = () if dict(self.hparams.model).get("grad_checkpointing") else ("model.grad_checkpointing=true",)
         batch = math.gcd(source_images, target_images or source_images)
         current = int(self.hparams.micro_batches)
         parts = [n for n in range(current + 1, batch + 1) if batch % n == 0]
-        return [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
+        training = [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
+        if not self.slides_batched:
+            return training
+        one_window = ("inference.batched=false",)
+        return [one_window, *training, *((*one_window, *o) for o in training)]
+
+    @property
+    def slides_batched(self) -> bool:
+        """Validation predicts every sliding window of an image in one forward (`inference.batched`)."""
+        return self.inference.mode == "slide" and self.inference.batched
 
     def training_logits(self, x: torch.Tensor, crop: Sequence[int] | None = None) -> torch.Tensor:
         """The student's logits as a training step computes them (HRDA: context and one detail window, fused). With
@@ -192,18 +209,45 @@ class SegmentationModule(pl.LightningModule):
         """Networks held besides the student (teacher, translator): weights only."""
         return []
 
-    def estimate_memory(self, crop: tuple[int, int], source_images: int, target_images: int,
-                        precision: str | None = None) -> MemoryEstimate:  # fmt: skip
-        """Weights, gradients, optimiser state and the activations one training step keeps (see diga.utils.memory)."""
+    def weight_bytes(self) -> int:
+        """Weights, gradients and optimiser state of the student, and the frozen networks' weights and buffers."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         opt = str(dict(self.hparams.optimizer).get("_target_", "")).rsplit(".", 1)[-1]
         states = OPTIMIZER_STATE_PER_WEIGHT.get(opt, 2)
         weights = tensor_bytes(self.model.parameters()) + tensor_bytes(trainable) * (1 + states)
-        weights += sum(tensor_bytes(m.parameters()) + tensor_bytes(m.buffers()) for m in self.frozen_modules())
+        return weights + sum(tensor_bytes(m.parameters()) + tensor_bytes(m.buffers()) for m in self.frozen_modules())
+
+    def estimate_memory(self, crop: tuple[int, int], source_images: int, target_images: int,
+                        precision: str | None = None) -> MemoryEstimate:  # fmt: skip
+        """Weights, gradients, optimiser state and the activations one training step keeps (see diga.utils.memory)."""
         images = self.grad_forwards_per_image * source_images / int(self.hparams.micro_batches)
         acts = scaled_activation_bytes(self.model, crop, max(1, round(images)), precision,
                                        forward=lambda x: self.training_logits(x, crop))  # fmt: skip
-        return MemoryEstimate(weights, acts)
+        return MemoryEstimate(self.weight_bytes(), acts)
+
+    def estimate_inference_memory(self, image: Sequence[int], images: int, precision: str | None = None) -> int:
+        """Bytes one validation batch of `images` images of `image` (H, W) needs beside the weights: the peak of the
+        configured inference (scales, flips, sliding windows batched or one at a time) and the batch as floats.
+
+        Measured on images `f` and `2f`× smaller per side, their windows (and a detail window) as much smaller, so
+        that the windows are as many. The peak is a fixed part (buffers that do not grow with the image) plus a part
+        that grows with the pixels; the two probes separate them, and the second is scaled by f².
+        """
+        f = probe_factor(image, self.inference)
+
+        def peak_at(factor: int) -> int:
+            with without_side_effects(self.model), self.model.scaled_for_probe(factor), autocast_context(precision):
+                x = torch.rand(1, 3, max(1, int(image[0]) // factor), max(1, int(image[1]) // factor))
+                self.model.eval()
+                cfg = self.inference.shrunk(factor)
+                return peak_live_bytes(lambda: predict_logits(self.model, x, cfg, self.model.num_classes))
+
+        peak = peak_at(f)
+        if f > 1:
+            smaller = peak_at(2 * f) if self.inference.shrunk(2 * f).whole_windows(self.inference) else peak
+            growing = max(0, peak - smaller) * 4 / 3 if smaller < peak else peak  # the part ∝ pixels, at 1/f
+            peak = peak - growing + growing * f * f
+        return int((peak + 3 * 4 * int(image[0]) * int(image[1])) * images)
 
     # --- training -------------------------------------------------------------------------------------
     def step_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

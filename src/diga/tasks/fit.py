@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +99,38 @@ def stage_batch(cfg: DictConfig) -> tuple[int, int]:
     return n_src, n_tgt
 
 
-def estimate_stage_memory(cfg: DictConfig, module: StageModule) -> MemoryEstimate:
-    """The module's memory estimate for one training step of this stage's crop, batch and precision."""
+def estimate_stage_memory(cfg: DictConfig, module: StageModule,
+                          val_image: Sequence[int] | None = None) -> MemoryEstimate:  # fmt: skip
+    """The module's memory estimate for one training step of this stage's crop, batch and precision, and for one
+    validation batch of `val_image` (H, W) when the stage validates."""
     from diga.data.datamodule import scaled_size
 
     dm = cfg.datamodule
     crop = scaled_size(dm.crop_size, float(dm.get("scale", 1.0)))
+    precision = str(cfg.trainer.get("precision", "32"))
     with without_side_effects(module):  # the probe forward must not move BatchNorm statistics or the RNG
-        return module.estimate_memory(crop, *stage_batch(cfg), str(cfg.trainer.get("precision", "32")))
+        estimate = module.estimate_memory(crop, *stage_batch(cfg), precision)
+    if val_image is None or not module.validates:
+        return estimate
+    images = int(dm.get("val_batch_size", 1) or 1)
+    return replace(estimate, inference=module.estimate_inference_memory(val_image, images, precision))
 
 
-def fit_in_memory(cfg: DictConfig, module: StageModule) -> tuple[StageModule, int | None]:
+def fit_in_memory(cfg: DictConfig, module: StageModule,
+                  val_image: Sequence[int] | None = None) -> tuple[StageModule, int | None]:  # fmt: skip
     """CPU runs: (the module to train — rebuilt with the first memory option that fits when the configured one does
-    not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit)."""
+    not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit). GPU runs with
+    batched sliding-window validation: one window at a time when the batched windows would not fit
+    (`diga.tasks.memory_fit.unbatch_on_gpu`)."""
     from diga.tasks import memory_fit as mf
     from diga.utils.memory import GIB, available_bytes
 
-    if cfg.trainer.get("accelerator") != "cpu" or not cfg.get("memory_estimate", True):
+    if not cfg.get("memory_estimate", True):
         return module, None
-    first = estimate_stage_memory(cfg, module)
+    if cfg.trainer.get("accelerator") != "cpu":
+        mf.unbatch_on_gpu(cfg, module, val_image)
+        return module, None
+    first = estimate_stage_memory(cfg, module, val_image)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     free = available_bytes()
     if mf.fits(first, free, processes):
@@ -135,7 +149,7 @@ def fit_in_memory(cfg: DictConfig, module: StageModule) -> tuple[StageModule, in
         built.clear()  # one candidate module alive at a time
         option_cfg = mf.with_overrides(cfg, overrides)
         built[overrides] = build_module(option_cfg)
-        return estimate_stage_memory(option_cfg, built[overrides])
+        return estimate_stage_memory(option_cfg, built[overrides], val_image)
 
     choice, tried = mf.first_that_fits(fallbacks, estimate_with, free, processes)
     step = cfg.get("pipeline_step")
@@ -176,7 +190,9 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
         trainer = build_trainer(cfg)
     log.info(model_summary_line(module))
     with times.phase("memory estimate"):
-        module, estimate = fit_in_memory(cfg, module)
+        measure = module.validates and cfg.get("memory_estimate", True) and hasattr(datamodule, "largest_val_image")
+        val_image = datamodule.largest_val_image() if measure else None
+        module, estimate = fit_in_memory(cfg, module, val_image)
     trainer.callbacks.append(PhaseTimer(times))
     if resume is not None:
         for logger in trainer.loggers:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -84,9 +85,46 @@ def not_fitting_message(stage: str, first: MemoryEstimate, tried: list[MemoryCho
                      f"{choice.estimate.likely_peak / GIB:.1f} GB")  # fmt: skip
     best = min(tried, key=lambda c: c.estimate.likely_peak)
     start = f" (starting from {as_given_here(best.overrides, pipeline_step)})" if best.overrides else ""
-    lines.append(f"  it would be killed for memory; lower it further{start} with {', '.join(LAST_RESORTS)}, free "
+    resorts = list(LAST_RESORTS)
+    if best.estimate.inference > best.estimate.activations:  # validation, not the training step, sets the peak
+        resorts.insert(0, "a smaller validation batch (datamodule.val_batch_size) or fewer inference scales")
+    lines.append(f"  it would be killed for memory; lower it further{start} with {', '.join(resorts)}, free "
                  "memory, or start it anyway with memory_estimate=false")  # fmt: skip
     return "\n".join(lines)
+
+
+# GPU: the caching allocator's fragmentation and the CUDA context come on top of the tensors (a margin, not a fit:
+# no GPU has checked it yet)
+GPU_MARGIN = 1.2
+
+
+def unbatch_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[int] | None) -> bool:
+    """GPU runs: when batched sliding-window validation (`inference.batched`) would not fit beside the weights in
+    this process's free GPU memory, predict one window at a time instead (the same logits) and say so; True then.
+
+    Each process decides for its own GPU: the choice changes how windows are batched, never what is predicted, so
+    DDP ranks may differ. The estimate is measured on the CPU before the module moves (`estimate_inference_memory`).
+    """
+    import os
+
+    import torch
+
+    if val_image is None or not getattr(module, "slides_batched", False) or not torch.cuda.is_available():
+        return False
+    device = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+    free, _ = torch.cuda.mem_get_info(device)
+    precision = str(cfg.trainer.get("precision", "32"))
+    images = int(cfg.datamodule.get("val_batch_size", 1) or 1)
+    need = (module.weight_bytes() + module.estimate_inference_memory(val_image, images, precision)) * GPU_MARGIN
+    if need <= free:
+        return False
+    module.inference = replace(module.inference, batched=False)
+    msg = (f"validation with every sliding window of a {val_image[1]}×{val_image[0]} image in one batch needs about "
+           f"{need / GIB:.1f} GB of GPU memory, {free / GIB:.1f} GB are free on cuda:{device}: predicting one window "
+           "at a time (the same logits; inference.batched=false starts that way)")  # fmt: skip
+    log.warning(msg)
+    print(f"diga: {msg}", flush=True)
+    return True
 
 
 class MemoryShortError(PreflightError):

@@ -82,6 +82,45 @@ def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Iterabl
     return sum(seen.values())
 
 
+def peak_live_bytes(forward: Callable[[], object]) -> int:
+    """The most bytes of tensors created by `forward()` that were alive at one time: the activation peak of a
+    forward without gradients (inference), which `saved_activation_bytes` (what autograd keeps) does not measure.
+
+    Every operator's outputs are recorded through a dispatch mode, and each storage counts until it is freed; tensors
+    that existed before (weights, the input) are not counted, nor is scratch space inside a kernel.
+    """
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    live: dict[int, tuple[StorageWeakRef, int]] = {}
+    before: set[int] = set()  # storages that existed before `forward()` (never counted)
+    peak = 0
+
+    class LiveBytes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            nonlocal live, peak
+            for t in tree_leaves((args, kwargs)):  # an input never made inside: a weight, a buffer, the input
+                if isinstance(t, torch.Tensor):
+                    key = StorageWeakRef(t.untyped_storage()).cdata
+                    if key not in live:
+                        before.add(key)
+            out = func(*args, **(kwargs or {}))
+            # drop the freed storages first: a new storage may take a freed one's address (the key)
+            live = {k: v for k, v in live.items() if not v[0].expired()}
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                    ref = StorageWeakRef(t.untyped_storage())
+                    if ref.cdata not in before:  # a view of a weight (`t()` of a linear layer's) is no new memory
+                        live.setdefault(ref.cdata, (ref, t.untyped_storage().nbytes()))
+            peak = max(peak, sum(n for _, n in live.values()))
+            return out
+
+    with LiveBytes():
+        forward()
+    return peak
+
+
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -102,10 +141,12 @@ PEAK_FACTOR, PEAK_OVERHEAD = 1.3, 2 * 1024**3
 class MemoryEstimate:
     weights: int  # student weights + gradients + optimiser state, frozen networks (teacher, translator, VGG)
     activations: int  # what one step keeps for its backward pass
+    inference: int = 0  # the peak of one validation batch's inference (no gradients), beside the weights
 
     @property
     def total(self) -> int:
-        return self.weights + self.activations
+        """Weights and the larger of the two peaks: a training step's or a validation batch's."""
+        return self.weights + max(self.activations, self.inference)
 
     @property
     def likely_peak(self) -> int:
@@ -114,9 +155,10 @@ class MemoryEstimate:
 
     def line(self, available: int | None) -> str:
         free = f"{available / GIB:.1f} GB are available" if available is not None else "free memory unknown"
+        validation = f", validation {self.inference / GIB:.1f} GB" if self.inference else ""
         return (f"memory estimate for this stage: about {self.total / GIB:.1f} GB ({self.weights / GIB:.1f} GB weights "
-                f"and optimiser state, {self.activations / GIB:.1f} GB activations), a likely resident peak of "
-                f"{self.likely_peak / GIB:.1f} GB; {free}")  # fmt: skip
+                f"and optimiser state, {self.activations / GIB:.1f} GB activations{validation}), a likely resident "
+                f"peak of {self.likely_peak / GIB:.1f} GB; {free}")  # fmt: skip
 
 
 def probe_size(crop: tuple[int, int], multiple: int = 32, smallest: int = 128) -> tuple[int, int]:
