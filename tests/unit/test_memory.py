@@ -155,6 +155,7 @@ def test_the_inference_probe_shrinks_only_what_keeps_the_windows() -> None:
     assert probe_factor((1024, 2048), InferenceConfig(scales=(1.0, 0.5))) == 4  # 512 at the smallest scale → 128
     assert probe_factor((512, 1024), InferenceConfig(scales=(1.0, 0.5))) == 2
     assert probe_factor((80, 160), InferenceConfig()) == 1  # the toy: probed as it is
+    assert probe_factor((128, 256), slide) == 1  # windows larger than the image are clipped to it
     assert probe_factor((1024, 2048), InferenceConfig(mode="slide", crop_size=(510, 510), stride=(255, 255))) == 1
 
 

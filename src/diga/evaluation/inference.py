@@ -68,7 +68,8 @@ PROBE_SIDE = 128  # the smallest side a memory probe forwards (a window, or the 
 def probe_factor(image: Sequence[int], cfg: InferenceConfig) -> int:
     """The largest of 4, 2, 1 by which an inference memory probe can shrink `image` (H, W): every side it forwards
     stays at `PROBE_SIDE` or more, and windows and strides stay whole."""
-    sides = list(cfg.crop_size or ()) if cfg.mode == "slide" else [s * min(cfg.scales) for s in image]
+    scaled = [s * min(cfg.scales) for s in image]  # windows are clipped to the (scaled) image
+    sides = [min(c, s) for c, s in zip(cfg.crop_size, scaled)] if cfg.mode == "slide" and cfg.crop_size else scaled
     for f in (4, 2):
         whole = all(v % f == 0 for v in (*(cfg.crop_size or ()), *(cfg.stride or ())))
         if whole and min(sides) / f >= PROBE_SIDE:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -244,8 +244,11 @@ class SegmentationModule(pl.LightningModule):
 
         peak = peak_at(f)
         if f > 1:
-            smaller = peak_at(2 * f) if self.inference.shrunk(2 * f).whole_windows(self.inference) else peak
-            growing = max(0, peak - smaller) * 4 / 3 if smaller < peak else peak  # the part ∝ pixels, at 1/f
+            smaller = peak  # no second probe: all of the peak is taken to grow with the pixels
+            if self.inference.shrunk(2 * f).whole_windows(self.inference):
+                with suppress(RuntimeError):  # an encoder too deep for the smaller probe's images
+                    smaller = peak_at(2 * f)
+            growing = (peak - smaller) * 4 / 3 if smaller < peak else peak  # the part ∝ pixels, at 1/f
             peak = peak - growing + growing * f * f
         return int((peak + 3 * 4 * int(image[0]) * int(image[1])) * images)
 
