@@ -24,13 +24,8 @@ import torch
 
 GB = 1024**3
 CASES = (("gta2cs_mic_hrda", "daformer"), ("gta2cs_diga_hrda", "warmup"), ("gta2cs_diga_hrda", "selftrain"))
-# inputs earlier stages would write: the self-training step is sized without them (as benchmarks/memory_plan.py)
-NO_INPUTS = {
-    "daformer": [],
-    "warmup": ["translator@stage.module.translator=fourier"],
-    "selftrain": ["translator@stage.module.translator=fourier", "stage.init_from=null", "stage.pseudo_labels=null",
-                  "stage.centroids=null", "stage.module.pl_selection=offline"],
-}  # fmt: skip
+# the frozen learned translator would need its own stage first: the training-free one stands in (6 MB of weights)
+FOURIER = "translator@stage.module.translator=fourier"
 
 
 class PhasePeaks(pl.Callback):
@@ -78,6 +73,36 @@ class PhasePeaks(pl.Callback):
                                               "batched": pl_module.inference.batched}))  # fmt: skip
 
 
+def common_overrides(experiment: str, stage: str, run: Path, args: argparse.Namespace, data: Path,
+                     vgg: Path) -> list[str]:  # fmt: skip
+    side = max(32, int(512 * args.scale) // 8 * 8)
+    return [f"experiment={experiment}", f"stage={stage}", f"paths.data_dir={data}", f"paths.output_dir={run}",
+            f"paths.pretrained_dir={vgg.parent}", "model.pretrained=null", f"trainer.precision={args.precision}",
+            f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1",
+            f"datamodule.scale={args.scale}", f"model.hrda.hr_crop_size=[{side},{side}]", "datamodule.num_workers=2",
+            "logger=csv", "trainer.enable_progress_bar=false", *args.extra]  # fmt: skip
+
+
+def selftrain_inputs(experiment: str, args: argparse.Namespace, data: Path, vgg: Path) -> list[str]:
+    """Self-training reads the warm-up's model, its pseudo-labels and centroids: the warm-up case's model (random
+    weights after a few steps) through the experiment's own pseudo-label and centroid stages."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from diga.config import compose_config
+    from diga.tasks import run_task
+
+    model = args.out / f"{experiment}-warmup" / "final_model.pt"
+    if not model.is_file():
+        raise RuntimeError(f"self-training needs the warm-up case's {model}: run the warm-up case first")
+    for stage in ("pseudolabel", "centroids"):
+        GlobalHydra.instance().clear()
+        run = args.out / f"{experiment}-{stage}"
+        run_task(compose_config([*common_overrides(experiment, stage, run, args, data, vgg),
+                                 f"stage.init_from={model}"]))  # fmt: skip
+    return [f"stage.init_from={model}", f"stage.pseudo_labels={args.out / f'{experiment}-pseudolabel'}/pseudo_labels",
+            f"stage.centroids={args.out / f'{experiment}-centroids'}/centroids.pt"]  # fmt: skip
+
+
 def run_case(experiment: str, stage: str, args: argparse.Namespace, data: Path, vgg: Path) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
 
@@ -87,16 +112,12 @@ def run_case(experiment: str, stage: str, args: argparse.Namespace, data: Path, 
 
     run = args.out / f"{experiment}-{stage}"
     probe = run / "probe.json"
-    side = max(32, int(512 * args.scale) // 8 * 8)
-    overrides = [f"experiment={experiment}", f"stage={stage}", f"paths.data_dir={data}", f"paths.output_dir={run}",
-                 f"paths.pretrained_dir={vgg.parent}", "model.pretrained=null", f"trainer.precision={args.precision}",
-                 f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1",
+    inputs = selftrain_inputs(experiment, args, data, vgg) if stage == "selftrain" else []
+    overrides = [*common_overrides(experiment, stage, run, args, data, vgg), *inputs,
+                 *([FOURIER] if stage in ("warmup", "selftrain") else []),
                  f"steps.{stage}={args.steps}", f"val_every={args.steps}", f"ckpt_every={args.steps}",
-                 f"datamodule.scale={args.scale}", f"model.hrda.hr_crop_size=[{side},{side}]",
-                 "datamodule.num_workers=2", "logger=csv", "trainer.enable_progress_bar=false",
                  "trainer.num_sanity_val_steps=0", "memory_estimate=false",  # measured as configured, not switched
-                 f"+callbacks.hrda_probe={{_target_:benchmarks.gpu_hrda.PhasePeaks,out:'{probe}'}}",
-                 *NO_INPUTS[stage], *args.extra]  # fmt: skip
+                 f"+callbacks.hrda_probe={{_target_:benchmarks.gpu_hrda.PhasePeaks,out:'{probe}'}}"]  # fmt: skip
     GlobalHydra.instance().clear()
     cfg = compose_config(overrides)
     check_run(cfg)
