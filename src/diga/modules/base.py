@@ -58,6 +58,9 @@ def to_float_image(x: torch.Tensor) -> torch.Tensor:
 
 
 def upsample(logits: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    """Bilinear resize of logits to `size`; logits already at that size are returned as they are."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 

@@ -111,7 +111,8 @@ class WarmupModule(SourceOnlyModule):
         z_s = upsample(train.logits, size, ac)
         z_t = upsample(teacher.logits, size, ac)
         detail = train.detail[:b] if train.detail is not None else None
-        loss_seg = multi_resolution_loss(self.pixel_loss, train.logits[:b], detail, y, train.detail_box,
+        # on the logits already up-sampled for the distillation: one up-sampling, one gradient path
+        loss_seg = multi_resolution_loss(self.pixel_loss, z_s[:b], detail, y, train.detail_box,
                                          self.model.detail_loss_weight)  # fmt: skip
         loss_kd = self.distillation(z_s, z_t, b, y)
         if student.aux is not None:  # OCR: the auxiliary logits get both terms at aux_weight
