@@ -185,6 +185,9 @@ def test_the_inference_estimate_from_a_small_probe_matches_the_full_size_measure
 def test_batched_windows_that_do_not_fit_are_unbatched_first(tmp_path: Path, toy_root: Path, monkeypatch) -> None:
     """CPU: the first memory option of a stage with batched sliding-window validation is one window at a time;
     GPU: the pre-flight switches it off in place when the weights and the batched windows exceed the free memory."""
+    from omegaconf import OmegaConf
+
+    import diga.tasks.fit as fit
     import diga.tasks.memory_fit as mf
     from diga.tasks.fit import build_module
     from tests.helpers import compose_cfg, tiny_toy_overrides
@@ -203,6 +206,9 @@ def test_batched_windows_that_do_not_fit_are_unbatched_first(tmp_path: Path, toy
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need * 2), int(need * 4)))
-    assert not mf.unbatch_on_gpu(cfg, module, (80, 160)) and module.inference.batched
+    assert mf.validation_option_on_gpu(cfg, module, (80, 160)) == ()
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need), int(need * 4)))
-    assert mf.unbatch_on_gpu(cfg, module, (80, 160)) and not module.inference.batched
+    assert mf.validation_option_on_gpu(cfg, module, (80, 160)) == ("inference.batched=false",)
+    monkeypatch.setattr(fit, "estimate_stage_memory", lambda *a: pytest.fail("a GPU run estimates no training step"))
+    unbatched, _ = fit.fit_in_memory(OmegaConf.merge(cfg, {"trainer": {"accelerator": "gpu"}}), module, (80, 160))
+    assert module.inference.batched and not unbatched.inference.batched

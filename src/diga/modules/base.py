@@ -191,15 +191,16 @@ class SegmentationModule(pl.LightningModule):
         current = int(self.hparams.micro_batches)
         parts = [n for n in range(current + 1, batch + 1) if batch % n == 0]
         training = [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
-        if not self.slides_batched:
+        one_window = self.validation_fallback
+        if not one_window:
             return training
-        one_window = ("inference.batched=false",)
         return [one_window, *training, *((*one_window, *o) for o in training)]
 
     @property
-    def slides_batched(self) -> bool:
-        """Validation predicts every sliding window of an image in one forward (`inference.batched`)."""
-        return self.inference.mode == "slide" and self.inference.batched
+    def validation_fallback(self) -> tuple[str, ...]:
+        """Batched sliding-window validation (`inference.batched`) can predict one window at a time instead: the same
+        logits, less memory."""
+        return ("inference.batched=false",) if self.inference.mode == "slide" and self.inference.batched else ()
 
     def training_logits(self, x: torch.Tensor, crop: Sequence[int] | None = None) -> torch.Tensor:
         """The student's logits as a training step computes them (HRDA: context and one detail window, fused). With

@@ -9,7 +9,7 @@ sets and what it exports. A new stage is a module that implements this plus a YA
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -58,6 +58,21 @@ class TrainingStage(Protocol):
         """Override lists that lower the memory, in the order to try them (same maths first)."""
         ...
 
+    # stages that validate (`validates`) also say what validation needs, beside the weights they hold
+    def weight_bytes(self) -> int:
+        """Weights, gradients and optimiser state, and the frozen networks: what stays allocated during validation."""
+        ...
+
+    def estimate_inference_memory(self, image: Sequence[int], images: int, precision: str | None = None) -> int:
+        """Bytes one validation batch of `images` images of `image` (H, W) needs beside the weights."""
+        ...
+
+    @property
+    def validation_fallback(self) -> tuple[str, ...]:
+        """Overrides that lower validation's memory with the same predictions (batched windows one at a time), or
+        () when there are none."""
+        ...
+
     def export(self, out_dir: str | Path) -> Path:
         """Write what the next stage or `diga.evaluate` reads; the path of the main file."""
         ...
@@ -71,6 +86,8 @@ def file_input(group: InputGroup, what: str, path: Any, set_with: str, expected:
 def check_stage_class(cls: type) -> None:
     """Raise a TypeError naming what a `stage.module` class lacks of the contract (at build time, not mid-run)."""
     needed = ("validates", "produces", "declared_inputs", "estimate_memory", "memory_fallbacks", "export")
+    if getattr(cls, "validates", False):
+        needed += ("weight_bytes", "estimate_inference_memory", "validation_fallback")
     missing = [name for name in needed if not hasattr(cls, name)]
     if missing:
         raise TypeError(f"{cls.__module__}.{cls.__qualname__} is a stage.module but lacks {', '.join(missing)} of "

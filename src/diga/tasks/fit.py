@@ -119,17 +119,16 @@ def estimate_stage_memory(cfg: DictConfig, module: StageModule,
 def fit_in_memory(cfg: DictConfig, module: StageModule,
                   val_image: Sequence[int] | None = None) -> tuple[StageModule, int | None]:  # fmt: skip
     """CPU runs: (the module to train — rebuilt with the first memory option that fits when the configured one does
-    not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit). GPU runs with
-    batched sliding-window validation: one window at a time when the batched windows would not fit
-    (`diga.tasks.memory_fit.unbatch_on_gpu`)."""
+    not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit). GPU runs: the stage
+    rebuilt with its `validation_fallback` when validation would not fit (`memory_fit.validation_option_on_gpu`)."""
     from diga.tasks import memory_fit as mf
     from diga.utils.memory import GIB, available_bytes
 
     if not cfg.get("memory_estimate", True):
         return module, None
     if cfg.trainer.get("accelerator") != "cpu":
-        mf.unbatch_on_gpu(cfg, module, val_image)
-        return module, None
+        option = mf.validation_option_on_gpu(cfg, module, val_image)
+        return (build_module(mf.with_overrides(cfg, option)) if option else module), None
     first = estimate_stage_memory(cfg, module, val_image)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     free = available_bytes()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -98,9 +98,10 @@ def not_fitting_message(stage: str, first: MemoryEstimate, tried: list[MemoryCho
 GPU_MARGIN = 1.2
 
 
-def unbatch_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[int] | None) -> bool:
-    """GPU runs: when batched sliding-window validation (`inference.batched`) would not fit beside the weights in
-    this process's free GPU memory, predict one window at a time instead (the same logits) and say so; True then.
+def validation_option_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[int] | None) -> tuple[str, ...]:
+    """GPU runs: the stage's `validation_fallback` (batched sliding windows one at a time: the same logits) when the
+    weights and one validation batch would not fit in this process's free GPU memory, else (); says so when it
+    chooses it.
 
     Each process decides for its own GPU: the choice changes how windows are batched, never what is predicted, so
     DDP ranks may differ. The estimate is measured on the CPU before the module moves (`estimate_inference_memory`).
@@ -109,22 +110,22 @@ def unbatch_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[int] | None
 
     import torch
 
-    if val_image is None or not getattr(module, "slides_batched", False) or not torch.cuda.is_available():
-        return False
+    option = tuple(getattr(module, "validation_fallback", ()))
+    if val_image is None or not option or not torch.cuda.is_available():
+        return ()
     device = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
     free, _ = torch.cuda.mem_get_info(device)
     precision = str(cfg.trainer.get("precision", "32"))
     images = int(cfg.datamodule.get("val_batch_size", 1) or 1)
     need = (module.weight_bytes() + module.estimate_inference_memory(val_image, images, precision)) * GPU_MARGIN
     if need <= free:
-        return False
-    module.inference = replace(module.inference, batched=False)
-    msg = (f"validation with every sliding window of a {val_image[1]}×{val_image[0]} image in one batch needs about "
-           f"{need / GIB:.1f} GB of GPU memory, {free / GIB:.1f} GB are free on cuda:{device}: predicting one window "
-           "at a time (the same logits; inference.batched=false starts that way)")  # fmt: skip
+        return ()
+    msg = (f"validation of a {val_image[1]}×{val_image[0]} image as configured needs about {need / GIB:.1f} GB of GPU "
+           f"memory, {free / GIB:.1f} GB are free on cuda:{device}: validating with {' '.join(option)} (the same "
+           "predictions)")  # fmt: skip
     log.warning(msg)
     print(f"diga: {msg}", flush=True)
-    return True
+    return option
 
 
 class MemoryShortError(PreflightError):
