@@ -302,3 +302,24 @@ def test_hrda_experiments_use_their_authors_recipe(experiment: str, tmp_path: Pa
     assert inf["align_corners"] is False and inf["scales"] == [1.0]
     assert (m["ema"]["decay"], m["feature_distance"]["weight"], m["pseudo_threshold"]) == (0.999, 0.005, 0.968)
     assert m["masked_consistency"]["weight"] == (1.0 if "_mic_" in experiment else 0.0)
+
+
+@pytest.mark.parametrize("row", ["daformer", "toy_hr/diga", "toy_hr/hrda", "toy_hr/mic_hrda", "toy_hr/diga_hrda"])
+def test_toy_hr_rows_train_at_half_resolution_or_on_hrda_at_full_resolution(row: str, tmp_path: Path) -> None:
+    """The 2× toy's rows: DAFormer and DiGA train on 80×160 images and predict at half scale; the HRDA rows switch
+    every step to toy_hr_hrda (full 160×320 images, 128×256 crops, a 64×128 detail window); all score 160×320."""
+    from diga.tasks.pipeline import step_configs
+
+    cfg = compose_cfg(["experiment=toy_hr", "stage=pipeline", f"ablation={row}", f"paths.output_dir={tmp_path}"])
+    steps = step_configs(cfg)
+    assert steps
+    for step, c in steps:
+        hrda = "hrda" in row
+        assert (c.model.hrda is not None) == hrda, step.name
+        assert c.toy_spec.height == 160 and c.toy_spec.width == 320
+        if step.stage in ("source_only", "warmup", "selftrain", "daformer"):
+            assert list(c.datamodule.crop_size) == ([128, 256] if hrda else [64, 128]), step.name
+            assert c.datamodule.target.loader.streams[0].resize == (None if hrda else [80, 160]), step.name
+            assert list(c.inference.scales) == ([1.0] if hrda else [0.5])
+        if step.stage in ("pseudolabel", "centroids"):
+            assert c.stage.resize == (None if hrda else [80, 160]), step.name
