@@ -345,7 +345,7 @@ def _free_memory_between(monkeypatch: pytest.MonkeyPatch, cfg_overrides: list[st
 
     def likely_peak(extra: list[str]) -> int:
         cfg = compose_cfg([*cfg_overrides, *extra])
-        val_image = instantiate(cfg.datamodule, _recursive_=False).largest_val_image()
+        val_image = instantiate(cfg.datamodule, _recursive_=False).val_image_size()
         return estimate_stage_memory(cfg, build_module(cfg), val_image).likely_peak
 
     plain, lighter = likely_peak([]), likely_peak(option)

@@ -174,9 +174,10 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
                             _convert_="all")  # fmt: skip
         return tuple(read_rgb(probe.samples[0].image).shape[:2])  # type: ignore[return-value]
 
-    def largest_val_image(self) -> tuple[int, int] | None:
-        """(H, W) of the largest image validation predicts at (`eval_resize`, or each set's first image), or None
-        without validation sets: the size the inference memory estimate is made for."""
+    def val_image_size(self) -> tuple[int, int] | None:
+        """(H, W) the inference memory estimate is made for, or None without validation sets: per set `eval_resize`,
+        or the size of its first image (sets of one size: Cityscapes, BDD100K; a set of mixed sizes at native size,
+        such as Mapillary without `eval_resize`, may hold larger ones), the largest over the sets."""
         from diga.data.io import read_rgb
 
         sizes = []

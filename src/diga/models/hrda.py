@@ -164,7 +164,7 @@ class HRDASegmentor(Segmentor):
         detail = self.head(self.backbone(box.of(x)))[0]
         fused = fuse_scales(context.logits, attention, detail, self.upscale, self.output_stride, box,
                             self.align_corners)  # fmt: skip
-        return TrainingPass(fused, context, detail, box, attention)
+        return TrainingPass(fused, context, detail, box)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().param_groups()

@@ -27,14 +27,13 @@ class SegOutput(NamedTuple):
 
 class TrainingPass(NamedTuple):
     """One training forward (`Segmentor.forward_train`). One resolution: `logits` and `features` are the forward's
-    and the rest is None. HRDA: the fused logits, the context pass as `features`, the detail window's logits and box,
-    and the scale attention (before `fuse_scales` masks it to the window)."""
+    and the rest is None. HRDA: the fused logits, the context pass as `features`, the detail window's logits and
+    box."""
 
     logits: torch.Tensor  # B×C×h×w at the output stride of the input
     features: SegOutput  # what the feature distance and the centroids read (HRDA: the context pass)
     detail: torch.Tensor | None = None  # logits of the detail window (HRDA)
     detail_box: CropBox | None = None  # the detail window, in input pixels
-    attention: torch.Tensor | None = None  # the scale attention at context resolution (HRDA)
 
 
 class Normalize(nn.Module):

@@ -116,19 +116,29 @@ def estimate_stage_memory(cfg: DictConfig, module: StageModule,
     return replace(estimate, inference=module.estimate_inference_memory(val_image, images, precision))
 
 
-def fit_in_memory(cfg: DictConfig, module: StageModule,
-                  val_image: Sequence[int] | None = None) -> tuple[StageModule, int | None]:  # fmt: skip
+def fit_in_memory(cfg: DictConfig, module: StageModule, val_image: Sequence[int] | None = None,
+                  built_from: torch.Tensor | None = None,
+                  local_rank: int = 0) -> tuple[StageModule, int | None]:  # fmt: skip
     """CPU runs: (the module to train — rebuilt with the first memory option that fits when the configured one does
     not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit). GPU runs: the stage
-    rebuilt with its `validation_fallback` when validation would not fit (`memory_fit.validation_option_on_gpu`)."""
+    rebuilt with its `validation_fallback` when validation would not fit (`memory_fit.validation_option_on_gpu`).
+
+    `built_from`: the CPU random state `module` was built from; a rebuilt module starts from it too, so that it gets
+    the same initial weights (the memory options change no parameter). `local_rank`: this process's GPU."""
     from diga.tasks import memory_fit as mf
     from diga.utils.memory import GIB, available_bytes
 
     if not cfg.get("memory_estimate", True):
         return module, None
+
+    def rebuild(option_cfg: DictConfig) -> StageModule:
+        if built_from is not None:
+            torch.random.set_rng_state(built_from)
+        return build_module(option_cfg)
+
     if cfg.trainer.get("accelerator") != "cpu":
-        option = mf.validation_option_on_gpu(cfg, module, val_image)
-        return (build_module(mf.with_overrides(cfg, option)) if option else module), None
+        option = mf.validation_option_on_gpu(cfg, module, val_image, local_rank)
+        return (rebuild(mf.with_overrides(cfg, option)) if option else module), None
     first = estimate_stage_memory(cfg, module, val_image)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     free = available_bytes()
@@ -147,7 +157,7 @@ def fit_in_memory(cfg: DictConfig, module: StageModule,
     def estimate_with(overrides: tuple[str, ...]) -> MemoryEstimate:
         built.clear()  # one candidate module alive at a time
         option_cfg = mf.with_overrides(cfg, overrides)
-        built[overrides] = build_module(option_cfg)
+        built[overrides] = rebuild(option_cfg)
         return estimate_stage_memory(option_cfg, built[overrides], val_image)
 
     choice, tried = mf.first_that_fits(fallbacks, estimate_with, free, processes)
@@ -185,13 +195,16 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
     selection = apply_selection(cfg)
     with times.phase("build data, model, trainer"):
         datamodule = instantiate(cfg.datamodule, _recursive_=False)
+        built_from = torch.random.get_rng_state()
         module = build_module(cfg)
         trainer = build_trainer(cfg)
     log.info(model_summary_line(module))
     with times.phase("memory estimate"):
-        measure = module.validates and cfg.get("memory_estimate", True) and hasattr(datamodule, "largest_val_image")
-        val_image = datamodule.largest_val_image() if measure else None
-        module, estimate = fit_in_memory(cfg, module, val_image)
+        on_cpu = cfg.trainer.get("accelerator") == "cpu"
+        measure = module.validates and cfg.get("memory_estimate", True) and hasattr(datamodule, "val_image_size")
+        measure = measure and (on_cpu or bool(getattr(module, "validation_fallback", ())))
+        val_image = datamodule.val_image_size() if measure else None
+        module, estimate = fit_in_memory(cfg, module, val_image, built_from, trainer.local_rank)
     trainer.callbacks.append(PhaseTimer(times))
     if resume is not None:
         for logger in trainer.loggers:

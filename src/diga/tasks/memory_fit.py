@@ -93,12 +93,13 @@ def not_fitting_message(stage: str, first: MemoryEstimate, tried: list[MemoryCho
     return "\n".join(lines)
 
 
-# GPU: the caching allocator's fragmentation and the CUDA context come on top of the tensors (a margin, not a fit:
-# no GPU has checked it yet)
-GPU_MARGIN = 1.2
+# GPU: the caching allocator's fragmentation and the CUDA context come on top of the tensors. The same margin as
+# benchmarks/memory_plan.py (estimate × 1.25 + 1.5 GB), an assumption until a GPU has measured it
+GPU_MARGIN, GPU_OVERHEAD = 1.25, int(1.5 * GIB)
 
 
-def validation_option_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[int] | None) -> tuple[str, ...]:
+def validation_option_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[int] | None,
+                             local_rank: int = 0) -> tuple[str, ...]:  # fmt: skip
     """GPU runs: the stage's `validation_fallback` (batched sliding windows one at a time: the same logits) when the
     weights and one validation batch would not fit in this process's free GPU memory, else (); says so when it
     chooses it.
@@ -106,18 +107,17 @@ def validation_option_on_gpu(cfg: DictConfig, module: Any, val_image: Sequence[i
     Each process decides for its own GPU: the choice changes how windows are batched, never what is predicted, so
     DDP ranks may differ. The estimate is measured on the CPU before the module moves (`estimate_inference_memory`).
     """
-    import os
-
     import torch
 
     option = tuple(getattr(module, "validation_fallback", ()))
     if val_image is None or not option or not torch.cuda.is_available():
         return ()
-    device = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+    device = local_rank % torch.cuda.device_count()  # the trainer's, under torchrun, SLURM or Lightning's launcher
     free, _ = torch.cuda.mem_get_info(device)
     precision = str(cfg.trainer.get("precision", "32"))
     images = int(cfg.datamodule.get("val_batch_size", 1) or 1)
     need = (module.weight_bytes() + module.estimate_inference_memory(val_image, images, precision)) * GPU_MARGIN
+    need += GPU_OVERHEAD
     if need <= free:
         return ()
     msg = (f"validation of a {val_image[1]}×{val_image[0]} image as configured needs about {need / GIB:.1f} GB of GPU "

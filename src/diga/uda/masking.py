@@ -102,8 +102,9 @@ def masked_consistency_loss(
 
 class MaskedImageConsistency:
     """MIC as one component, as DAFormer's and DiGA's self-training both use it: block-mask the colour-augmented
-    target image (masked pixels = the normaliser's mean colour), predict it with the student, and score the
-    prediction against the teacher's confidence-weighted pseudo-label of the unmasked image.
+    target image (masked pixels = the normaliser's mean colour); the stage predicts it with the student and scores
+    the prediction against the teacher's confidence-weighted pseudo-label of the unmasked image
+    (`masked_consistency_loss`, or HRDA's two-resolution loss on the multi-resolution model).
 
     Built from the stage's `masked_consistency: {weight, mask_ratio, block_size}`; `weight` 0 switches it off.
     """
@@ -122,11 +123,3 @@ class MaskedImageConsistency:
         """The colour-augmented target with its masked blocks filled with `fill`."""
         keep = self.masks(target, generator)
         return mask_images(augment(target), keep, fill=fill)
-
-    def loss(self, student: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
-             augment: Callable[[torch.Tensor], torch.Tensor], fill: torch.Tensor, pseudo_label: torch.Tensor,
-             pseudo_weight: torch.Tensor | None, generator: torch.Generator | None,
-             align_corners: bool = False) -> torch.Tensor:  # fmt: skip
-        """λ · the weighted CE of `student(masked view)` (logits) against the pseudo-label."""
-        logits = student(self.masked_view(target, augment, fill, generator))
-        return masked_consistency_loss(logits, pseudo_label, pseudo_weight, self.weight, align_corners)
