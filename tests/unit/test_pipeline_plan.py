@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from diga.tasks.pipeline_plan import plan, step_key, step_overrides
 from tests.helpers import compose_cfg
 
@@ -55,6 +57,27 @@ def test_cached_steps_live_under_their_key_and_are_linked_into_the_run(tmp_path:
     for i, s in enumerate(steps):
         assert s.out.root == tmp_path / "cache" / f"{s.name}-{s.key}"
         assert s.link == tmp_path / "run" / f"{i:02d}_{s.name}"
+
+
+def test_a_relative_step_cache_links_resolve_from_the_run_directory(tmp_path: Path, monkeypatch) -> None:
+    """`stage.step_cache=logs/cache` (relative to the working directory): the run's links must still reach the cache
+    entry, and a resumed run finds its own links (an older diga wrote them dangling; those are replaced)."""
+    from diga.tasks.step_cache import link_into_run
+
+    monkeypatch.chdir(tmp_path)
+    steps = _plan(Path("logs/run"), "stage.step_cache=logs/cache")
+    first = steps[0]
+    first.link.parent.mkdir(parents=True)
+    first.link.symlink_to(first.out.root, target_is_directory=True)  # relative to the cwd: dangling
+    for step in steps:
+        link_into_run(step)
+        link_into_run(step)  # the resumed run
+        assert step.link.resolve() == step.out.root.resolve()
+    (tmp_path / "logs/run/elsewhere").mkdir()
+    steps[1].link.unlink()
+    steps[1].link.symlink_to("elsewhere")
+    with pytest.raises(FileExistsError, match="not a link to the step cache entry"):
+        link_into_run(steps[1])
 
 
 def test_a_steps_command_line_names_its_stage_directory_and_pipeline_step(tmp_path: Path) -> None:

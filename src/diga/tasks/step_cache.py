@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 from diga.tasks.pipeline_plan import Step
@@ -16,21 +17,26 @@ log = logging.getLogger(__name__)
 
 
 def link_into_run(step: Step) -> None:
-    """`<run dir>/<NN>_<name>` → the step's directory in the cache (what a reader of the run directory sees)."""
+    """`<run dir>/<NN>_<name>` → the step's directory in the cache (what a reader of the run directory sees).
+
+    The link is relative to the run directory, so it holds whatever the working directory (`stage.step_cache` may
+    be a relative path) and when the logs move together. A dangling link (one an older run wrote) is replaced."""
     assert step.link is not None
     step.out.root.mkdir(parents=True, exist_ok=True)
-    if step.link.is_symlink() and step.link.resolve() == step.out.root.resolve():
+    target = step.out.root.resolve()
+    if step.link.is_symlink() and not step.link.exists():
+        step.link.unlink()
+    if step.link.is_symlink() and step.link.resolve() == target:
         return
-    if step.link.exists() or step.link.is_symlink():
+    if step.link.exists():
         raise FileExistsError(f"{step.link}: exists and is not a link to the step cache entry {step.out.root}")
     step.link.parent.mkdir(parents=True, exist_ok=True)
-    step.link.symlink_to(step.out.root, target_is_directory=True)
+    step.link.symlink_to(os.path.relpath(target, step.link.parent.resolve()), target_is_directory=True)
 
 
 @contextlib.contextmanager
 def step_lock(step: Step, poll_s: float = 10.0) -> Iterator[None]:
     """One process computes a cached step; others wait for it (a lock left by a dead process is taken over)."""
-    import os
     import time
 
     lock = step.out.root.with_suffix(".lock")
