@@ -67,10 +67,11 @@ def test_a_stage_that_does_not_fit_and_has_no_memory_option_stops_before_work(mo
     module = nn.Linear(1, 1)
     module.estimate_memory = lambda *a: None  # type: ignore[attr-defined]  # replaced by the patch below
     module.memory_fallbacks = lambda *a: []  # type: ignore[attr-defined]  # the stage contract: no memory option
-    monkeypatch.setattr(fit, "estimate_stage_memory", lambda cfg, module, image=None: MemoryEstimate(2 * gib, 8 * gib))
+    monkeypatch.setattr(fit, "estimate_stage_memory",
+                        lambda cfg, module, image=None, known=None: MemoryEstimate(2 * gib, 8 * gib))  # fmt: skip
     monkeypatch.setattr(fit, "stage_batch", lambda cfg: (2, 0))
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * gib)
-    assert fit.fit_in_memory(cfg, module) == (module, 10 * gib)
+    assert fit.fit_in_memory(cfg, module) == (module, 10 * gib, ())
     monkeypatch.setattr(memory, "available_bytes", lambda: 14 * gib)
     with pytest.raises(MemoryShortError, match=r"(?s)likely resident peak of 15\.0 GB.*memory_estimate=false"):
         fit.fit_in_memory(cfg, module)
@@ -156,7 +157,9 @@ def test_the_inference_probe_shrinks_only_what_keeps_the_windows() -> None:
     assert probe_factor((512, 1024), InferenceConfig(scales=(1.0, 0.5))) == 2
     assert probe_factor((80, 160), InferenceConfig()) == 1  # the toy: probed as it is
     assert probe_factor((128, 256), slide) == 1  # windows larger than the image are clipped to it
-    assert probe_factor((1024, 2048), InferenceConfig(mode="slide", crop_size=(510, 510), stride=(255, 255))) == 1
+    odd = InferenceConfig(mode="slide", crop_size=(510, 510), stride=(255, 255))
+    assert probe_factor((1024, 2048), odd) == 3 and odd.divides(3) and not odd.divides(2) and not odd.divides(6)
+    assert probe_factor((1024, 2048), InferenceConfig(mode="slide", crop_size=(511, 511), stride=(257, 257))) == 1
 
 
 @pytest.mark.parametrize("hrda", [False, True], ids=["one_resolution", "hrda"])
@@ -212,8 +215,65 @@ def test_batched_windows_that_do_not_fit_are_unbatched_first(tmp_path: Path, toy
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(need) - 2**20, int(need * 4)))
     assert mf.validation_option_on_gpu(cfg, module, (80, 160)) == ("inference.batched=false",)
     monkeypatch.setattr(fit, "estimate_stage_memory", lambda *a: pytest.fail("a GPU run estimates no training step"))
-    unbatched, _ = fit.fit_in_memory(OmegaConf.merge(cfg, {"trainer": {"accelerator": "gpu"}}), module, (80, 160))
-    assert module.inference.batched and not unbatched.inference.batched
+    gpu_cfg = OmegaConf.merge(cfg, {"trainer": {"accelerator": "gpu"}})
+    unbatched, _, chosen = fit.fit_in_memory(gpu_cfg, module, (80, 160))
+    assert module.inference.batched and not unbatched.inference.batched and chosen == ("inference.batched=false",)
+
+
+def test_a_validation_batch_of_one_comes_last_and_validation_is_estimated_once_per_inference(
+        tmp_path: Path, toy_root: Path, monkeypatch) -> None:  # fmt: skip
+    """When validation sets the peak, training options cannot lower it: after them come a validation batch of one
+    image (the same predictions), alone and with each option. Options that leave validation as it is reuse its
+    estimate: one measurement per (batched windows, validation batch), however many options are tried."""
+    import diga.tasks.fit as fit
+    import diga.utils.memory as memory
+    from diga.modules.base import SegmentationModule
+    from tests.helpers import compose_cfg, tiny_toy_overrides
+
+    gib = 1024**3
+    slide = ["inference.mode=slide", "inference.crop_size=[64,64]", "inference.stride=[32,32]"]
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", *slide,
+                       "inference.batched=true", "datamodule.val_batch_size=2"])  # fmt: skip
+    calls = []
+
+    def inference(self, image, images, precision=None) -> int:
+        calls.append((self.inference.batched, images))
+        return (100 if self.inference.batched else 50) * images * gib
+
+    monkeypatch.setattr(SegmentationModule, "estimate_inference_memory", inference)
+    monkeypatch.setattr(SegmentationModule, "estimate_memory", lambda self, *a: MemoryEstimate(0, gib))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 80 * gib)  # 50 GB validation fits, 100 does not
+    module = fit.build_module(cfg)
+    fitted = fit.fit_in_memory(cfg, module, (80, 160))
+    assert fitted.overrides == ("datamodule.val_batch_size=1", "inference.batched=false")
+    assert not fitted.module.inference.batched
+    assert sorted(calls) == [(False, 1), (False, 2), (True, 1), (True, 2)]
+    assert len(module.memory_fallbacks(*fit.stage_batch(cfg))) > 3  # more options tried than validation measured
+
+
+def test_a_datamodule_option_chosen_by_the_pre_flight_reaches_the_datamodule(tmp_path: Path, toy_root: Path,
+                                                                               monkeypatch) -> None:  # fmt: skip
+    """The datamodule is built before the pre-flight: one of its options (a validation batch of one) builds it again,
+    or validation would run with the batch that did not fit."""
+    import pytorch_lightning as pl
+
+    import diga.tasks.fit as fit
+    from tests.helpers import compose_cfg, tiny_toy_overrides
+
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=none"])
+    assert cfg.datamodule.val_batch_size == 4
+    one_image = ("datamodule.val_batch_size=1",)
+    monkeypatch.setattr(fit, "fit_in_memory", lambda c, m, *a: fit.FittedStage(m, None, one_image))
+    seen = {}
+
+    def stop(self, module, datamodule=None, **kw):
+        seen["val_batch_size"] = datamodule.val_batch_size
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pl.Trainer, "fit", stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit.run_fit(cfg)
+    assert seen == {"val_batch_size": 1}
 
 
 def test_a_stage_rebuilt_with_a_memory_option_starts_from_the_same_weights(tmp_path: Path, toy_root: Path,
@@ -231,9 +291,9 @@ def test_a_stage_rebuilt_with_a_memory_option_starts_from_the_same_weights(tmp_p
     first = fit.build_module(cfg)
     small, too_big = MemoryEstimate(0, 0), MemoryEstimate(0, 100 * gib)
     monkeypatch.setattr(fit, "estimate_stage_memory",
-                        lambda c, m, image=None: small if c.model.grad_checkpointing else too_big)  # fmt: skip
+                        lambda c, m, *a: small if c.model.grad_checkpointing else too_big)  # fmt: skip
     monkeypatch.setattr(memory, "available_bytes", lambda: 10 * gib)
-    rebuilt, _ = fit.fit_in_memory(cfg, first, None, state)
+    rebuilt, _, _ = fit.fit_in_memory(cfg, first, None, state)
     assert rebuilt is not first and rebuilt.hparams.model["grad_checkpointing"]
     before, after = first.state_dict(), rebuilt.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -45,13 +45,12 @@ class InferenceConfig:
 
         return replace(self, crop_size=divided(self.crop_size), stride=divided(self.stride))
 
-    def whole_windows(self, original: InferenceConfig) -> bool:
-        """Whether this shrunk copy of `original` slides the same windows (none rounded away)."""
-        if self.mode != "slide" or original.crop_size is None or original.stride is None:
+    def divides(self, factor: int) -> bool:
+        """Whether `shrunk(factor)` slides the same windows: every window and stride side divisible by `factor`
+        (whole-image inference always does)."""
+        if self.mode != "slide" or self.crop_size is None or self.stride is None:
             return True
-        sizes = zip((*self.crop_size, *self.stride), (*original.crop_size, *original.stride))  # type: ignore[misc]
-        ratios = {o / v for v, o in sizes if v}
-        return len(ratios) == 1 and all(v > 0 for v in (*self.crop_size, *self.stride))  # type: ignore[misc]
+        return all(int(v) % factor == 0 and int(v) >= factor for v in (*self.crop_size, *self.stride))
 
     def __post_init__(self) -> None:
         if self.fusion not in ("max", "mean"):
@@ -66,13 +65,12 @@ PROBE_SIDE = 128  # the smallest side a memory probe forwards (a window, or the 
 
 
 def probe_factor(image: Sequence[int], cfg: InferenceConfig) -> int:
-    """The largest of 4, 2, 1 by which an inference memory probe can shrink `image` (H, W): every side it forwards
-    stays at `PROBE_SIDE` or more, and windows and strides stay whole."""
+    """The largest of 4, 3, 2, 1 by which an inference memory probe can shrink `image` (H, W): every side it
+    forwards stays at `PROBE_SIDE` or more, and windows and strides stay whole (`InferenceConfig.divides`)."""
     scaled = [s * min(cfg.scales) for s in image]  # windows are clipped to the (scaled) image
     sides = [min(c, s) for c, s in zip(cfg.crop_size, scaled)] if cfg.mode == "slide" and cfg.crop_size else scaled
-    for f in (4, 2):
-        whole = all(v % f == 0 for v in (*(cfg.crop_size or ()), *(cfg.stride or ())))
-        if whole and min(sides) / f >= PROBE_SIDE:
+    for f in (4, 3, 2):
+        if cfg.divides(f) and min(sides) / f >= PROBE_SIDE:
             return f
     return 1
 

@@ -249,7 +249,7 @@ class SegmentationModule(pl.LightningModule):
         peak = peak_at(f)
         if f > 1:
             smaller = peak  # no second probe: all of the peak is taken to grow with the pixels
-            if self.inference.shrunk(2 * f).whole_windows(self.inference):
+            if self.inference.divides(2 * f):
                 with suppress(RuntimeError):  # an encoder too deep for the smaller probe's images
                     smaller = peak_at(2 * f)
             growing = (peak - smaller) * 4 / 3 if smaller < peak else peak  # the part ∝ pixels, at 1/f

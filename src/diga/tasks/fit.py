@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -23,6 +23,7 @@ from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table
 from diga.loggers import ResumableCSVLogger
 from diga.modules.contract import check_stage_class
+from diga.tasks.memory_fit import with_overrides
 from diga.tasks.results import write_results
 from diga.tasks.resume import resume_point
 from diga.tasks.selection import apply_selection, restore_selected
@@ -99,10 +100,10 @@ def stage_batch(cfg: DictConfig) -> tuple[int, int]:
     return n_src, n_tgt
 
 
-def estimate_stage_memory(cfg: DictConfig, module: StageModule,
-                          val_image: Sequence[int] | None = None) -> MemoryEstimate:  # fmt: skip
+def estimate_stage_memory(cfg: DictConfig, module: StageModule, val_image: Sequence[int] | None = None,
+                          inference_bytes: int | None = None) -> MemoryEstimate:  # fmt: skip
     """The module's memory estimate for one training step of this stage's crop, batch and precision, and for one
-    validation batch of `val_image` (H, W) when the stage validates."""
+    validation batch of `val_image` (H, W) when the stage validates (`inference_bytes`: that part already known)."""
     from diga.data.datamodule import scaled_size
 
     dm = cfg.datamodule
@@ -112,16 +113,46 @@ def estimate_stage_memory(cfg: DictConfig, module: StageModule,
         estimate = module.estimate_memory(crop, *stage_batch(cfg), precision)
     if val_image is None or not module.validates:
         return estimate
-    images = int(dm.get("val_batch_size", 1) or 1)
-    return replace(estimate, inference=module.estimate_inference_memory(val_image, images, precision))
+    if inference_bytes is None:
+        images = int(dm.get("val_batch_size", 1) or 1)
+        inference_bytes = module.estimate_inference_memory(val_image, images, precision)
+    return replace(estimate, inference=inference_bytes)
+
+
+def validation_image(cfg: DictConfig, module: StageModule, datamodule: Any) -> tuple[int, int] | None:
+    """The validation image (H, W) the pre-flight estimates validation for, or None where it has nothing to decide:
+    the stage does not validate, or (on a GPU) it has no validation fallback to choose."""
+    if not (module.validates and cfg.get("memory_estimate", True) and hasattr(datamodule, "val_image_size")):
+        return None
+    if cfg.trainer.get("accelerator") != "cpu" and not getattr(module, "validation_fallback", ()):
+        return None
+    return datamodule.val_image_size()
+
+
+class FittedStage(NamedTuple):
+    """What the memory pre-flight decided: the module to train, its estimated bytes (CPU), and the memory options
+    switched on (a `datamodule.*` one means the datamodule is built again with it)."""
+
+    module: StageModule
+    estimate: int | None
+    overrides: tuple[str, ...] = ()
+
+
+def validation_batch_options(cfg: DictConfig, val_image: Sequence[int] | None,
+                             options: list[tuple[str, ...]]) -> list[tuple[str, ...]]:  # fmt: skip
+    """After the stage's own options: a validation batch of one image (the same predictions; the confusion matrix is
+    a sum over images), alone and then with each of them — when validation batches several images."""
+    if val_image is None or int(cfg.datamodule.get("val_batch_size", 1) or 1) <= 1:
+        return options
+    one = ("datamodule.val_batch_size=1",)
+    return [*options, one, *((*one, *o) for o in options)]
 
 
 def fit_in_memory(cfg: DictConfig, module: StageModule, val_image: Sequence[int] | None = None,
-                  built_from: torch.Tensor | None = None,
-                  local_rank: int = 0) -> tuple[StageModule, int | None]:  # fmt: skip
-    """CPU runs: (the module to train — rebuilt with the first memory option that fits when the configured one does
-    not —, the estimated bytes); `MemoryShortError` when no option fits (diga.tasks.memory_fit). GPU runs: the stage
-    rebuilt with its `validation_fallback` when validation would not fit (`memory_fit.validation_option_on_gpu`).
+                  built_from: torch.Tensor | None = None, local_rank: int = 0) -> FittedStage:  # fmt: skip
+    """CPU runs: the module to train — rebuilt with the first memory option that fits when the configured one does
+    not — and its estimated bytes; `MemoryShortError` when no option fits (diga.tasks.memory_fit). GPU runs: the
+    stage rebuilt with its `validation_fallback` when validation would not fit (`memory_fit.validation_option_on_gpu`).
 
     `built_from`: the CPU random state `module` was built from; a rebuilt module starts from it too, so that it gets
     the same initial weights (the memory options change no parameter). `local_rank`: this process's GPU."""
@@ -129,7 +160,7 @@ def fit_in_memory(cfg: DictConfig, module: StageModule, val_image: Sequence[int]
     from diga.utils.memory import GIB, available_bytes
 
     if not cfg.get("memory_estimate", True):
-        return module, None
+        return FittedStage(module, None)
 
     def rebuild(option_cfg: DictConfig) -> StageModule:
         if built_from is not None:
@@ -138,27 +169,33 @@ def fit_in_memory(cfg: DictConfig, module: StageModule, val_image: Sequence[int]
 
     if cfg.trainer.get("accelerator") != "cpu":
         option = mf.validation_option_on_gpu(cfg, module, val_image, local_rank)
-        return (rebuild(mf.with_overrides(cfg, option)) if option else module), None
+        return FittedStage(rebuild(mf.with_overrides(cfg, option)) if option else module, None, option)
     first = estimate_stage_memory(cfg, module, val_image)
     processes = int(cfg.trainer.get("devices", 1)) if str(cfg.trainer.get("devices", 1)).isdigit() else 1
     free = available_bytes()
     if mf.fits(first, free, processes):
         log.info(first.line(free) + (f" (× {processes} processes)" if processes > 1 else ""))
-        return module, first.total * processes
-    fallbacks = module.memory_fallbacks(*stage_batch(cfg))
+        return FittedStage(module, first.total * processes)
+    fallbacks = validation_batch_options(cfg, val_image, module.memory_fallbacks(*stage_batch(cfg)))
     if processes > 1:  # each rank would decide on its own free memory, but ranks must train the same module: warn
         options = f"; use {' or '.join(' '.join(o) for o in fallbacks)}" if fallbacks else ""
         msg = f"{first.line(free)} (× {processes} processes) — will probably be killed for memory{options}"
         log.warning(msg)
         print(f"diga: {msg}", flush=True)
-        return module, first.total * processes
+        return FittedStage(module, first.total * processes)
     built: dict[tuple[str, ...], StageModule] = {}
+    # training options (checkpointing, micro-batches) leave validation as it is: its estimate is made once per
+    # combination of the options that change it
+    validation = {(): first.inference}
 
     def estimate_with(overrides: tuple[str, ...]) -> MemoryEstimate:
         built.clear()  # one candidate module alive at a time
         option_cfg = mf.with_overrides(cfg, overrides)
         built[overrides] = rebuild(option_cfg)
-        return estimate_stage_memory(option_cfg, built[overrides], val_image)
+        key = tuple(o for o in overrides if o.startswith(("inference.", "datamodule.val_batch_size")))
+        estimate = estimate_stage_memory(option_cfg, built[overrides], val_image, validation.get(key))
+        validation.setdefault(key, estimate.inference)
+        return estimate
 
     choice, tried = mf.first_that_fits(fallbacks, estimate_with, free, processes)
     step = cfg.get("pipeline_step")
@@ -170,7 +207,7 @@ def fit_in_memory(cfg: DictConfig, module: StageModule, val_image: Sequence[int]
            f"peak {choice.estimate.likely_peak / GIB:.1f} GB)")  # fmt: skip
     log.warning(msg)
     print(f"diga: {msg}", flush=True)
-    return built[choice.overrides], choice.estimate.total * processes
+    return FittedStage(built[choice.overrides], choice.estimate.total * processes, choice.overrides)
 
 
 def close_run_loggers(trainer: pl.Trainer) -> None:
@@ -200,11 +237,10 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
         trainer = build_trainer(cfg)
     log.info(model_summary_line(module))
     with times.phase("memory estimate"):
-        on_cpu = cfg.trainer.get("accelerator") == "cpu"
-        measure = module.validates and cfg.get("memory_estimate", True) and hasattr(datamodule, "val_image_size")
-        measure = measure and (on_cpu or bool(getattr(module, "validation_fallback", ())))
-        val_image = datamodule.val_image_size() if measure else None
-        module, estimate = fit_in_memory(cfg, module, val_image, built_from, trainer.local_rank)
+        module, estimate, options = fit_in_memory(cfg, module, validation_image(cfg, module, datamodule), built_from,
+                                                  trainer.local_rank)  # fmt: skip
+        if any(o.startswith("datamodule.") for o in options):
+            datamodule = instantiate(with_overrides(cfg, options).datamodule, _recursive_=False)
     trainer.callbacks.append(PhaseTimer(times))
     if resume is not None:
         for logger in trainer.loggers:
