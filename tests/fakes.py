@@ -15,7 +15,8 @@ from diga.data.fake_trees import Frame, Naming, write_cityscapes, write_gta5, wr
 
 H, W = 24, 40
 TINY_TOY = {"height": 32, "width": 64, "source_train": 8, "source_val": 4, "target_train": 8, "target_val": 4}
-COUNTS = {"gta5": 3, "cityscapes_train": 4, "cityscapes_val": 2, "synthia": 3, "bdd100k": 2, "mapillary": 2}
+COUNTS = {"gta5": 3, "cityscapes_train": 4, "cityscapes_val": 2, "synthia": 3, "bdd100k": 2, "mapillary": 2,
+          "acdc": 2, "dark_zurich": 2}  # fmt: skip
 NAMING = Naming(cities=("aachen", "bochum"), bdd100k="b{i:04d}", mapillary="m{i:04d}", jpeg_quality=95)
 
 
@@ -33,6 +34,8 @@ def index_of(name: str) -> int:
     """The fake index `i` a sample was written from, recovered from its file name in any layout."""
     if name.startswith(("aachen_", "bochum_")):
         return int(name.split("_")[1])
+    if "_frame_" in name:  # ACDC, Dark Zurich: <sequence>_frame_<i>_rgb_anon
+        return int(name.split("_frame_")[1][:6])
     if name.isdigit() and len(name) == 5:  # GTA5 frames are 1-based
         return int(name) - 1
     return int(name.lstrip("bm"))

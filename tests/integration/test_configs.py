@@ -323,3 +323,85 @@ def test_toy_hr_rows_train_at_half_resolution_or_on_hrda_at_full_resolution(row:
             assert list(c.inference.scales) == ([1.0] if hrda else [0.5])
         if step.stage in ("pseudolabel", "centroids"):
             assert c.stage.resize == (None if hrda else [80, 160]), step.name
+
+
+ADVERSE = [f"cs2{t}_{m}" for t in ("acdc", "darkzurich") for m in ("daformer", "mic", "hrda", "mic_hrda")]
+
+
+@pytest.mark.parametrize("experiment", ADVERSE)
+def test_adverse_condition_baselines_use_their_authors_recipe(experiment: str, tmp_path: Path) -> None:
+    """Cityscapes → ACDC / Dark Zurich (DAFormer/HRDA experiments.py cityscapes → acdc / darkzurich, HRDA id 49, MIC
+    id 80): Cityscapes 1024×512 and the target 960×540 with 512×512 crops (single resolution), or 2048×1024 and the
+    native 1920×1080 with 1024×1024 crops and a 512×512 detail window (HRDA); RCS T = 0.01 counted on the native
+    Cityscapes labels (crop minimum 0.5 · 3000 at 1024×512, 2.0 · 3000 at 2048×1024); no pseudo-label margins; MIC
+    masks the target without colour augmentation ("separate"); validation at 960×540 whole, or by batched windows."""
+    c = _compose(experiment, "daformer", tmp_path)
+    m, dm, inf = c["stage"]["module"], c["datamodule"], c["inference"]
+    hrda = "_hrda" in experiment
+    assert (c["model"]["backbone"]["name"], c["model"]["head"]["name"]) == ("mit_b5", "daformer")
+    assert c["trainer"]["max_steps"] == 40000 and c["label_set"] == "cityscapes19"
+    assert dm["source"]["_target_"] == "diga.data.datasets.Cityscapes"
+    target = "ACDC" if "acdc" in experiment else "DarkZurich"
+    assert dm["target"]["_target_"] == f"diga.data.datasets.{target}"
+    if target == "DarkZurich":
+        assert dm["target"]["times"] == ["night"] and list(dm["val"]) == ["dark_zurich"]
+    else:
+        assert dm["target"]["conditions"] is None
+        assert [v["conditions"] for v in dm["val"].values()] == [None, "fog", "night", "rain", "snow"]
+    (source,) = dm["source"]["loader"]["streams"]
+    (tgt,) = dm["target"]["loader"]["streams"]
+    assert (source["batch_size"], tgt["batch_size"]) == (2, 2)
+    assert tuple(source["resize"]) == ((1024, 2048) if hrda else (512, 1024))
+    assert tuple(tgt["resize"]) == ((1080, 1920) if hrda else (540, 960))
+    assert dm["crop_size"] == ([1024, 1024] if hrda else [512, 512])
+    assert dm["target"]["loader"]["pseudo_margins"] is None
+    rcs = dm["source"]["loader"]["rare_class_sampling"]
+    assert rcs["temperature"] == 0.01 and scale_min_pixels(rcs["min_pixels"], (1024, 2048), rcs["label_size"]) == 3000
+    crop_min = scale_min_pixels(rcs["min_pixels"], source["resize"], rcs["train_size"]) * rcs["min_crop_ratio"]
+    assert crop_min == (6000 if hrda else 1500)
+    opt, sched = c["optimizer"], c["scheduler"]
+    assert (opt["lr"], opt["weight_decay"], opt["lr_mult"]["head"]) == (6e-5, 0.01, 10.0)
+    assert (sched["power"], sched["warmup_steps"]) == (1.0, 1500)
+    assert (m["ema"]["decay"], m["feature_distance"]["weight"], m["pseudo_threshold"]) == (0.999, 0.005, 0.968)
+    mic = m["masked_consistency"]
+    assert (mic["weight"], mic["block_size"], mic["mask_ratio"], mic["augment"]) == (
+        1.0 if "_mic" in experiment else 0.0, 64, 0.7, False)  # fmt: skip
+    if hrda:
+        assert (c["model"]["hrda"]["hr_crop_size"], c["model"]["hrda"]["detail_loss_weight"]) == ([512, 512], 0.1)
+        assert (inf["mode"], inf["crop_size"], inf["stride"], inf["batched"], inf["scales"]) == (
+            "slide", [1024, 1024], [512, 512], True, [1.0])  # fmt: skip
+    else:
+        assert (inf["mode"], inf["scales"], inf["align_corners"]) == ("whole", [0.5], False)
+
+
+@pytest.mark.parametrize("experiment", ["cs2acdc", "cs2darkzurich"])
+def test_diga_on_adverse_conditions_keeps_the_gta_recipe_at_each_domains_scales(
+    experiment: str, tmp_path: Path
+) -> None:
+    """DiGA on ACDC / Dark Zurich: the GTA5 → Cityscapes recipe per stage with Cityscapes (1024×2048, 512×1024) as the
+    source and the 1920×1080 target at full and half size; the targets train without labels."""
+    warmup = _compose(experiment, "warmup", tmp_path)
+    selftrain = _compose(experiment, "selftrain", tmp_path)
+    source = warmup["datamodule"]["source"]["loader"]["streams"]
+    assert [tuple(s["resize"]) for s in source] == [(512, 1024), (1024, 2048)]
+    streams = selftrain["datamodule"]["target"]["loader"]["streams"]
+    assert [(tuple(s["resize"]), s["batch_size"]) for s in streams] == [((540, 960), 2), ((1080, 1920), 1)]
+    assert (warmup["stage"]["module"]["kd_weight"], selftrain["stage"]["module"]["kd_weight"]) == (0.5, 0.25)
+    assert _compose(experiment, "centroids", tmp_path)["stage"]["resize"] == [540, 960]
+
+
+def test_domain_generalisation_targets_and_synthia_split(tmp_path: Path) -> None:
+    """gta_dg scores four unseen domains (SYNTHIA-val: RobustNet's 2,820-frame list); synthia_dg trains on RobustNet's
+    6,580-frame SYNTHIA split with Cityscapes' 19 classes and scores the three real ones."""
+    gta = _compose("gta_dg", "warmup", tmp_path)
+    assert list(gta["datamodule"]["val"]) == ["cityscapes", "bdd100k", "mapillary", "synthia"]
+    val = gta["datamodule"]["val"]["synthia"]
+    assert val["loader"]["splits"]["val"] == "val" and val["list_file"].endswith("synthia_split_val.txt")
+    syn = _compose("synthia_dg", "warmup", tmp_path)
+    assert (
+        list(syn["datamodule"]["val"]) == ["cityscapes", "bdd100k", "mapillary"] and syn["label_set"] == "cityscapes19"
+    )
+    src = syn["datamodule"]["source"]
+    assert src["loader"]["splits"]["train"] == "dg_train" and src["list_file"].endswith("synthia_split_train.txt")
+    assert not syn["datamodule"]["use_target"] and syn["stage"]["module"]["translator"]["kind"] == "none"
+    assert syn["stage"]["module"]["seg_loss"]["kind"] == "ohem"

@@ -11,7 +11,17 @@ import torch
 from PIL import Image
 
 from diga.data import labels as L
-from diga.data.datasets import BDD100K, GTA5, Cityscapes, CityscapesSemi, Mapillary, Synthia, ToyDataset
+from diga.data.datasets import (
+    ACDC,
+    BDD100K,
+    GTA5,
+    Cityscapes,
+    CityscapesSemi,
+    DarkZurich,
+    Mapillary,
+    Synthia,
+    ToyDataset,
+)
 from diga.data.fake_trees import save_png
 from diga.data.io import DatasetError, save_label_png
 from tests import fakes
@@ -34,6 +44,21 @@ def _to16(t: np.ndarray) -> np.ndarray:
         (Synthia, "RAND_CITYSCAPES", {}, 3, ["0000000", "0000001", "0000002"]),
         (BDD100K, "bdd100k", {"split": "val"}, 2, ["b0000", "b0001"]),
         (Mapillary, "mapillary", {"split": "validation"}, 2, ["m0000", "m0001"]),
+        (ACDC, "acdc", {"split": "val"}, 8, None),
+        (
+            ACDC,
+            "acdc",
+            {"split": "train", "conditions": "night"},
+            2,
+            ["GOPR0351_frame_000000_rgb_anon", "GOPR0351_frame_000001_rgb_anon"],
+        ),
+        (
+            DarkZurich,
+            "dark_zurich",
+            {"split": "val"},
+            2,
+            ["GOPR0356_frame_000000_rgb_anon", "GOPR0356_frame_000001_rgb_anon"],
+        ),
     ],
 )
 def test_dataset_reads_real_layout_and_maps_ids(fake_root: Path, cls, sub, kwargs, n, names) -> None:
@@ -203,3 +228,51 @@ def test_list_file_entry_without_image(fake_root: Path, tmp_path: Path) -> None:
     lst.write_text("00001.png\n99999.png\n")
     with pytest.raises(DatasetError, match=r"list\.txt: entry '99999'"):
         GTA5(fake_root / "GTA5", list_file=lst)
+
+
+def test_acdc_keeps_each_condition_and_never_reads_the_reference_images(fake_root: Path) -> None:
+    """The official tree as unpacked (no flattening): all four conditions in order, or one; `<split>_ref` images and
+    the test split's missing labels are no problem; an unknown condition is named."""
+    val = ACDC(fake_root / "acdc", split="val")
+    assert [s.image.parts[-4] for s in val.samples] == ["fog", "fog", "night", "night", "rain", "rain", "snow", "snow"]
+    assert not any("_ref" in str(s.image) for s in val.samples)
+    assert len({s.name for s in val.samples}) == len(val)  # pseudo-label files are named by sample
+    assert (
+        val.official_count() == 406
+        and ACDC(fake_root / "acdc", split="val", conditions="night").official_count() == 106
+    )
+    test = ACDC(fake_root / "acdc", split="test", with_labels=False)
+    assert len(test) == 8 and test.official_count() == 2000
+    with pytest.raises(ValueError, match="fog, night, rain, snow"):
+        ACDC(fake_root / "acdc", split="val", conditions=["haze"])
+    with pytest.raises(DatasetError, match="reference images"):
+        ACDC(fake_root / "acdc", split="val_ref", with_labels=False)
+
+
+def test_dark_zurich_trains_on_night_and_reads_day_and_twilight_on_request(fake_root: Path) -> None:
+    night = DarkZurich(fake_root / "dark_zurich", split="train", with_labels=False)
+    assert {s.image.parts[-3] for s in night.samples} == {"night"} and night.official_count() == 2416
+    every = DarkZurich(fake_root / "dark_zurich", split="train", with_labels=False, times=["day", "twilight", "night"])
+    assert len(every) == 6 and every.official_count() == 3041 + 2920 + 2416
+    assert DarkZurich(fake_root / "dark_zurich", split="val").official_count() == 50
+    with pytest.raises(ValueError, match="day, twilight, night"):
+        DarkZurich(fake_root / "dark_zurich", times="dusk")
+
+
+def test_synthia_dg_split_comes_from_robustnets_list_and_is_counted_as_official(fake_root: Path) -> None:
+    """SYNTHIA's DG split is random: without RobustNet's list file it is an error naming the file to get; with it,
+    `check_data` counts it against 6,580 / 2,820 frames (a swapped list shows as the wrong count)."""
+    from diga.data.check import check_split
+
+    root = fake_root / "RAND_CITYSCAPES"
+    with pytest.raises(DatasetError, match=r"synthia_split_val\.txt"):
+        Synthia(root, split="val")
+    val = Synthia(root, split="val", list_file=root / "synthia_split_val.txt")
+    train = Synthia(root, split="dg_train", list_file=root / "synthia_split_train.txt")
+    assert [s.name for s in val.samples] == ["0000000"] and [s.name for s in train.samples] == ["0000001", "0000002"]
+    report = check_split(val, decode=False)
+    assert (report.official_images, report.restricted_by, report.unpaired_labels) == (2820, None, [])
+    assert check_split(train, decode=False).official_images == 6580
+    assert len(Synthia(root, split="train")) == 3  # the UDA protocol: every frame
+    with pytest.raises(DatasetError, match="SYNTHIA splits are"):
+        Synthia(root, split="test")

@@ -136,7 +136,8 @@ def check_split(dataset: SegmentationDataset, decode: bool = True, min_side: int
                 progress: Callable[[Iterable[Any], int, str], Iterable[Any]] | None = None) -> SplitReport:  # fmt: skip
     """Fingerprint `dataset` and, with `decode`, read every image and label of it."""
     samples = dataset.samples
-    restricted = "list_file" if dataset.list_file else ("limit" if dataset.limit else None)
+    listed = bool(dataset.list_file) and not dataset.split_from_list()
+    restricted = "list_file" if listed else ("limit" if dataset.limit else None)
     report = SplitReport(
         dataset=type(dataset).__name__,
         split=dataset.split,
@@ -149,7 +150,8 @@ def check_split(dataset: SegmentationDataset, decode: bool = True, min_side: int
     full: dict[str, list[str]] = {}
     if dataset.with_labels:
         full["missing_labels"] = [str(s.label) for s in samples if s.label is None or not s.label.exists()]
-        full["unpaired_labels"] = [str(p) for p in unpaired_label_files(samples)]
+        if not dataset.list_file:  # the frames a list leaves out keep their labels
+            full["unpaired_labels"] = [str(p) for p in unpaired_label_files(samples)]
     official = None if restricted else type(dataset).official_names(dataset.split)
     if official is not None:
         present = {s.name for s in samples}

@@ -1,4 +1,5 @@
-"""Fake GTA5 / Cityscapes / SYNTHIA / BDD100K / Mapillary trees in the official on-disk layouts, at any size.
+"""Fake GTA5 / Cityscapes / SYNTHIA / BDD100K / Mapillary / ACDC / Dark Zurich trees in the official on-disk
+layouts, at any size.
 
 So that every loader, id mapping and evaluation protocol can run on files shaped like the real downloads (folder
 layout, names, formats, id spaces) without the datasets: the tests write 24×40 frames, the rehearsal and the
@@ -10,6 +11,7 @@ be compared with the map it came from.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from PIL import Image
 from diga.data import labels as L
 
 FOLDERS = {"gta5": "GTA5", "cityscapes": "cityscapes", "synthia": "RAND_CITYSCAPES", "bdd100k": "bdd100k",
-           "mapillary": "mapillary"}  # fmt: skip
+           "mapillary": "mapillary", "acdc": "acdc", "dark_zurich": "dark_zurich"}  # fmt: skip
 
 
 class Frame(NamedTuple):
@@ -106,6 +108,20 @@ def write_synthia(root: Path, n: int, paint: Painter) -> None:
         path = root / "GT" / "LABELS" / f"{i:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), channels[:, :, [2, 1, 0, 3]])  # OpenCV writes BGRA: file channel 0 = our channel 0
+    write_synthia_split_lists(root, n)
+
+
+def synthia_val_frame(i: int) -> bool:
+    """The fake trees' stand-in for RobustNet's random 70/30 SYNTHIA split: frames with i mod 10 in {0, 3, 6}."""
+    return i % 10 in (0, 3, 6)
+
+
+def write_synthia_split_lists(root: Path, n: int) -> None:
+    """`synthia_split_{train,val}.txt` as RobustNet ships them (one `0000000.png` per line, ascending), for the fake
+    frames: the files a user copies next to the real SYNTHIA (the frames themselves are RobustNet's draw)."""
+    for part, chosen in (("train", False), ("val", True)):
+        names = [f"{i:07d}.png" for i in range(n) if synthia_val_frame(i) == chosen]
+        (root / f"synthia_split_{part}.txt").write_text("".join(f"{name}\n" for name in names))
 
 
 def write_bdd100k(root: Path, n: int, paint: Painter, naming: Naming = Naming()) -> None:
@@ -127,15 +143,63 @@ def write_mapillary(root: Path, n: int, paint: Painter, naming: Naming = Naming(
         save_png(root / "validation" / "labels" / f"{name}.png", encode(f.train_ids, to_train, 65), palette=True)
 
 
+ACDC_SEQUENCES = {"fog": "GOPR0475", "night": "GOPR0351", "rain": "GOPR0400", "snow": "GOPR0122"}
+DARK_ZURICH_SEQUENCES = {
+    ("train", "day"): "GOPR0348",
+    ("train", "twilight"): "GOPR0349",
+    ("train", "night"): "GOPR0351",
+    ("val", "night"): "GOPR0356",
+    ("test", "night"): "GOPR0364",
+}
+
+
+def write_acdc(root: Path, n: int, paint: Painter) -> None:
+    """`n` frames per condition and split, `rgb_anon/<condition>/<split>/<sequence>/<sequence>_frame_<i>_rgb_anon.png`
+    and `gt/<condition>/<split>/…_gt_labelTrainIds.png` (train and val; test labels are withheld), and a day-time
+    reference image in `<split>_ref` that no loader may read."""
+    for condition, sequence in ACDC_SEQUENCES.items():
+        for split in ("train", "val", "test"):
+            for i in range(n):
+                f = paint("acdc", f"{condition}/{split}", i)
+                stem = f"{sequence}_frame_{i:06d}"
+                save_png(root / "rgb_anon" / condition / split / sequence / f"{stem}_rgb_anon.png", f.image)
+                if split != "test":
+                    save_png(root / "gt" / condition / split / sequence / f"{stem}_gt_labelTrainIds.png", f.train_ids)
+            reference = paint("acdc", f"{condition}/{split}_ref", 0).image
+            name = f"{sequence}_frame_000000_rgb_ref_anon.png"
+            save_png(root / "rgb_anon" / condition / f"{split}_ref" / sequence / name, reference)
+
+
+def write_dark_zurich(root: Path, n: int, paint: Painter) -> None:
+    """`n` frames per split and time of day: `rgb_anon/<split>/<time>/<sequence>/<sequence>_frame_<i>_rgb_anon.png`,
+    `gt/val/night/…_gt_labelTrainIds.png` for val, and a reference image in `val_ref` that no loader may read."""
+    for (split, time), sequence in DARK_ZURICH_SEQUENCES.items():
+        for i in range(n):
+            f = paint("dark_zurich", f"{split}/{time}", i)
+            stem = f"{sequence}_frame_{i:06d}"
+            save_png(root / "rgb_anon" / split / time / sequence / f"{stem}_rgb_anon.png", f.image)
+            if split == "val":
+                save_png(root / "gt" / split / time / sequence / f"{stem}_gt_labelTrainIds.png", f.train_ids)
+    reference = paint("dark_zurich", "val_ref/day", 0).image
+    save_png(
+        root / "rgb_anon" / "val_ref" / "day" / "GOPR0356_ref" / "GOPR0356_frame_000000_ref_rgb_anon.png", reference
+    )
+
+
 def write_trees(root: Path, paint: Painter, counts: dict[str, int], naming: Naming = Naming()) -> dict[str, Path]:
-    """Every dataset under `root` (`counts`: gta5, cityscapes_train, cityscapes_val, synthia, bdd100k, mapillary);
-    returns their roots by FOLDERS key."""
+    """Every dataset under `root` (`counts`: gta5, cityscapes_train, cityscapes_val, synthia, bdd100k, mapillary, and
+    per condition or time of day and split acdc, dark_zurich — those two only when given); returns their roots by
+    FOLDERS key."""
     paths = {key: root / folder for key, folder in FOLDERS.items()}
     write_gta5(paths["gta5"], counts["gta5"], paint)
     write_cityscapes(paths["cityscapes"], counts["cityscapes_train"], counts["cityscapes_val"], paint, naming)
     write_synthia(paths["synthia"], counts["synthia"], paint)
     write_bdd100k(paths["bdd100k"], counts["bdd100k"], paint, naming)
     write_mapillary(paths["mapillary"], counts["mapillary"], paint, naming)
+    if counts.get("acdc"):
+        write_acdc(paths["acdc"], counts["acdc"], paint)
+    if counts.get("dark_zurich"):
+        write_dark_zurich(paths["dark_zurich"], counts["dark_zurich"], paint)
     return paths
 
 
@@ -146,10 +210,14 @@ SIZES = {  # (height, width) of the real files
     "synthia": [(760, 1280)],
     "bdd100k": [(720, 1280)],
     "mapillary": [(3024, 4032), (2448, 3264)],  # Vistas images come in many sizes; two common phone sizes
+    "acdc": [(1080, 1920)],
+    "dark_zurich": [(1080, 1920)],
 }
 GENERATOR_VERSION = 2  # bump when scene() changes: trees written by an older generator are rewritten
-STREET_COUNTS = {"gta5": 6, "cityscapes_train": 32, "cityscapes_val": 2, "synthia": 6, "bdd100k": 2, "mapillary": 2}
-_SEED_KEY = {"gta5": 1, "cityscapes": 2, "synthia": 3, "bdd100k": 4, "mapillary": 5}  # per dataset: own RNG streams
+STREET_COUNTS = {"gta5": 6, "cityscapes_train": 32, "cityscapes_val": 2, "synthia": 6, "bdd100k": 2, "mapillary": 2,
+                 "acdc": 2, "dark_zurich": 2}  # fmt: skip
+_SEED_KEY = {"gta5": 1, "cityscapes": 2, "synthia": 3, "bdd100k": 4, "mapillary": 5, "acdc": 6,
+             "dark_zurich": 7}  # fmt: skip  # per dataset: own RNG streams
 _ID = {name: i for i, name in enumerate(L.CITYSCAPES_19)}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK, BUS = (
     _ID[c] for c in ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -200,6 +268,8 @@ def street_painter(scale: float = 1.0, seed: int = 0) -> Painter:
 
     def paint(dataset: str, split: str, i: int) -> Frame:
         key = [seed, _SEED_KEY[dataset], i, *([split == "val"] if dataset == "cityscapes" else [])]
+        if dataset in ("acdc", "dark_zurich"):  # one stream per condition (time of day) and split
+            key.append(zlib.crc32(split.encode()))
         rng = np.random.default_rng(key)
         h, w = SIZES[dataset][i % len(SIZES[dataset])]
         t = scene(max(32, round(h * scale)), max(32, round(w * scale)), rng)

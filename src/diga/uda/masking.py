@@ -106,13 +106,16 @@ class MaskedImageConsistency:
     the prediction against the teacher's confidence-weighted pseudo-label of the unmasked image
     (`masked_consistency_loss`, or HRDA's two-resolution loss on the multi-resolution model).
 
-    Built from the stage's `masked_consistency: {weight, mask_ratio, block_size}`; `weight` 0 switches it off.
+    Built from the stage's `masked_consistency: {weight, mask_ratio, block_size, augment}`; `weight` 0 switches it
+    off. `augment`: colour-augment the target before masking (MIC's `separatetrgaug`, its GTA5/SYNTHIA → Cityscapes
+    setting); false masks the target as it is (`separate`, its Cityscapes → ACDC / Dark Zurich setting).
     """
 
     def __init__(self, weight: float = 0.0, mask_ratio: float = MIC_MASK_RATIO,
-                 block_size: int = MIC_MASK_BLOCK_SIZE) -> None:  # fmt: skip
+                 block_size: int = MIC_MASK_BLOCK_SIZE, augment: bool = True) -> None:  # fmt: skip
         self.weight = float(weight)
         self.masks = BlockMaskGenerator(float(mask_ratio), int(block_size))
+        self.augment = bool(augment)
 
     @property
     def enabled(self) -> bool:
@@ -120,6 +123,6 @@ class MaskedImageConsistency:
 
     def masked_view(self, target: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor], fill: torch.Tensor,
                     generator: torch.Generator | None) -> torch.Tensor:  # fmt: skip
-        """The colour-augmented target with its masked blocks filled with `fill`."""
+        """The target, colour-augmented when `self.augment`, with its masked blocks filled with `fill`."""
         keep = self.masks(target, generator)
-        return mask_images(augment(target), keep, fill=fill)
+        return mask_images(augment(target) if self.augment else target, keep, fill=fill)

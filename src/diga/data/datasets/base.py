@@ -111,6 +111,11 @@ class SegmentationDataset(Dataset):
         """How many samples this split has in the official release (None: unknown, or a custom list)."""
         return self.official_counts.get(self.split)
 
+    def split_from_list(self) -> bool:
+        """Whether `list_file` defines this split (a published list, e.g. SYNTHIA's DG split) rather than restricting
+        it to a subset on purpose: `check_data` then counts it against the official size."""
+        return False
+
     def label_mapping(self) -> dict[int, int] | None:
         """raw id → train-id for `self.labels`; None when files already hold train-ids."""
         return None
