@@ -67,3 +67,22 @@ def test_format_table_lists_classes_and_summary() -> None:
     s = summarize(torch.diag(torch.arange(1, 8)), labels)
     table = format_table({"toy_target": s}, labels)
     assert "sidewalk" in table and "mIoU" in table and "100.00" in table
+
+
+def test_set_means_average_every_number_over_the_named_sets() -> None:
+    """DG's headline: the mean over the unseen domains, of mIoU and of each class; a class NaN in one set is averaged
+    over the others; a mean over a set that was not evaluated is left out."""
+    import math
+
+    from diga.evaluation.metrics import with_set_means
+
+    results = {"cityscapes": {"mIoU": 48.0, "iou/road": 90.0, "iou/train": float("nan")},
+               "bdd100k": {"mIoU": 44.0, "iou/road": 80.0, "iou/train": 10.0},
+               "mapillary": {"mIoU": 53.0, "iou/road": 85.0, "iou/train": float("nan")},
+               "synthia": {"mIoU": 37.0, "iou/road": 70.0, "iou/train": float("nan")}}  # fmt: skip
+    out = with_set_means(results, {"mean_real": ["cityscapes", "bdd100k", "mapillary"], "absent": ["acdc"]})
+    assert list(out) == ["cityscapes", "bdd100k", "mapillary", "synthia", "mean_real"]
+    assert out["mean_real"]["mIoU"] == 48.333333333333336 and out["mean_real"]["iou/road"] == 85.0
+    assert out["mean_real"]["iou/train"] == 10.0
+    assert math.isnan(with_set_means(results, {"m": ["cityscapes", "synthia"]})["m"]["iou/train"])
+    assert with_set_means(results, None) == results and results["cityscapes"]["mIoU"] == 48.0

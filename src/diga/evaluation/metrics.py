@@ -7,6 +7,8 @@ Classes absent from both prediction and ground truth get IoU = NaN and are left 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -44,6 +46,26 @@ def summarize(confmat: torch.Tensor, label_set: LabelSet) -> dict[str, float]:
     out.update({k: 100 * v for k, v in accuracy_from_confmat(confmat).items()})
     for c, name in enumerate(label_set.classes):
         out[f"iou/{name}"] = 100 * float(iou[c])
+    return out
+
+
+def with_set_means(results: Mapping[str, Mapping[str, float]],
+                   means: Mapping[str, Sequence[str]] | None) -> dict[str, dict[str, float]]:  # fmt: skip
+    """`results` plus, for each `name: [sets]` of `means`, the mean over those sets of every number (mIoU, per-class
+    IoU, accuracies) — how domain generalisation reports several unseen domains (e.g. the mean mIoU of Cityscapes,
+    BDD100K and Mapillary). A class no set scored (NaN everywhere) stays NaN. Sets that were not evaluated: no mean."""
+    import math
+
+    out = {name: dict(r) for name, r in results.items()}
+    for name, sets in (means or {}).items():
+        if not sets or any(s not in results for s in sets):
+            continue
+        keys = [k for k in results[sets[0]] if all(k in results[s] for s in sets)]
+        mean: dict[str, float] = {}
+        for k in keys:
+            values = [float(results[s][k]) for s in sets if not math.isnan(float(results[s][k]))]
+            mean[k] = sum(values) / len(values) if values else float("nan")
+        out[name] = mean
     return out
 
 

@@ -20,7 +20,7 @@ from diga.callbacks.console import console_callbacks, model_summary_line, quiet_
 from diga.callbacks.preemption import CheckpointOnSigterm, StageInterrupted
 from diga.callbacks.timing import PhaseTimer
 from diga.data.labels import get_label_set
-from diga.evaluation.metrics import format_table
+from diga.evaluation.metrics import format_table, with_set_means
 from diga.loggers import ResumableCSVLogger
 from diga.modules.contract import check_stage_class
 from diga.tasks.memory_fit import with_overrides
@@ -260,11 +260,12 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
     val_names = list(module.val_names)
     labels = get_label_set(cfg.label_set)
     results: dict[str, dict[str, float]] = {}
+    means = to_plain(cfg.get("report_means")) or {}  # e.g. domain generalisation's mean over the unseen domains
     # the validation that ran at the last step already scored the last weights: no second pass over the sets
     validated_last = module.last_val_step == trainer.global_step and trainer.global_step > 0
     if val_names and selection != "last":  # also report the last model, so the effect of selection is visible
         last = results_from_metrics(trainer.callback_metrics, val_names) if validated_last else None
-        last = last or validate(trainer, module, datamodule, val_names)
+        last = with_set_means(last or validate(trainer, module, datamodule, val_names), means)
         if trainer.is_global_zero:
             write_results(last, labels, out_dir, stem="results_last")
     restored = restore_selected(trainer, module, selection)
@@ -277,6 +278,7 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
         if not results:
             with times.phase("final validation"):
                 results = validate(trainer, module, datamodule, val_names)
+        results = with_set_means(results, means)
         if trainer.is_global_zero:
             write_results(results, labels, out_dir)
             print(f"\n[{cfg.experiment_name} / {cfg.stage.name}] target evaluation after {trainer.global_step} steps")

@@ -1,0 +1,93 @@
+"""Test-set predictions in the layout a benchmark's evaluation server takes (ACDC and Dark Zurich score their test
+sets only there). Pure functions: which files one prediction becomes, and the archive of a folder of them.
+
+Layouts (docs/datasets.md, "Submitting test-set predictions", says where each comes from):
+
+* `acdc`: `labelTrainIds/<image name>.png`, 8-bit Cityscapes train-ids at the image's 1920×1080 (the folder HRDA's
+  and MIC's `--format-only` writes and their users upload zipped).
+* `dark_zurich`: `labelTrainIds/`, `labelTrainIds_invalid/` and `confidence/`, each with `<image name>.png`: the
+  train-ids; the train-ids again as the prediction for the invalid-region variant (no method in this library predicts
+  invalid regions); the confidence of each pixel's class (max softmax) as a 16-bit PNG, 0 … 65535.
+* `cityscapes`: `<image name>.png` in Cityscapes label ids (its server's format).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from diga.data.labels import CITYSCAPES_LABELID_OF_TRAINID_19
+from diga.utils.io import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class SubmissionFormat:
+    name: str
+    label_folders: tuple[str, ...]  # folders that each hold the predicted labels of every image
+    encoding: str  # "train_ids" | "cityscapes_label_ids"
+    confidence_folder: str | None = None  # 16-bit max-softmax confidence maps
+    test_images: int | None = None  # the official test split's size: a submission with fewer is rejected
+
+
+FORMATS = {
+    "acdc": SubmissionFormat("acdc", ("labelTrainIds",), "train_ids", test_images=2000),
+    "dark_zurich": SubmissionFormat(
+        "dark_zurich",
+        ("labelTrainIds", "labelTrainIds_invalid"),
+        "train_ids",
+        confidence_folder="confidence",
+        test_images=151,
+    ),
+    "cityscapes": SubmissionFormat("cityscapes", ("",), "cityscapes_label_ids", test_images=1525),
+}
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A grey-level PNG: 8-bit for uint8 arrays, 16-bit for uint16."""
+    if array.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"a label or confidence PNG is uint8 or uint16, got {array.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")  # mode L or I;16 from the dtype
+    return buf.getvalue()
+
+
+def encode_labels(train_ids: np.ndarray, encoding: str) -> np.ndarray:
+    """Predicted 19-class train-ids in the server's encoding."""
+    if int(train_ids.max(initial=0)) >= len(CITYSCAPES_LABELID_OF_TRAINID_19):
+        raise ValueError("submissions take Cityscapes' 19 classes: a prediction has a train-id ≥ 19")
+    if encoding == "train_ids":
+        return train_ids.astype(np.uint8)
+    if encoding == "cityscapes_label_ids":
+        return np.asarray(CITYSCAPES_LABELID_OF_TRAINID_19, np.uint8)[train_ids]
+    raise ValueError(f"unknown label encoding {encoding!r}")
+
+
+def prediction_files(fmt: SubmissionFormat, image_name: str, train_ids: np.ndarray,
+                     confidence: np.ndarray | None = None) -> dict[str, bytes]:  # fmt: skip
+    """`{relative path: PNG bytes}` for one image: its labels in every label folder and, where the format has one,
+    its confidence map (`confidence`: H×W floats in [0, 1])."""
+    stem = image_name.removesuffix(".png")
+    labels = png_bytes(encode_labels(train_ids, fmt.encoding))
+    files = {str(Path(folder) / f"{stem}.png"): labels for folder in fmt.label_folders}
+    if fmt.confidence_folder is not None:
+        if confidence is None:
+            raise ValueError(f"the {fmt.name} format needs a confidence map")
+        scaled = np.round(np.clip(confidence, 0.0, 1.0) * 65535).astype(np.uint16)
+        files[str(Path(fmt.confidence_folder) / f"{stem}.png")] = png_bytes(scaled)
+    return files
+
+
+def write_archive(folder: Path, files: Iterable[str], archive: Path) -> Path:
+    """Zip `files` (paths relative to `folder`) into `archive`, atomically, with the folder's layout at its root."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for rel in sorted(files):
+            zf.write(folder / rel, arcname=rel)
+    atomic_write_bytes(archive, buf.getvalue())
+    return archive
