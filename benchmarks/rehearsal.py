@@ -1,13 +1,14 @@
 """`make rehearsal` / `python -m benchmarks.rehearsal` — every real experiment's pipeline on fake data at real sizes.
 
-For gta2cs, synthia2cs, gta_dg, cs_semi and the DAFormer / MIC baselines: fake trees in the official layouts at the
-official image sizes (`diga.data.fake_trees`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760, BDD100K
-1280×720, Mapillary 4032×3024 / 3264×2448 JPEGs) and random-init weight files, then `python -m diga.train
-experiment=X stage=pipeline` with the experiment's real crops, batch compositions, inference scales and evaluation
-sets — a few steps per stage, on the CPU, with a small encoder (MiT-B0 for the MiT experiments, ResNet-18 for
-DeepLabV2) — every step in its own process (`stage.isolate_steps`). Reported per step: wall time, peak resident
-memory next to diga's estimate, where the time went (`timings.json`); per training stream: data-loader images/s of
-one worker at the real sizes. `--scale 0.125` is the reduced size the slow test runs. Results:
+For every real experiment (DiGA, domain generalisation, semi-supervised, and the DAFormer / MIC / HRDA baselines, on
+GTA5, SYNTHIA, Cityscapes, ACDC and Dark Zurich): fake trees in the official layouts at the official image sizes
+(`diga.data.fake_trees`: GTA5 1914×1052, Cityscapes 2048×1024, SYNTHIA 1280×760 with the DG split lists, BDD100K
+1280×720, Mapillary 4032×3024 / 3264×2448 JPEGs, ACDC and Dark Zurich 1920×1080) and random-init weight files,
+then `python -m diga.train experiment=X stage=pipeline` with the experiment's real crops, batch compositions,
+inference scales and evaluation sets — a few steps per stage, on the CPU, with a small encoder (MiT-B0 for the MiT
+experiments, ResNet-18 for DeepLabV2) — every step in its own process (`stage.isolate_steps`). Reported per step:
+wall time, peak resident memory next to diga's estimate, where the time went (`timings.json`); per training stream:
+data-loader images/s of one worker at the real sizes. `--scale 0.125` is the reduced size the slow test runs. Results:
 benchmarks/results/rehearsal-<host>-<date>.json.
 """
 
@@ -30,7 +31,12 @@ from diga.data.fake_trees import write_street_trees
 
 BASELINES = ("gta2cs_daformer", "gta2cs_mic", "synthia2cs_daformer", "synthia2cs_mic")  # one adaptation stage each
 HRDA_BASELINES = ("gta2cs_hrda", "gta2cs_mic_hrda", "synthia2cs_hrda", "synthia2cs_mic_hrda")  # the same, on HRDA
-EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi", *BASELINES, *HRDA_BASELINES, "gta2cs_diga_hrda")
+ADVERSE_BASELINES = tuple(
+    f"cs2{t}_{m}" for t in ("acdc", "darkzurich") for m in ("daformer", "mic", "hrda", "mic_hrda")
+)
+EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "synthia_dg", "cs_semi", "cs2acdc", "cs2darkzurich", *BASELINES,
+               *HRDA_BASELINES, *ADVERSE_BASELINES, "gta2cs_diga_hrda")  # fmt: skip
+DG = ("gta_dg", "synthia_dg")  # DeepLabV2: a ResNet-18 stand-in
 GB = 1024**3
 FIT = "fit (all of the above inside)"  # the phase that spans a stage's whole training
 
@@ -42,12 +48,12 @@ def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps:
               f"val_every={steps}", f"ckpt_every={steps}", "datamodule.num_workers=1", "logger=csv",
               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
               f"paths.pretrained_dir={weights['vgg19'].parent}"]  # fmt: skip
-    if name in BASELINES or name in HRDA_BASELINES:
+    if name in (*BASELINES, *HRDA_BASELINES, *ADVERSE_BASELINES):
         common.append(f"steps.daformer={steps}")
     if "hrda" in name:  # the detail window shrinks with the images (on the 8-pixel grid)
         side = max(32, int(512 * scale) // 8 * 8)
         common.append(f"model.hrda.hr_crop_size=[{side},{side}]")
-    if name == "gta_dg":
+    if name in DG:
         return [*common, "model.backbone.name=resnet18", f"model.pretrained={weights['resnet18']}"]
     return [*common, "model=segformer_b0", "model.head.name=daformer", f"model.pretrained={weights['mit_b0']}"]
 

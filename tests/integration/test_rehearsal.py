@@ -23,7 +23,13 @@ STEPS = {
     **{name: ["source_only", "daformer", "target_supervised"] for name in BASELINES},
     # MIC on HRDA's multi-resolution model: the detail window, batched sliding validation, pseudo-label margins
     "gta2cs_mic_hrda": ["source_only", "daformer", "target_supervised"],
+    # Cityscapes as the source, ACDC's official tree as the target, its validation pooled and per condition
+    "cs2acdc_mic": ["source_only", "daformer", "target_supervised"],
 }  # fmt: skip
+EVALUATED = {
+    "gta_dg": {"cityscapes", "bdd100k", "mapillary", "synthia", "mean_real"},
+    "cs2acdc_mic": {"acdc", "acdc_fog", "acdc_night", "acdc_rain", "acdc_snow"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,7 @@ def test_real_experiment_pipeline_runs_at_reduced_size(experiment: str, rehearsa
     assert res["returncode"] == 0, res.get("error")
     assert list(res["steps"]) == STEPS[experiment]
     results = {name: r for step in res["steps"].values() for name, r in step["results"].items()}
-    expected_sets = {"gta_dg": {"cityscapes", "bdd100k", "mapillary"}}.get(experiment, {"cityscapes"})
-    assert set(results) == expected_sets
+    assert set(results) == EVALUATED.get(experiment, {"cityscapes"})
     if experiment.startswith("synthia2cs"):
         assert "mIoU13" in results["cityscapes"]  # SYNTHIA's 16- and 13-class means
     # the profile of every training step: forward, backward and optimiser time, shown in the printed table

@@ -56,7 +56,7 @@ def test_acdc_submission_holds_one_train_id_png_per_test_image_at_its_size(citys
     tests = sorted((fake_root / "acdc" / "rgb_anon").glob("*/test/*/*_rgb_anon.png"))
     with zipfile.ZipFile(archive) as zf:
         names = sorted(zf.namelist())
-    assert names == sorted(f"labelTrainIds/{p.stem}.png" for p in tests)  # no reference images, every condition
+    assert names == sorted(f"{p.stem}.png" for p in tests)  # flat; no reference images; every condition
     label = np.asarray(Image.open(out / names[0]))
     assert label.dtype == np.uint8 and label.shape == Image.open(tests[0]).size[::-1] and label.max() < 19
 
@@ -86,7 +86,7 @@ def test_prediction_files_encode_by_hand() -> None:
     """Train-ids as they are for ACDC; Cityscapes label ids for Cityscapes' server; confidence scaled to 16 bits."""
     pred = np.array([[0, 18], [13, 8]], np.uint8)
     acdc = prediction_files(FORMATS["acdc"], "a_rgb_anon", pred)
-    assert list(acdc) == ["labelTrainIds/a_rgb_anon.png"]
+    assert list(acdc) == ["a_rgb_anon.png"]
     city = prediction_files(FORMATS["cityscapes"], "x_leftImg8bit", pred)
     import io
 

@@ -3,11 +3,12 @@ sets only there). Pure functions: which files one prediction becomes, and the ar
 
 Layouts (docs/datasets.md, "Submitting test-set predictions", says where each comes from):
 
-* `acdc`: `labelTrainIds/<image name>.png`, 8-bit Cityscapes train-ids at the image's 1920×1080 (the folder HRDA's
-  and MIC's `--format-only` writes and their users upload zipped).
-* `dark_zurich`: `labelTrainIds/`, `labelTrainIds_invalid/` and `confidence/`, each with `<image name>.png`: the
-  train-ids; the train-ids again as the prediction for the invalid-region variant (no method in this library predicts
-  invalid regions); the confidence of each pixel's class (max softmax) as a 16-bit PNG, 0 … 65535.
+* `acdc`: `<image name>.png` for every test image of the four conditions, flat at the archive's root: 8-bit
+  Cityscapes train-ids at the image's 1920×1080 (the server's stated encoding and size; flat, named like the input
+  image, as the ETH group's own Refign and CMA write them).
+* `dark_zurich`: `labelTrainIds/`, `labelTrainIds_invalid/` and `confidence/` at the archive's root, each with
+  `<image name>.png`: the train-ids (scored by IoU); the train-ids with 255 where a pixel is declared invalid (for
+  UIoU — none is here: the same train-ids); each pixel's confidence (max softmax) as a 16-bit PNG, × 65535.
 * `cityscapes`: `<image name>.png` in Cityscapes label ids (its server's format).
 """
 
@@ -36,7 +37,7 @@ class SubmissionFormat:
 
 
 FORMATS = {
-    "acdc": SubmissionFormat("acdc", ("labelTrainIds",), "train_ids", test_images=2000),
+    "acdc": SubmissionFormat("acdc", ("",), "train_ids", test_images=2000),
     "dark_zurich": SubmissionFormat(
         "dark_zurich",
         ("labelTrainIds", "labelTrainIds_invalid"),
