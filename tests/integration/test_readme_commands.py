@@ -22,7 +22,7 @@ from tests.helpers import compose_cfg
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(r"^python -m diga\.(train|evaluate|predict|export|check_data)\b(.*)$")
+COMMAND = re.compile(r"^python -m diga\.(train|evaluate|predict|export|check_data|submit)\b(.*)$")
 SHELL_COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:python|make|torchrun)\b")
 WORD = re.compile(r"""(?:[^\s'"]+|'[^']*'|"(?:\\.|[^"\\])*")+""")  # one shell word as written, quotes kept
 OVERRIDE = re.compile(r"^[+~]*[A-Za-z_][\w.@/-]*=")
