@@ -343,6 +343,8 @@ def test_adverse_condition_baselines_use_their_authors_recipe(experiment: str, t
     assert dm["source"]["_target_"] == "diga.data.datasets.Cityscapes"
     target = "ACDC" if "acdc" in experiment else "DarkZurich"
     assert dm["target"]["_target_"] == f"diga.data.datasets.{target}"
+    # the upper bound trains on the target's labels: ACDC has them for train, Dark Zurich does not
+    assert _compose(experiment, "pipeline", tmp_path)["stage"]["oracle"] == (target == "ACDC")
     if target == "DarkZurich":
         assert dm["target"]["times"] == ["night"] and list(dm["val"]) == ["dark_zurich"]
     else:
@@ -388,6 +390,7 @@ def test_diga_on_adverse_conditions_keeps_the_gta_recipe_at_each_domains_scales(
     assert [(tuple(s["resize"]), s["batch_size"]) for s in streams] == [((540, 960), 2), ((1080, 1920), 1)]
     assert (warmup["stage"]["module"]["kd_weight"], selftrain["stage"]["module"]["kd_weight"]) == (0.5, 0.25)
     assert _compose(experiment, "centroids", tmp_path)["stage"]["resize"] == [540, 960]
+    assert _compose(experiment, "pipeline", tmp_path)["stage"]["oracle"] == (experiment == "cs2acdc")
 
 
 def test_domain_generalisation_targets_and_synthia_split(tmp_path: Path) -> None:
