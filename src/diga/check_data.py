@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -19,15 +18,10 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     from diga.data.io import DatasetError
     from diga.tasks.check_data import run_check_data
-    from diga.utils.errors import find_cause
+    from diga.utils.errors import exit_on_user_error
 
-    try:
+    with exit_on_user_error((DatasetError,)):  # a split that cannot even be listed (missing folder), via instantiate
         reports = run_check_data(cfg)
-    except Exception as e:  # a split that cannot even be listed (missing folder), raised inside instantiate
-        if (cause := find_cause(e, (DatasetError,))) is None:
-            raise
-        print(f"diga: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
     if not all(r.ok for r in reports):
         raise SystemExit(1)
 

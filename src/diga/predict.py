@@ -138,23 +138,14 @@ def progress_items(items: Iterable[tuple[Path, Path]]) -> Iterator[tuple[Path, P
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    import sys
-
     from diga.data.io import DatasetError
     from diga.models.weights import WeightFileError
-    from diga.utils.errors import find_cause
+    from diga.utils.errors import exit_on_user_error
 
     inf = InferenceConfig.from_config(cfg.inference)
-    try:
+    # a missing/unreadable checkpoint or input, a bad output: exit 2; some images not predicted: exit 1
+    with exit_on_user_error((DatasetError, WeightFileError)), exit_on_user_error((PredictionFailures,), code=1):
         written = predict_folder(cfg.ckpt, cfg.input, cfg.output, inf, cfg.device, cfg.overlay_alpha)
-    except PredictionFailures as e:
-        print(f"diga: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except Exception as e:  # a missing/unreadable checkpoint or input, a bad output: the message names it
-        if (cause := find_cause(e, (DatasetError, WeightFileError))) is None:
-            raise
-        print(f"diga: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {len(written)} predictions to {cfg.output}")
 
 

@@ -12,7 +12,6 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -72,18 +71,14 @@ def write_submission(ckpt: str | Path, data_cfg: dict, fmt: SubmissionFormat, ou
 @hydra.main(version_base="1.3", config_path="conf", config_name="submit")
 def main(cfg: DictConfig) -> None:
     from diga.models.weights import WeightFileError
-    from diga.utils.errors import find_cause
+    from diga.utils.errors import exit_on_user_error
 
-    try:
+    # a missing checkpoint or split, a wrong count or label set: the message names it
+    with exit_on_user_error((DatasetError, WeightFileError, ValueError)):
         fmt = submission_format(str(cfg.format))
         archive = write_submission(cfg.ckpt, to_plain(cfg.data), fmt, cfg.output,
                                    InferenceConfig.from_config(cfg.inference), str(cfg.split), str(cfg.device),
                                    bool(cfg.allow_partial))  # fmt: skip
-    except Exception as e:  # a missing checkpoint or split, a wrong count or label set: the message names it
-        if (cause := find_cause(e, (DatasetError, WeightFileError, ValueError))) is None:
-            raise
-        print(f"diga: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {archive} ({fmt.name} layout; upload it to the benchmark's server)")
 
 
