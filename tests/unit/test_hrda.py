@@ -87,6 +87,26 @@ def test_the_factory_builds_hrda_and_its_passes_have_the_expected_shapes() -> No
     assert not torch.allclose(train.logits[..., inside], context_only[..., inside], atol=1e-3)
 
 
+def test_an_image_off_the_scale_grid_is_padded_and_its_logits_cropped_back() -> None:
+    """HRDA's two scales line up on sides that are multiples of 8 (context logits × 2 on the detail grid): an image
+    smaller than the sliding window with an odd side (1080×1920 at 1/8 is 135×240) is padded with the mean colour,
+    and the logits cover the image: ⌈135/4⌉ rows. On the grid, nothing is padded."""
+    from diga.evaluation.inference import InferenceConfig, predict_logits
+
+    torch.manual_seed(0)
+    model = build_segmentor({"name": "mit_b0"}, {"name": "daformer", "embed_dim": 32}, num_classes=4,
+                            hrda={"hr_crop_size": [64, 64], "attention": {"embed_dim": 16}}).eval()  # fmt: skip
+    assert model.size_multiple == 8
+    x = torch.rand(1, 3, 135, 240)
+    with torch.no_grad():
+        out = model(x)
+        assert out.logits.shape == (1, 4, 34, 60) and out.feat.shape[-2:] == (34, 60)
+        padded = model(torch.nn.functional.pad(x, (0, 0, 0, 1)))  # 136 rows: on the grid
+        assert padded.logits.shape == (1, 4, 34, 60)
+        window = InferenceConfig(mode="slide", crop_size=(128, 128), stride=(64, 64), batched=True, align_corners=False)
+        assert predict_logits(model, x, window, 4).shape == (1, 4, 135, 240)  # windows clipped to 128×128 and one of 7
+
+
 def test_pseudo_label_margins_follow_the_crop(tmp_path) -> None:
     """HRDA's margins are set on the native image and cropped with it: a crop away from the border keeps all."""
     import numpy as np

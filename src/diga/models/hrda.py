@@ -18,6 +18,7 @@ checked against the authors' HRDAHead/HRDAEncoderDecoder in tests/reference/.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -120,10 +121,27 @@ class HRDASegmentor(Segmentor):
         size = (max(b.y2 for b in scaled), max(b.x2 for b in scaled))
         return stitch_windows(zip(scaled, logits.split(x.shape[0])), size)
 
+    @property
+    def size_multiple(self) -> int:
+        """The image sides the two scales line up on: the context's logits, up-sampled by 1/context_scale, land on the
+        detail's grid (output stride × upscale), and detail windows sit on the crop grid."""
+        return math.lcm(round(self.output_stride * self.upscale), self.crop_divisible)
+
     def forward(self, x: torch.Tensor) -> SegOutput:
         """Inference: the context of the whole image and the detail of every window, fused (logits at the output
-        stride of the full-resolution image)."""
+        stride of the full-resolution image). Sides that are not a multiple of `size_multiple` (an image smaller than
+        the sliding window, an odd-sized one) are padded with the mean colour and the logits cropped back."""
+        h, w = x.shape[-2:]
+        m = self.size_multiple
         x = self.normalize(x)
+        if h % m or w % m:  # normalised zeros: the mean colour
+            padded = self.forward_normalized(F.pad(x, (0, -w % m, 0, -h % m)))
+            rows, cols = -(-h // self.output_stride), -(-w // self.output_stride)
+            return SegOutput(padded.logits[..., :rows, :cols], padded.feat[..., :rows, :cols], None, padded.encoder)
+        return self.forward_normalized(x)
+
+    def forward_normalized(self, x: torch.Tensor) -> SegOutput:
+        """`forward` on an already normalised image whose sides are multiples of `size_multiple`."""
         context, attention = self._context(x)
         detail = self._detail(x)
         fused = fuse_scales(context.logits, attention, detail, self.upscale, self.output_stride,
