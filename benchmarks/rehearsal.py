@@ -68,8 +68,8 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
     from diga.data.datamodule import describe_streams, scaled_size
 
     out = []
-    own = {"gta_dg": ("warmup",), "cs_semi": ("warmup", "selftrain"),  # no translator stage in these
-           **dict.fromkeys((*BASELINES, *HRDA_BASELINES), ("daformer",))}  # fmt: skip
+    own = {**dict.fromkeys(DG, ("warmup",)), "cs_semi": ("warmup", "selftrain"),  # no translator stage in these
+           **dict.fromkeys((*BASELINES, *HRDA_BASELINES, *ADVERSE_BASELINES), ("daformer",))}  # fmt: skip
     stages = own.get(name, ("translator", "warmup", "selftrain"))
     for stage in stages:
         GlobalHydra.instance().clear()

@@ -1,8 +1,8 @@
 """`python -m diga.submit ckpt=… data=acdc` — predict a benchmark's test split in its server's format and zip it.
 
 ACDC and Dark Zurich publish no test labels; their servers score uploaded predictions. This writes every test image's
-prediction (the configured inference, at the image's size) into `output/` in the layout of
-`diga.evaluation.submission.FORMATS[<format>]`, then `output/<format>_submission.zip`. The test split must hold the
+prediction (the configured inference, at the image's size) into `output/` in the layout of the dataset's server
+(`diga.evaluation.submission.format_for`), then `output/<format>_submission.zip`. The test split must hold the
 official number of images (a server rejects a partial upload) unless `allow_partial=true`.
 """
 
@@ -22,19 +22,13 @@ from diga.config import register_resolvers
 from diga.data.datamodule import DomainAdaptationDataModule
 from diga.data.io import DatasetError
 from diga.evaluation.inference import InferenceConfig, check_image_size, predict_logits
-from diga.evaluation.submission import FORMATS, SubmissionFormat, prediction_files, write_archive
+from diga.evaluation.submission import SubmissionFormat, format_for, prediction_files, write_archive
 from diga.models.loading import load_segmentor, resolve_device
 from diga.utils.hydra import to_plain
 from diga.utils.io import atomic_write_bytes
 from diga.utils.progress import progress
 
 register_resolvers()
-
-
-def submission_format(name: str) -> SubmissionFormat:
-    if name not in FORMATS:
-        raise ValueError(f"format={name!r}: not one of {', '.join(FORMATS)}")
-    return FORMATS[name]
 
 
 @torch.no_grad()
@@ -75,8 +69,9 @@ def main(cfg: DictConfig) -> None:
 
     # a missing checkpoint or split, a wrong count or label set: the message names it
     with exit_on_user_error((DatasetError, WeightFileError, ValueError)):
-        fmt = submission_format(str(cfg.format))
-        archive = write_submission(cfg.ckpt, to_plain(cfg.data), fmt, cfg.output,
+        data = to_plain(cfg.data)
+        fmt = format_for(str(data.get("_target_", "")))
+        archive = write_submission(cfg.ckpt, data, fmt, cfg.output,
                                    InferenceConfig.from_config(cfg.inference), str(cfg.split), str(cfg.device),
                                    bool(cfg.allow_partial))  # fmt: skip
     print(f"wrote {archive} ({fmt.name} layout; upload it to the benchmark's server)")

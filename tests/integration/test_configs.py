@@ -399,13 +399,13 @@ def test_domain_generalisation_targets_and_synthia_split(tmp_path: Path) -> None
     gta = _compose("gta_dg", "warmup", tmp_path)
     assert list(gta["datamodule"]["val"]) == ["cityscapes", "bdd100k", "mapillary", "synthia"]
     val = gta["datamodule"]["val"]["synthia"]
-    assert val["loader"]["splits"]["val"] == "val" and val["list_file"].endswith("synthia_split_val.txt")
+    assert val["loader"]["splits"]["val"] == "val" and val["split_dir"].endswith("RAND_CITYSCAPES")
     syn = _compose("synthia_dg", "warmup", tmp_path)
     assert (
         list(syn["datamodule"]["val"]) == ["cityscapes", "bdd100k", "mapillary"] and syn["label_set"] == "cityscapes19"
     )
     src = syn["datamodule"]["source"]
-    assert src["loader"]["splits"]["train"] == "dg_train" and src["list_file"].endswith("synthia_split_train.txt")
+    assert src["loader"]["splits"]["train"] == "dg_train" and src["split_dir"].endswith("RAND_CITYSCAPES")
     assert not syn["datamodule"]["use_target"] and syn["stage"]["module"]["translator"]["kind"] == "none"
     # no target domain at all: nothing to load, nothing for check_data to look for
     assert gta["datamodule"].get("target") is None and syn["datamodule"].get("target") is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -88,10 +91,22 @@ def test_prediction_files_encode_by_hand() -> None:
     acdc = prediction_files(FORMATS["acdc"], "a_rgb_anon", pred)
     assert list(acdc) == ["a_rgb_anon.png"]
     city = prediction_files(FORMATS["cityscapes"], "x_leftImg8bit", pred)
-    import io
-
     assert np.asarray(Image.open(io.BytesIO(city["x_leftImg8bit.png"]))).tolist() == [[7, 33], [26, 21]]
     dz = prediction_files(FORMATS["dark_zurich"], "d", pred, np.array([[1.0, 0.5], [0.0, 2.0]]))
     assert np.asarray(Image.open(io.BytesIO(dz["confidence/d.png"]))).tolist() == [[65535, 32768], [0, 65535]]
     with pytest.raises(ValueError, match="confidence"):
         prediction_files(FORMATS["dark_zurich"], "d", pred)
+
+
+def test_the_command_takes_its_format_from_the_dataset(cityscapes_model: Path, fake_root: Path, tmp_path: Path) -> None:
+    """`data=acdc_fog` is ACDC (one condition): the ACDC layout, in the run's own folder; a dataset without a server
+    format is refused with the formats there are."""
+    cmd = [sys.executable, "-m", "diga.submit", f"ckpt={cityscapes_model}", "data=acdc_fog", "allow_partial=true",
+           f"paths.data_dir={fake_root}", f"hydra.run.dir={tmp_path / 'run'}", "device=cpu"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(tmp_path / "run" / "acdc_submission.zip") as zf:
+        assert sorted(zf.namelist()) == ["GOPR0475_frame_000000_rgb_anon.png", "GOPR0475_frame_000001_rgb_anon.png"]
+    cmd[4] = "data=bdd100k"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "no evaluation server format for this dataset" in proc.stderr

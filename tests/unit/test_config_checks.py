@@ -86,3 +86,17 @@ def test_shipped_stages_pass_the_value_check(tmp_path: Path) -> None:
 def test_a_pseudo_label_batch_below_one_is_named(tmp_path: Path) -> None:
     msg = _refusal(tmp_path, "stage.batch_size=0", "stage.init_from=x", stage="pseudolabel")
     assert "stage.batch_size must be a positive integer, got 0" in msg, msg
+
+
+def test_a_mean_over_a_set_the_run_does_not_validate_on_is_refused(tmp_path: Path) -> None:
+    """`report_means` with a misspelt set would silently leave the mean out of every table."""
+    msg = _refusal(tmp_path, "+report_means.both=[toy_target,toy_tgt]")
+    assert "report_means.both names 'toy_tgt', not validation sets of this run (datamodule.val: " in msg
+
+
+def test_a_stage_that_reads_target_images_needs_a_target_domain(tmp_path: Path) -> None:
+    """Domain generalisation has no target slot: pseudo-labelling it is named as the problem, before any work."""
+    cfg = compose_cfg(["experiment=gta_dg", "stage=pseudolabel", f"paths.output_dir={tmp_path}",
+                       "stage.init_from=/nowhere/final_model.pt"])  # fmt: skip
+    with pytest.raises(PreflightError, match="stage pseudolabel reads target images, and experiment gta_dg has no"):
+        check_run(cfg)

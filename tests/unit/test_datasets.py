@@ -260,19 +260,20 @@ def test_dark_zurich_trains_on_night_and_reads_day_and_twilight_on_request(fake_
 
 
 def test_synthia_dg_split_comes_from_robustnets_list_and_is_counted_as_official(fake_root: Path) -> None:
-    """SYNTHIA's DG split is random: without RobustNet's list file it is an error naming the file to get; with it,
-    `check_data` counts it against 6,580 / 2,820 frames (a swapped list shows as the wrong count)."""
+    """SYNTHIA's DG split is random: without RobustNet's list files it is an error naming the file to get; with them,
+    each split reads its own list and `check_data` counts it against 6,580 / 2,820 frames (a swapped list shows as
+    the wrong count); `train` is every frame whatever `split_dir` says."""
     from diga.data.check import check_split
 
     root = fake_root / "RAND_CITYSCAPES"
     with pytest.raises(DatasetError, match=r"synthia_split_val\.txt"):
         Synthia(root, split="val")
-    val = Synthia(root, split="val", list_file=root / "synthia_split_val.txt")
-    train = Synthia(root, split="dg_train", list_file=root / "synthia_split_train.txt")
+    val = Synthia(root, split="val", split_dir=root)
+    train = Synthia(root, split="dg_train", split_dir=root)
     assert [s.name for s in val.samples] == ["0000000"] and [s.name for s in train.samples] == ["0000001", "0000002"]
     report = check_split(val, decode=False)
     assert (report.official_images, report.restricted_by, report.unpaired_labels) == (2820, None, [])
     assert check_split(train, decode=False).official_images == 6580
-    assert len(Synthia(root, split="train")) == 3  # the UDA protocol: every frame
+    assert len(Synthia(root, split="train", split_dir=root)) == 3  # the UDA protocol: every frame
     with pytest.raises(DatasetError, match="SYNTHIA splits are"):
         Synthia(root, split="test")

@@ -350,6 +350,24 @@ def test_mask_images_fill() -> None:
     assert out[0, :, 1, 0] == pytest.approx(mean.tolist()) and out[0, :, 1, 1].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_the_masked_view_colour_augments_the_target_only_when_asked() -> None:
+    """MIC's `separatetrgaug` (Cityscapes) augments the target before masking it; `separate` (ACDC, Dark Zurich)
+    masks the target as it is: the augmentation is not even called."""
+    from diga.uda.masking import MaskedImageConsistency
+
+    target, fill = torch.rand(1, 3, 8, 8), torch.zeros(3)
+    calls = []
+
+    def brighten(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x + 10
+
+    masked = MaskedImageConsistency(1.0, mask_ratio=0.0, block_size=4).masked_view(target, brighten, fill, None)
+    assert calls == [1] and torch.equal(masked, target + 10)
+    plain = MaskedImageConsistency(1.0, mask_ratio=0.0, block_size=4, augment=False)
+    assert torch.equal(plain.masked_view(target, brighten, fill, None), target) and calls == [1]
+
+
 def test_masked_consistency_loss_by_hand() -> None:
     logits = torch.zeros(1, 2, 1, 1)  # equal logits, upsampled to 1×2: CE = ln 2 at both pixels
     label = torch.tensor([[[0, 255]]])

@@ -1,4 +1,4 @@
-"""Reject counts that are well typed but cannot work, before anything is built.
+"""Reject values that are well typed but cannot work, before anything is built.
 
 `steps.source_only=-1` is a valid int, and becomes `trainer.max_steps=-1`, which Lightning reads as "no limit": the
 stage would train forever, at learning rate 0 once the schedule ends. A stream of `batch_size: 0` passes every type
@@ -66,7 +66,35 @@ def _stream_batch_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
+def _set_reference_problems(cfg: DictConfig) -> list[str]:
+    """`report_means` names validation sets: a misspelt or removed one would silently drop the mean."""
+    val = select_plain(cfg, "datamodule.val")
+    names = set(val) if isinstance(val, Mapping) else set()
+    means = select_plain(cfg, "report_means")
+    out = []
+    for mean, sets in means.items() if isinstance(means, Mapping) else []:
+        unknown = [s for s in (sets or []) if s not in names]
+        if unknown:
+            out.append(f"report_means.{mean} names {', '.join(map(repr, unknown))}, not validation sets of this run "
+                       f"(datamodule.val: {', '.join(sorted(names)) or 'none'})")  # fmt: skip
+    return out
+
+
+def _target_domain_problems(cfg: DictConfig) -> list[str]:
+    """A stage that reads target images, in an experiment without a target domain (domain generalisation)."""
+    from diga.data.datamodule import dataset_config
+
+    if dataset_config(select_plain(cfg, "datamodule.target")) is not None:
+        return []
+    task, name = select_plain(cfg, "stage.task") or "fit", select_plain(cfg, "stage.name")
+    if task in ("pseudolabel", "centroids") or (task == "fit" and select_plain(cfg, "datamodule.use_target")):
+        return [f"stage {name} reads target images, and experiment {select_plain(cfg, 'experiment_name')} has no "
+                "target domain (datamodule.target)"]  # fmt: skip
+    return []
+
+
 def value_problems(cfg: DictConfig) -> list[str]:
     """One line per count that cannot work, naming the key and the value."""
     batches = [p for key in BATCHES for p in _below(key, select_plain(cfg, key), 1, "a positive integer")]
-    return [*_step_budget_problems(cfg), *_interval_problems(cfg), *_stream_batch_problems(cfg), *batches]
+    return [*_step_budget_problems(cfg), *_interval_problems(cfg), *_stream_batch_problems(cfg), *batches,
+            *_set_reference_problems(cfg), *_target_domain_problems(cfg)]  # fmt: skip

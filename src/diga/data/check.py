@@ -150,7 +150,7 @@ def check_split(dataset: SegmentationDataset, decode: bool = True, min_side: int
     full: dict[str, list[str]] = {}
     if dataset.with_labels:
         full["missing_labels"] = [str(s.label) for s in samples if s.label is None or not s.label.exists()]
-        if not dataset.list_file:  # the frames a list leaves out keep their labels
+        if not (dataset.list_file or dataset.split_from_list()):  # the frames a list leaves out keep their labels
             full["unpaired_labels"] = [str(p) for p in unpaired_label_files(samples)]
     official = None if restricted else type(dataset).official_names(dataset.split)
     if official is not None:

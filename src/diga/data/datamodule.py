@@ -84,7 +84,8 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
         step_sampler: bool = True,
     ) -> None:
         super().__init__()
-        self.cfg = {"source": _plain(source), "target": _plain(target) if target else None}
+        target = dataset_config(target)
+        self.cfg = {"source": _plain(source), "target": target}
         if target_as_source:
             if target is None:
                 raise ValueError("datamodule.target_as_source needs a target dataset")
@@ -323,6 +324,13 @@ def split_workers(total: int, batch_sizes: list[int]) -> list[int]:
     for i in by_remainder[: max(0, total - sum(share))]:
         share[i] += 1
     return share
+
+
+def dataset_config(cfg: Any) -> dict[str, Any] | None:
+    """A slot's dataset config, or None when the slot holds none: empty, or only a stage's loader settings merged
+    into an experiment without that domain (domain generalisation has no target)."""
+    plain = _plain(cfg) if cfg else {}
+    return plain if plain.get("_target_") else None
 
 
 def scaled_size(size: Any, scale: float) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ Classes absent from both prediction and ground truth get IoU = NaN and are left 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -54,8 +55,6 @@ def with_set_means(results: Mapping[str, Mapping[str, float]],
     """`results` plus, for each `name: [sets]` of `means`, the mean over those sets of every number (mIoU, per-class
     IoU, accuracies) — how domain generalisation reports several unseen domains (e.g. the mean mIoU of Cityscapes,
     BDD100K and Mapillary). A class no set scored (NaN everywhere) stays NaN. Sets that were not evaluated: no mean."""
-    import math
-
     out = {name: dict(r) for name, r in results.items()}
     for name, sets in (means or {}).items():
         if not sets or any(s not in results for s in sets):

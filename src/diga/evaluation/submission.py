@@ -29,6 +29,8 @@ from diga.utils.io import atomic_write_bytes
 
 @dataclass(frozen=True)
 class SubmissionFormat:
+    """Where a benchmark's server looks for each test image's prediction, and how it reads the values."""
+
     name: str
     label_folders: tuple[str, ...]  # folders that each hold the predicted labels of every image
     encoding: str  # "train_ids" | "cityscapes_label_ids"
@@ -47,6 +49,18 @@ FORMATS = {
     ),
     "cityscapes": SubmissionFormat("cityscapes", ("",), "cityscapes_label_ids", test_images=1525),
 }
+
+
+FORMAT_OF_DATASET = {"ACDC": "acdc", "DarkZurich": "dark_zurich", "Cityscapes": "cityscapes"}  # by dataset class
+
+
+def format_for(dataset_target: str) -> SubmissionFormat:
+    """The submission format of a dataset config's class (`_target_`), or a ValueError naming the ones there are."""
+    name = FORMAT_OF_DATASET.get(dataset_target.rsplit(".", 1)[-1])
+    if name is None:
+        raise ValueError(f"{dataset_target}: no evaluation server format for this dataset; diga.submit writes "
+                         f"{', '.join(FORMATS)} (data=acdc, data=dark_zurich, data=cityscapes)")  # fmt: skip
+    return FORMATS[name]
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -19,7 +19,8 @@ from typing import Any
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
-from diga.data.datamodule import DomainAdaptationDataModule, scaled_size
+from diga.data.datamodule import DomainAdaptationDataModule, dataset_config, scaled_size
+from diga.data.io import DatasetError
 from diga.utils.hydra import to_plain
 
 # the parts of the run config the offline stages read; resolved in the launching process (Hydra's runtime
@@ -61,7 +62,11 @@ def target_train_dataset(cfg: DictConfig, **overrides: Any):
 
     scale = float(cfg.datamodule.get("scale", 1.0))
     resize = scaled_size(cfg.stage.get("resize"), scale)
+    target = dataset_config(cfg.datamodule.get("target"))
+    if target is None:
+        raise DatasetError(f"experiment {cfg.get('experiment_name')} has no target domain (datamodule.target): stage "
+                           f"{cfg.stage.name} reads target images")  # fmt: skip
     kwargs = {"with_labels": False, **overrides}
     if resize:
         kwargs["transform"] = eval_transform(list(resize))
-    return DomainAdaptationDataModule.build_eval_dataset(to_plain(cfg.datamodule.target), "train", scale, **kwargs)
+    return DomainAdaptationDataModule.build_eval_dataset(target, "train", scale, **kwargs)

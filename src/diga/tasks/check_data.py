@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from diga.data.check import SplitReport, check_split
-from diga.data.datamodule import DomainAdaptationDataModule
+from diga.data.datamodule import DomainAdaptationDataModule, dataset_config
 from diga.utils.hydra import to_plain
 from diga.utils.io import atomic_write_bytes
 from diga.utils.progress import progress
@@ -31,7 +31,7 @@ def planned_splits(cfg: DictConfig) -> list[tuple[str, dict[str, Any], str, bool
     out = []
     if dm.get("source"):
         out.append(("source", dm["source"], "train", True))
-    if dm.get("target"):  # whatever the stage: the pipeline's later stages read it
+    if dataset_config(dm.get("target")):  # whatever the stage: the pipeline's later stages read it
         labels = bool(dm.get("target_as_source") or dm.get("target_diagnostic_labels"))
         out.append(("target", dm["target"], "train", labels))
     out += [(f"val.{name}", val, "val", True) for name, val in (dm.get("val") or {}).items() if val]

@@ -92,11 +92,12 @@ def validate(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lig
 
 def stage_batch(cfg: DictConfig) -> tuple[int, int]:
     """(source, target) images one training step forwards."""
-    from diga.data.datamodule import images_per_step
+    from diga.data.datamodule import dataset_config, images_per_step
 
     dm = cfg.datamodule
     n_src = images_per_step(to_plain(dm.source))
-    n_tgt = images_per_step(to_plain(dm.target)) if dm.get("use_target") and dm.get("target") else 0
+    target = dataset_config(dm.get("target"))
+    n_tgt = images_per_step(target) if dm.get("use_target") and target else 0
     return n_src, n_tgt
 
 

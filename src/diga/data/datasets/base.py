@@ -78,7 +78,7 @@ class SegmentationDataset(Dataset):
             raise DatasetError(f"{self.root}: dataset root of {type(self).__name__} does not exist")
         samples = self.find_samples()
         if list_file:
-            samples = _restrict_to_list(samples, Path(list_file))
+            samples = restrict_to_list(samples, Path(list_file))
         if limit:
             samples = samples[:limit]
         if not samples:
@@ -210,7 +210,9 @@ class SegmentationDataset(Dataset):
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
 
 
-def _restrict_to_list(samples: list[Sample], list_file: Path) -> list[Sample]:
+def restrict_to_list(samples: list[Sample], list_file: Path) -> list[Sample]:
+    """The samples a list file names (one per line, a file name or stem), in the list's order; an entry without an
+    image, or a missing file, is a `DatasetError` naming the list."""
     if not list_file.is_file():
         raise DatasetError(f"{list_file}: list file not found")
     wanted = [Path(line.strip()).stem for line in list_file.read_text().splitlines() if line.strip()]
