@@ -17,7 +17,8 @@ LAYERS = [
     {"modules", "offline", "callbacks", "loggers"},  # training stages, prediction-only stages
     {"config", "pipelines"},  # composing and checking configs (pre-flight asks the stage contract); method recipes
     {"tasks"},
-    {"train", "evaluate", "predict", "export", "env", "check_data", "ablation", "convert"},  # command-line entry points
+    # command-line entry points
+    {"train", "evaluate", "predict", "submit", "export", "env", "check_data", "ablation", "convert"},
 ]
 
 
