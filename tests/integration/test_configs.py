@@ -349,7 +349,8 @@ def test_adverse_condition_baselines_use_their_authors_recipe(experiment: str, t
         assert dm["target"]["times"] == ["night"] and list(dm["val"]) == ["dark_zurich"]
     else:
         assert dm["target"]["conditions"] is None
-        assert [v["conditions"] for v in dm["val"].values()] == [None, "fog", "night", "rain", "snow"]
+        assert [v["conditions"] for v in dm["val"].values()] == ["fog", "night", "rain", "snow"]
+        assert c["report_pooled"] == {"acdc": ["acdc_fog", "acdc_night", "acdc_rain", "acdc_snow"]}
     (source,) = dm["source"]["loader"]["streams"]
     (tgt,) = dm["target"]["loader"]["streams"]
     assert (source["batch_size"], tgt["batch_size"]) == (2, 2)

@@ -103,3 +103,19 @@ def test_micro_batches_give_the_full_batch_gradient(tmp_path: Path, toy_root: Pa
     b = torch.load(tmp_path / "mb2" / "final_model.pt", weights_only=True)["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_a_pooled_set_is_reported_first_from_the_summed_confusion_matrices(tmp_path: Path, toy_root: Path) -> None:
+    """ACDC's pooled validation is one confusion matrix over its conditions' sets: here two copies of the toy target
+    set, so the pooled matrix is twice each one's and every IoU equals theirs; it is the run's headline, and a mean
+    may name it."""
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=source_only", "logger=none",
+                       "+data@datamodule.val.again=toy", "+report_pooled.both=[toy_target,again]",
+                       "+report_means.average=[both,toy_target]"])  # fmt: skip
+    metrics = run_task(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    header = (tmp_path / "run" / "results.csv").read_text().splitlines()[0]
+    assert header == "metric,both,toy_target,again,average"  # the pooled set first
+    for key in ("mIoU", "iou/road", "aAcc"):
+        assert results["both"][key] == pytest.approx(results["toy_target"][key]) == pytest.approx(results["again"][key])
+    assert metrics["mIoU"] == pytest.approx(results["both"]["mIoU"])

@@ -86,3 +86,17 @@ def test_set_means_average_every_number_over_the_named_sets() -> None:
     assert out["mean_real"]["iou/train"] == 10.0
     assert math.isnan(with_set_means(results, {"m": ["cityscapes", "synthia"]})["m"]["iou/train"])
     assert with_set_means(results, None) == results and results["cityscapes"]["mIoU"] == 48.0
+
+
+def test_pooled_sets_sum_the_confusion_matrices_by_hand() -> None:
+    """Pooled IoU is not the mean of the parts' IoUs: one matrix over all the images."""
+    import torch
+
+    from diga.evaluation.metrics import iou_from_confmat, with_pooled_sets
+
+    fog = torch.tensor([[8, 2], [0, 0]])  # class 1 only predicted: IoU 0.8, 0
+    night = torch.tensor([[0, 0], [1, 9]])  # class 0 only predicted: IoU 0, 0.9
+    out = with_pooled_sets({"fog": fog, "night": night}, {"all": ["fog", "night"]})
+    assert list(out) == ["all", "fog", "night"] and out["all"].tolist() == [[8, 2], [1, 9]]
+    assert iou_from_confmat(out["all"]).tolist() == [8 / 11, 9 / 12]
+    assert with_pooled_sets({"fog": fog}, None) == {"fog": fog}

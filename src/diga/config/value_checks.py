@@ -67,16 +67,20 @@ def _stream_batch_problems(cfg: DictConfig) -> list[str]:
 
 
 def _set_reference_problems(cfg: DictConfig) -> list[str]:
-    """`report_means` names validation sets: a misspelt or removed one would silently drop the mean."""
+    """`report_pooled` and `report_means` name validation sets: a misspelt or removed one would drop the pooled set
+    or the mean (a mean may also name a pooled set)."""
     val = select_plain(cfg, "datamodule.val")
     names = set(val) if isinstance(val, Mapping) else set()
-    means = select_plain(cfg, "report_means")
     out = []
-    for mean, sets in means.items() if isinstance(means, Mapping) else []:
-        unknown = [s for s in (sets or []) if s not in names]
-        if unknown:
-            out.append(f"report_means.{mean} names {', '.join(map(repr, unknown))}, not validation sets of this run "
-                       f"(datamodule.val: {', '.join(sorted(names)) or 'none'})")  # fmt: skip
+    for key in ("report_pooled", "report_means"):
+        groups = select_plain(cfg, key)
+        groups = groups if isinstance(groups, Mapping) else {}
+        for group, sets in groups.items():
+            unknown = [s for s in (sets or []) if s not in names]
+            if unknown:
+                out.append(f"{key}.{group} names {', '.join(map(repr, unknown))}, not validation sets of this run "
+                           f"(datamodule.val: {', '.join(sorted(names)) or 'none'})")  # fmt: skip
+        names |= set(groups)  # a mean may average a pooled set
     return out
 
 

@@ -50,6 +50,14 @@ def summarize(confmat: torch.Tensor, label_set: LabelSet) -> dict[str, float]:
     return out
 
 
+def with_pooled_sets(confmats: Mapping[str, torch.Tensor],
+                     pooled: Mapping[str, Sequence[str]] | None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The pooled sets first, each the sum of its parts' confusion matrices (one matrix over all their images: ACDC's
+    pooled validation from its four conditions, without reading an image twice), then `confmats` as they are."""
+    pooled_cms = {name: sum(confmats[p] for p in parts) for name, parts in (pooled or {}).items()}
+    return {**pooled_cms, **confmats}  # type: ignore[dict-item]
+
+
 def with_set_means(results: Mapping[str, Mapping[str, float]],
                    means: Mapping[str, Sequence[str]] | None) -> dict[str, dict[str, float]]:  # fmt: skip
     """`results` plus, for each `name: [sets]` of `means`, the mean over those sets of every number (mIoU, per-class

@@ -26,7 +26,7 @@ from torch import nn
 
 from diga.data.labels import get_label_set
 from diga.evaluation.inference import InferenceConfig, predict_logits, probe_factor
-from diga.evaluation.metrics import SegMetric, summarize
+from diga.evaluation.metrics import SegMetric, summarize, with_pooled_sets
 from diga.evaluation.visualize import log_class_tables, log_segmentation_images
 from diga.models.segmentor import Segmentor
 from diga.modules.contract import StageInput, file_input
@@ -97,6 +97,8 @@ class SegmentationModule(pl.LightningModule):
         channels_last: NHWC memory format for the student's convolutions (see benchmarks/).
         compile_model: `torch.compile` the student in place (state-dict keys unchanged; see benchmarks/).
         log_images_every_n_val: log a few prediction images every N validations (0 = never).
+        pooled_sets: `{name: [sets]}` reported as one more set whose confusion matrix is the sum of theirs (ACDC's
+            406 val images from its four conditions), first in every table and the one `val/mIoU` follows.
     """
 
     validates: ClassVar[bool] = True
@@ -119,6 +121,7 @@ class SegmentationModule(pl.LightningModule):
         compile_model: bool = False,
         log_images_every_n_val: int = 1,
         num_log_images: int = 4,
+        pooled_sets: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         if int(micro_batches) < 1:
@@ -322,17 +325,25 @@ class SegmentationModule(pl.LightningModule):
                 }
             )
 
+    @property
+    def result_names(self) -> list[str]:
+        """The sets results are reported for: the pooled ones (`pooled_sets`) first, then every validation set."""
+        return [*dict(self.hparams.pooled_sets or {}), *self.val_names]
+
     def on_validation_epoch_end(self) -> None:
-        results, confmats = {}, {}
+        per_set = {}
         for name, metric in zip(self.val_names, self.val_metrics):
-            confmats[name] = metric.compute()  # all ranks: compute() all-reduces the confusion matrix
+            per_set[name] = metric.compute()  # all ranks: compute() all-reduces the confusion matrix
             metric.reset()
-            results[name] = summary = summarize(confmats[name], self.labels)
+        confmats = with_pooled_sets(per_set, self.hparams.pooled_sets) if per_set else {}
+        results = {}
+        for name, confmat in confmats.items():
+            results[name] = summary = summarize(confmat, self.labels)
             # float64: the numbers written to results.json are the confusion matrix's, not float32-rounded
             self.log_dict({f"val/{name}/{k}": torch.tensor(v, dtype=torch.float64) for k, v in summary.items()},
                           sync_dist=False)  # fmt: skip
         if results:
-            self.log("val/mIoU", results[self.val_names[0]]["mIoU"], prog_bar=True)
+            self.log("val/mIoU", results[self.result_names[0]]["mIoU"], prog_bar=True)
         self.last_val_results, self.last_val_confmats = results, {k: v.cpu() for k, v in confmats.items()}
         self.last_val_step = int(self.global_step)
         every = self.hparams.log_images_every_n_val
