@@ -20,8 +20,8 @@ EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "cs_semi")
 STAGES = ("source_only", "translator", "warmup", "pseudolabel", "centroids", "selftrain", "daformer", "pipeline")
 # keys outside `stage.` that every training stage reads; `datamodule.source/target/val` are listed per data config
 COMMON = ("seed", "run_id", "ckpt_path", "overwrite", "steps", "val_every", "ckpt_every", "log_images_every",
-          "memory_estimate", "selection", "label_set", "model", "optimizer", "scheduler", "inference", "datamodule",
-          "trainer")  # fmt: skip
+          "memory_estimate", "selection", "label_set", "report_pooled", "report_means", "model", "optimizer",
+          "scheduler", "inference", "datamodule", "trainer")  # fmt: skip
 # per-stage data settings (the authors chose batch compositions per experiment and stage: conf/recipe/)
 STAGE_DATA = ("datamodule.source.loader", "datamodule.target.loader")
 TRAINING_STAGES = ("source_only", "translator", "warmup", "selftrain", "daformer")

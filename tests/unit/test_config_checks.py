@@ -100,3 +100,13 @@ def test_a_stage_that_reads_target_images_needs_a_target_domain(tmp_path: Path) 
                        "stage.init_from=/nowhere/final_model.pt"])  # fmt: skip
     with pytest.raises(PreflightError, match="stage pseudolabel reads target images, and experiment gta_dg has no"):
         check_run(cfg)
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("+report_pooled.toy_target=[toy_target]", "report_pooled.toy_target: the name of a set it would replace"),
+    ("+report_pooled.none=[]", "report_pooled.none names no validation set"),
+    ("+report_means.toy_target=[toy_target]", "report_means.toy_target: the name of a set it would replace"),
+])  # fmt: skip
+def test_a_pooled_set_or_mean_that_would_replace_a_set_or_pool_nothing_is_refused(tmp_path: Path, override: str,
+                                                                                  expected: str) -> None:  # fmt: skip
+    assert expected in _refusal(tmp_path, override)

@@ -68,7 +68,8 @@ def _stream_batch_problems(cfg: DictConfig) -> list[str]:
 
 def _set_reference_problems(cfg: DictConfig) -> list[str]:
     """`report_pooled` and `report_means` name validation sets: a misspelt or removed one would drop the pooled set
-    or the mean (a mean may also name a pooled set)."""
+    or the mean, an empty list has nothing to pool, and a name already taken would replace that set's numbers (a
+    mean may name a pooled set)."""
     val = select_plain(cfg, "datamodule.val")
     names = set(val) if isinstance(val, Mapping) else set()
     out = []
@@ -77,9 +78,13 @@ def _set_reference_problems(cfg: DictConfig) -> list[str]:
         groups = groups if isinstance(groups, Mapping) else {}
         for group, sets in groups.items():
             unknown = [s for s in (sets or []) if s not in names]
-            if unknown:
+            if not sets:
+                out.append(f"{key}.{group} names no validation set")
+            elif unknown:
                 out.append(f"{key}.{group} names {', '.join(map(repr, unknown))}, not validation sets of this run "
                            f"(datamodule.val: {', '.join(sorted(names)) or 'none'})")  # fmt: skip
+            if group in names:
+                out.append(f"{key}.{group}: the name of a set it would replace; choose another")
         names |= set(groups)  # a mean may average a pooled set
     return out
 

@@ -41,6 +41,7 @@ class TrainingStage(Protocol):
     validates: ClassVar[bool]  # reads the datamodule's validation sets (the translator does not)
     produces: ClassVar[tuple[str, ...]]  # the artifact names `export` writes (diga.utils.artifacts)
     val_names: list[str]  # the validation sets, in loader order (empty: none)
+    result_names: list[str]  # the sets results are reported for: pooled sets (report_pooled) first, then val_names
     last_val_step: int | None  # the global step of the last validation (None before the first)
 
     @classmethod

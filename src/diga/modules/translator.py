@@ -66,6 +66,7 @@ class TranslatorModule(pl.LightningModule):
         for net in [*self.generators(), self.dis_s2t, self.dis_t2s, *([self.vgg] if self.vgg else [])]:
             net.set_grad_checkpointing(grad_checkpointing)
         self.val_names: list[str] = []
+        self.result_names: list[str] = []
 
     def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
         """What lowers this stage's memory when its estimate does not fit (`diga.tasks.memory_fit`)."""

@@ -258,7 +258,7 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
     ckpt_io = trainer.strategy.checkpoint_io
     if isinstance(ckpt_io, AtomicCheckpointIO):
         times.add("checkpoint writes", ckpt_io.write_seconds, ckpt_io.writes)
-    val_names = list(getattr(module, "result_names", module.val_names))  # pooled sets first, then each set
+    val_names = list(module.result_names)  # pooled sets first, then each set
     labels = get_label_set(cfg.label_set)
     results: dict[str, dict[str, float]] = {}
     means = to_plain(cfg.get("report_means")) or {}  # e.g. domain generalisation's mean over the unseen domains

@@ -70,7 +70,8 @@ def class_csv(per_class: dict[str, dict[str, dict[str, float]]], classes: tuple[
 
 
 def _sets(rows: dict[str, dict[str, float]]) -> list[str]:
-    return sorted({s for r in rows.values() for s in r})
+    """Every set any row was scored on, in the order the runs report them (a pooled set or the headline first)."""
+    return list(dict.fromkeys(s for r in rows.values() for s in r))
 
 
 def format_pipeline_table(rows: dict[str, dict[str, float]]) -> str:
