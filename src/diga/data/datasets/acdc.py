@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
-from diga.data.io import DatasetError
+from diga.data.datasets.base import Sample, SegmentationDataset
+from diga.data.datasets.rgb_anon import anonymised_samples, check_not_reference
 from diga.data.labels import trainid19_to_trainid
 
-IMG_SUFFIX = "_rgb_anon.png"
-LBL_SUFFIX = "_gt_labelTrainIds.png"
 CONDITIONS = ("fog", "night", "rain", "snow")
 # images per condition and split in the official release (ACDC: 4,006 images; test labels are withheld)
 CONDITION_COUNTS = {
@@ -60,15 +58,10 @@ class ACDC(SegmentationDataset):
         return None if None in counts else sum(counts)  # type: ignore[arg-type]
 
     def find_samples(self) -> list[Sample]:
-        if self.split.endswith("_ref"):
-            raise DatasetError(f"{self.root}: {self.split!r} holds ACDC's day-time reference images, not a split")
-        out = []
-        for condition in self.conditions:
-            for p in sorted_files(self.root / "rgb_anon" / condition / self.split, f"*/*{IMG_SUFFIX}"):
-                stem = p.name[: -len(IMG_SUFFIX)]
-                label = self.root / "gt" / condition / self.split / p.parent.name / f"{stem}{LBL_SUFFIX}"
-                out.append(Sample(p, label, p.stem))
-        return out
+        check_not_reference(self.root, self.split, "ACDC")
+        return [sample for condition in self.conditions
+                for sample in anonymised_samples(self.root / "rgb_anon" / condition / self.split,
+                                                 self.root / "gt" / condition / self.split)]  # fmt: skip
 
     def label_mapping(self) -> dict[int, int]:
         return trainid19_to_trainid(self.labels.name)  # the files hold Cityscapes train-ids; 255 and others: void

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from diga.data.datasets.base import Sample, SegmentationDataset, sorted_files
-from diga.data.io import DatasetError
+from diga.data.datasets.base import Sample, SegmentationDataset
+from diga.data.datasets.rgb_anon import anonymised_samples, check_not_reference
 from diga.data.labels import trainid19_to_trainid
 
-IMG_SUFFIX = "_rgb_anon.png"
-LBL_SUFFIX = "_gt_labelTrainIds.png"
 TIMES = ("day", "twilight", "night")
 TIME_COUNTS = {  # images per split and time of day in the official release (test labels are withheld)
     "train": {"day": 3041, "twilight": 2920, "night": 2416},
@@ -50,17 +48,13 @@ class DarkZurich(SegmentationDataset):
         return None if None in counts else sum(counts)  # type: ignore[arg-type]
 
     def find_samples(self) -> list[Sample]:
-        if self.split.endswith("_ref"):
-            raise DatasetError(f"{self.root}: {self.split!r} holds Dark Zurich's day-time references, not a split")
+        check_not_reference(self.root, self.split, "Dark Zurich")
         out = []
         for time in self.times:
             folder = self.root / "rgb_anon" / self.split / time
             if not folder.is_dir() and self.split != "train":
                 continue  # val and test have night images only
-            for p in sorted_files(folder, f"*/*{IMG_SUFFIX}"):
-                stem = p.name[: -len(IMG_SUFFIX)]
-                label = self.root / "gt" / self.split / time / p.parent.name / f"{stem}{LBL_SUFFIX}"
-                out.append(Sample(p, label, p.stem))
+            out += anonymised_samples(folder, self.root / "gt" / self.split / time)
         return out
 
     def label_mapping(self) -> dict[int, int]:
