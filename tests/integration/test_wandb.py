@@ -43,12 +43,13 @@ def test_wandb_payload_joins_a_record_cut_at_a_block_edge() -> None:
 
 
 def test_offline_wandb_run_is_written(tmp_path: Path, toy_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TensorBoard alongside, listed first (a module's `self.logger`): both get the images and tables."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), "stage=warmup",
-                       "stage.module.translator.kind=fourier", "logger=wandb", "trainer.log_every_n_steps=1",
-                       "log_images_every=1"])  # fmt: skip
+                       "stage.module.translator.kind=fourier", "logger=[tensorboard,wandb]",
+                       "trainer.log_every_n_steps=1", "log_images_every=1"])  # fmt: skip
     try:
         run_task(cfg)
     finally:
@@ -78,6 +79,10 @@ def test_offline_wandb_run_is_written(tmp_path: Path, toy_root: Path, monkeypatc
     assert "val/per_class_iou" in keys and "val/confusion_matrix" in keys, "per-class table / confusion matrix missing"
     assert list((run_dir / "files" / "media" / "table").rglob("*.table.json")), "per-class IoU table file missing"
     assert list((run_dir / "files" / "media" / "images").rglob("*.png")), "image files missing"
+    events = b"".join(f.read_bytes() for f in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents*"))
+    tb_wanted = ("train/loss", "val/toy_target/mIoU", "val/predictions/toy_target_0", "train/views/0",
+                 "val/per_class_iou", "val/confusion_matrix/toy_target")  # fmt: skip
+    assert [k for k in tb_wanted if k.encode() not in events] == [], "missing from the TensorBoard events"
 
 
 def test_each_stage_in_one_process_gets_its_own_wandb_run(tmp_path: Path, toy_root: Path,

@@ -348,8 +348,8 @@ class SegmentationModule(pl.LightningModule):
         self.last_val_step = int(self.global_step)
         every = self.hparams.log_images_every_n_val
         if every and self._val_count % every == 0 and not self.trainer.sanity_checking:
-            log_segmentation_images(self.logger, "val/predictions", self._val_images, self.labels, self.global_step)
-            log_class_tables(self.logger, results, confmats, self.labels, self.global_step)
+            log_segmentation_images(self.loggers, "val/predictions", self._val_images, self.labels, self.global_step)
+            log_class_tables(self.loggers, results, confmats, self.labels, self.global_step)
         self._val_images = []
         self._val_count += 0 if self.trainer.sanity_checking else 1
 

@@ -138,8 +138,8 @@ class SelfTrainModule(WarmupModule):
         if every and self.global_step % every == 0:
             rows = [[to_uint8_hwc(xt[i]), to_uint8_hwc(x_mix[i]), *(self.labels.colorize(m[i].cpu().numpy())
                      for m in (offline, y_cen, y_t, y_mix, z_mix.argmax(1)))] for i in range(min(2, b))]  # fmt: skip
-            log_image_rows(self.logger, "train/target_views", rows, "target | class-mix | offline PL | centroid label |"
-                           " selected PL | mixed label | prediction on mix", self.global_step)  # fmt: skip
+            log_image_rows(self.loggers, "train/target_views", rows, "target | class-mix | offline PL | centroid label"
+                           " | selected PL | mixed label | prediction on mix", self.global_step)  # fmt: skip
         kept, agree = (y_t != IGNORE_INDEX).float().mean(), (offline == y_cen).float().mean()
         self.log_class_diagnostics(offline, y_t, tgt.get("label"))
         return {"loss": loss, "loss_src": out["loss_seg"], "loss_mix": loss_mix, "loss_kd": out["loss_kd"],

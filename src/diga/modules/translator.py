@@ -173,7 +173,7 @@ class TranslatorModule(pl.LightningModule):
             rows = [
                 [to_uint8_hwc((v[i] + 1) / 2) for v in (s, out["s2t"], t, out["t2s"])] for i in range(min(2, len(s)))
             ]
-            log_image_rows(self.logger, "train/translation", rows, "source | source→target | target | target→source",
+            log_image_rows(self.loggers, "train/translation", rows, "source | source→target | target | target→source",
                            self.global_step)  # fmt: skip
 
     def step_uncounted(self, optimizer: Any) -> None:

@@ -132,7 +132,7 @@ class WarmupModule(SourceOnlyModule):
         loss = loss if out["loss_fd"] is None else loss + out["loss_fd"]
         every = self.hparams.log_views_every_n_steps
         if every and self.global_step % every == 0:
-            log_views(self.logger, "train/views", x, y, out["views"], out["student_logits"][: x.shape[0]],
+            log_views(self.loggers, "train/views", x, y, out["views"], out["student_logits"][: x.shape[0]],
                       self.labels, self.global_step)  # fmt: skip
         losses = {"loss": loss, "loss_src": out["loss_seg"], "loss_kd": out["loss_kd"]}
         return losses if out["loss_fd"] is None else {**losses, "loss_fd": out["loss_fd"]}
