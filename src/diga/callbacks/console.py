@@ -36,6 +36,7 @@ LIGHTNING_WARNINGS = (
     r"You passed in a `val_dataloader` but have no `validation_step`",  # the translator stage is not validated
     r"Using ModelCheckpoint with manual optimization",  # post-step state at step N is what diga checkpoints
     r"Found \d+ module\(s\) in eval mode at the start of training",  # frozen teacher/translator, on purpose
+    r"Total length of `list` across ranks is zero",  # no validation set: a target of one's own images, unlabelled
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from diga.data.archives import dataset_root
 from diga.modules.contract import StageInput, check_stage_class, file_input
 from diga.utils.artifacts import StageOutputs
 from diga.utils.hydra import to_plain
@@ -58,7 +59,10 @@ def _dataset_inputs(cfg: Mapping[str, Any] | None, split_key: str, with_labels: 
     if cfg.get("generate") is False and hasattr(cls, "layout"):
         paths = [Path(cfg["root"])]
     else:
-        paths = cls.layout(Path(cfg["root"]), split, with_labels) if hasattr(cls, "layout") else [Path(cfg["root"])]
+        root = dataset_root(cls, cfg["root"], split, with_labels)  # an unpacked layout or the official archives
+        paths = cls.layout(root, split, with_labels) if hasattr(cls, "layout") else [Path(cfg["root"])]
+    if with_labels and cfg.get("labels"):  # a folder domain's labels live beside its images (data=folder)
+        paths = [*paths, Path(cfg["labels"])]
     slots = {"source": "datamodule.source", "target": "datamodule.target", "target with labels": "datamodule.target"}
     key = slots.get(role, f"datamodule.val.{role}")
     return (

@@ -102,8 +102,29 @@ def _target_domain_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _class_map_problems(cfg: DictConfig) -> list[str]:
+    """A class map (`data=folder`) that does not fit the experiment's label set, found before anything is built."""
+    from diga.data.class_map import load_class_map
+    from diga.data.io import DatasetError
+    from diga.data.labels import get_label_set
+
+    val = select_plain(cfg, "datamodule.val")
+    slots = {f"datamodule.{d}": select_plain(cfg, f"datamodule.{d}") for d in DOMAINS}
+    slots |= {f"datamodule.val.{k}": v for k, v in (val.items() if isinstance(val, Mapping) else [])}
+    out = []
+    for key, slot in slots.items():
+        path = slot.get("class_map") if isinstance(slot, Mapping) else None
+        if not path:
+            continue
+        try:
+            load_class_map(path, get_label_set(str(slot.get("label_set") or select_plain(cfg, "label_set"))))
+        except (DatasetError, KeyError) as e:
+            out.append(f"{key}.class_map: {e}")
+    return out
+
+
 def value_problems(cfg: DictConfig) -> list[str]:
     """One line per count that cannot work, naming the key and the value."""
     batches = [p for key in BATCHES for p in _below(key, select_plain(cfg, key), 1, "a positive integer")]
     return [*_step_budget_problems(cfg), *_interval_problems(cfg), *_stream_batch_problems(cfg), *batches,
-            *_set_reference_problems(cfg), *_target_domain_problems(cfg)]  # fmt: skip
+            *_set_reference_problems(cfg), *_target_domain_problems(cfg), *_class_map_problems(cfg)]  # fmt: skip

@@ -54,9 +54,13 @@ def read_label(path: str | Path, channel: int | None = None) -> np.ndarray:
 def _read_label_channel(path: str | Path, channel: int) -> np.ndarray:
     import cv2  # albumentations depends on opencv; it reads 16-bit multi-channel PNGs, PIL does not.
 
-    if not os.path.isfile(path):
+    data = _archive_bytes(path)
+    if data is None and not os.path.isfile(path):
         raise DatasetError(f"{path}: file not found")
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is not None:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    else:
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise DatasetError(f"{path}: cannot decode label (corrupt or not an image)")
     if arr.ndim == 2:
@@ -68,14 +72,25 @@ def _read_label_channel(path: str | Path, channel: int) -> np.ndarray:
     return arr[:, :, order[channel]].astype(np.int64)
 
 
+def _archive_bytes(path: str | Path) -> bytes | None:
+    """The bytes of a file that lives in a zip archive (`diga.data.archives.ArchivePath`), None for a real file."""
+    from diga.data.archives import ArchivePath
+
+    return path.read_bytes() if isinstance(path, ArchivePath) else None
+
+
 def _open(path: str | Path) -> Image.Image:
-    if not os.path.isfile(path):
+    import io
+
+    data = _archive_bytes(path)
+    if data is None and not os.path.isfile(path):
         raise DatasetError(f"{path}: file not found")
+    where = path.where() if data is not None else path  # type: ignore[union-attr]
     try:
-        img = Image.open(path)
+        img = Image.open(io.BytesIO(data) if data is not None else path)
         img.load()  # force full decode now so truncation is reported here, with the path
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: corrupt or truncated image ({e})") from e
+        raise DatasetError(f"{where}: corrupt or truncated image ({e})") from e
     return img
 
 

@@ -82,12 +82,12 @@ def predict_each(models: Mapping[str, Segmentor], images: torch.Tensor, inferenc
     return preds
 
 
-def prediction_grid(models: Mapping[str, Segmentor], images: torch.Tensor, labels: torch.Tensor,
+def prediction_grid(models: Mapping[str, Segmentor], images: torch.Tensor, labels: torch.Tensor | None,
                     label_set: LabelSet, path: str | Path, inference: InferenceConfig | None = None,
                     device: torch.device | str = "cpu") -> None:  # fmt: skip
-    """Rows = images; columns = image | ground truth | one prediction per model (in the given order), with column
-    titles on top and a colour legend of the classes below (matplotlib, Agg backend). The models run on `device`
-    with `inference` (default: whole image)."""
+    """Rows = images; columns = image | ground truth (unless `labels` is None) | one prediction per model (in the
+    given order), with column titles on top and a colour legend of the classes below (matplotlib, Agg backend). The
+    models run on `device` with `inference` (default: whole image)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,12 +95,12 @@ def prediction_grid(models: Mapping[str, Segmentor], images: torch.Tensor, label
     from matplotlib.patches import Patch
 
     preds = predict_each(models, images, inference or InferenceConfig(), torch.device(device))
-    titles = ["image", "ground truth", *preds]
+    titles = ["image", *(["ground truth"] if labels is not None else []), *preds]
     n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     cell = 2.2
     fig, axes = plt.subplots(n, len(titles), figsize=(cell * len(titles), cell * h / w * n + 0.9), squeeze=False)
     for i in range(n):
-        cells = [to_uint8_hwc(images[i]), label_set.colorize(labels[i].numpy())]
+        cells = [to_uint8_hwc(images[i]), *([label_set.colorize(labels[i].numpy())] if labels is not None else [])]
         cells += [label_set.colorize(p[i].numpy()) for p in preds.values()]
         for j, c in enumerate(cells):
             axes[i, j].imshow(c)

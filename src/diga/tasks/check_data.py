@@ -54,8 +54,16 @@ def _min_side(cfg: DictConfig, val: dict[str, Any]) -> int:
 
 def run_check_data(cfg: DictConfig) -> list[SplitReport]:
     check = to_plain(cfg.get("check")) or {}
+    only = check.get("only")
+    planned = planned_splits(cfg)
+    if only:  # e.g. [target]: a folder of one's own images, before the source datasets are downloaded
+        roles = [p[0] for p in planned]
+        unknown = [r for r in only if r not in roles]
+        if unknown:
+            raise ValueError(f"check.only names {unknown}; this experiment reads {roles}")
+        planned = [p for p in planned if p[0] in only]
     reports = []
-    for role, ds_cfg, split_key, with_labels in planned_splits(cfg):
+    for role, ds_cfg, split_key, with_labels in planned:
         dataset = DomainAdaptationDataModule.build_eval_dataset(ds_cfg, split_key=split_key, transform=None,
                                                                 with_labels=with_labels)  # fmt: skip
         min_side = _min_side(cfg, ds_cfg) if role.startswith("val.") else 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from diga.config import compose_step
 from diga.tasks.pipeline_plan import Step, extra_overrides, plan, step_overrides
 from diga.tasks.pipeline_report import write_report
 from diga.tasks.step_cache import link_into_run, step_lock
-from diga.utils.artifacts import PIPELINE_PROFILE
+from diga.utils.artifacts import FINAL_MODEL, PIPELINE_PROFILE
 from diga.utils.hydra import to_plain
 from diga.utils.io import atomic_write_bytes
 from diga.utils.memory import current_rss_bytes, peak_rss_bytes, release_memory
@@ -131,6 +132,15 @@ def _run_step(step: Step, base: list[str], per_step: dict[str, list[str]], isola
     return metrics
 
 
+def link_final_model(root: Path, model: Path) -> None:
+    """`<run>/final_model.pt`: a relative link to the model the pipeline hands on (its last adapted step), so
+    `diga.predict` and `diga.evaluate` take the run folder's model without knowing the step names."""
+    link, tmp = root / FINAL_MODEL, root / f".{FINAL_MODEL}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(model, root))
+    os.replace(tmp, link)
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     from diga.tasks import run_task
 
@@ -162,5 +172,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     summary["mIoU"] = next(iter(rows[last_row].values()), {}).get("mIoU", float("nan")) if last_row else float("nan")
     if rank_zero_only.rank != 0:  # under multi-process DDP every rank runs the plan; one writes the summary
         return summary
+    if last_row and models.get(last_row, Path()).is_file():
+        link_final_model(root, models[last_row])
     write_report(cfg, root, rows, models)
     return summary

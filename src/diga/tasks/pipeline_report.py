@@ -16,8 +16,9 @@ from diga.utils.io import atomic_write_bytes
 
 def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]], models: dict[str, Path],
                    num_images: int = 4) -> None:  # fmt: skip
-    """`pipeline_results.png` (mIoU per stage) and `predictions.png` (the first val images, one column per stage)."""
-    from diga.data.datamodule import DomainAdaptationDataModule, collate
+    """`pipeline_results.png` (mIoU per stage) and `predictions.png` (the first val images, one column per stage;
+    without a validation set, target training images spread over the set, without ground truth)."""
+    from diga.data.datamodule import DomainAdaptationDataModule, collate, dataset_config
     from diga.data.labels import get_label_set
     from diga.evaluation.inference import InferenceConfig
     from diga.evaluation.report import plot_results, prediction_grid
@@ -25,18 +26,29 @@ def write_pictures(cfg: DictConfig, root: Path, rows: dict[str, dict[str, float]
 
     plot_results(rows, root / f"{PIPELINE_RESULTS}.png", f"{cfg.experiment_name}: target mIoU per stage")
     val_cfgs = to_plain(cfg.datamodule.val) or {}
-    if not val_cfgs or not models:
+    target = dataset_config(to_plain(cfg.datamodule.get("target")))
+    scale = float(cfg.datamodule.get("scale", 1.0))
+    if not models or not (val_cfgs or (target is not None and cfg.get("target_previews"))):
         return
-    dataset = DomainAdaptationDataModule.build_eval_dataset(next(iter(val_cfgs.values())), "val",
-                                                            float(cfg.datamodule.get("scale", 1.0)))  # fmt: skip
-    items = [dataset[i] for i in range(min(num_images, len(dataset)))]
+    if val_cfgs:
+        dataset = DomainAdaptationDataModule.build_eval_dataset(next(iter(val_cfgs.values())), "val", scale)
+        items = [dataset[i] for i in range(min(num_images, len(dataset)))]
+    else:  # unlabelled target (your own images): the previews' images, each resized to the first one's size
+        from diga.callbacks.target_previews import spaced_indices
+        from diga.data.transforms import eval_transform
+
+        dataset = DomainAdaptationDataModule.build_eval_dataset(target, "train", scale, with_labels=False)
+        size = list(dataset[0]["image"].shape[-2:])
+        dataset.transform = eval_transform(size)
+        items = [dataset[i] for i in spaced_indices(len(dataset), num_images)]
     if len({tuple(it["image"].shape) for it in items}) != 1:
         return  # differently sized val images: no grid
     batch = collate(items)
     loaded = {row: load_segmentor(path)[0] for row, path in models.items()}
-    prediction_grid(loaded, batch["image"].float() / 255, batch["label"], get_label_set(cfg.label_set),
-                    root / PREDICTIONS, InferenceConfig.from_config(to_plain(cfg.get("inference")) or {}),
-                    run_device(cfg))  # fmt: skip
+    labels = batch["label"] if val_cfgs else None
+    inference = InferenceConfig.from_config(to_plain(cfg.get("inference")) or {})
+    prediction_grid(loaded, batch["image"].float() / 255, labels, get_label_set(cfg.label_set), root / PREDICTIONS,
+                    inference, run_device(cfg))  # fmt: skip
 
 
 def run_device(cfg: DictConfig) -> torch.device:

@@ -5,6 +5,7 @@ from diga.data.datasets.base import Sample, SegmentationDataset
 from diga.data.datasets.bdd100k import BDD100K
 from diga.data.datasets.cityscapes import Cityscapes, CityscapesSemi
 from diga.data.datasets.dark_zurich import DarkZurich
+from diga.data.datasets.folder import ImageFolder
 from diga.data.datasets.gta5 import GTA5
 from diga.data.datasets.mapillary import Mapillary
 from diga.data.datasets.synthia import Synthia
@@ -17,6 +18,7 @@ __all__ = [
     "Cityscapes",
     "CityscapesSemi",
     "DarkZurich",
+    "ImageFolder",
     "Mapillary",
     "Sample",
     "SegmentationDataset",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from diga.data.archives import dataset_root
 from diga.data.io import DatasetError, check_ids, map_label, read_label, read_rgb
 from diga.data.labels import IGNORE_INDEX, LabelSet, get_label_set, lookup_table
 
@@ -52,6 +53,8 @@ class SegmentationDataset(Dataset):
     layout_help = ""
     label_lut_size = 256
     max_raw_id: int | None = None  # largest id the raw annotation format defines; larger ids are an error
+    # official zip archives whose member paths differ from the unpacked layout: (regex, replacement) renames
+    archive_members: ClassVar[tuple[tuple[str, str], ...]] = ()
     official_counts: ClassVar[dict[str, int]] = {}  # images per split of the official release (for `diga.check_data`)
 
     def __init__(
@@ -66,7 +69,8 @@ class SegmentationDataset(Dataset):
         limit: int | None = None,
         pseudo_margins: Sequence[int] | None = None,
     ) -> None:
-        self.root = Path(root)
+        # the unpacked layout, or the dataset's zip archives read in place (`diga.data.archives`)
+        self.root = dataset_root(type(self), root, split, with_labels)
         self.split = split
         self.labels: LabelSet = get_label_set(label_set)
         self.transform = transform

@@ -13,6 +13,8 @@ class Mapillary(SegmentationDataset):
     max_raw_id = 65
     official_counts: ClassVar[dict[str, int]] = {"training": 18000, "validation": 2000}
     layout_help = "mapillary/validation/images/<id>.jpg, mapillary/validation/labels/<id>.png (Vistas v1.2, 66 classes)"
+    # a zip holding both label versions keeps v1.2's under `<split>/v1.2/labels/`
+    archive_members = ((r"(training|validation)/v1\.2/labels/(.+)", r"\1/labels/\2"),)
 
     @classmethod
     def layout(cls, root: Path, split: str, with_labels: bool) -> list[Path]:
