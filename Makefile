@@ -40,10 +40,10 @@ lock: ## re-resolve requirements/lock-*.txt with uv (LOCK_CONSTRAINTS=<pip freez
 	    -o requirements/lock-$$arch.txt -q || exit 1; rm -f $$cons; echo "wrote requirements/lock-$$arch.txt"; done
 
 test: ## default test suite: everything but the slow and GPU tests (a few minutes on 2 cores)
-	$(PYTHON) -m pytest -q -m "not slow and not gpu and not reference" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -m "not slow and not gpu and not reference" --durations=15 $(PYTEST_ARGS)
 
 test-slow: ## the slow tests: whole pipelines, DDP, the reduced-size rehearsal of every experiment, sweeps
-	$(PYTHON) -m pytest -q -m "slow and not gpu" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -m "slow and not gpu" --durations=40 $(PYTEST_ARGS)
 
 test-all: ## both (what CI runs)
 	$(PYTHON) -m pytest -q -m "not gpu and not reference" $(PYTEST_ARGS)
@@ -65,8 +65,11 @@ format: ## auto-fix lint and format
 	$(PYTHON) -m ruff check --fix src tests benchmarks tools
 	$(PYTHON) -m ruff format src tests benchmarks tools
 
-demo: ## the main job on the embedded toy domain pair (no download)
-	$(PYTHON) -m diga.train experiment=toy stage=$(DEMO_STAGE)
+demo: ## the main job on the embedded toy domain pair (no download); ends with its wall time
+	@start=$$(date +%s); $(PYTHON) -m diga.train experiment=toy stage=$(DEMO_STAGE); rc=$$?; \
+	s=$$(( $$(date +%s) - start )); echo "make demo: $$(( s / 60 )) min $$(( s % 60 )) s wall time ($$(nproc) CPU cores$$(\
+	$(PYTHON) -c 'import torch; print(", CUDA" if torch.cuda.is_available() else "")' 2>/dev/null)), exit status $$rc"; \
+	exit $$rc
 
 train: ## python -m diga.train experiment=$(EXP) stage=$(STAGE)
 	$(PYTHON) -m diga.train experiment=$(EXP) stage=$(STAGE)

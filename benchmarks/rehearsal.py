@@ -34,8 +34,10 @@ HRDA_BASELINES = ("gta2cs_hrda", "gta2cs_mic_hrda", "synthia2cs_hrda", "synthia2
 ADVERSE_BASELINES = tuple(
     f"cs2{t}_{m}" for t in ("acdc", "darkzurich") for m in ("daformer", "mic", "hrda", "mic_hrda")
 )
+FOLDER_BASELINES = ("gta2folder_daformer", "gta2folder_mic")  # a folder of one's own images as the target
 EXPERIMENTS = ("gta2cs", "synthia2cs", "gta_dg", "synthia_dg", "cs_semi", "cs2acdc", "cs2darkzurich", *BASELINES,
-               *HRDA_BASELINES, *ADVERSE_BASELINES, "gta2cs_diga_hrda")  # fmt: skip
+               *HRDA_BASELINES, *ADVERSE_BASELINES, "gta2cs_diga_hrda", "gta2folder", "synthia2folder",
+               *FOLDER_BASELINES)  # fmt: skip
 DG = ("gta_dg", "synthia_dg")  # DeepLabV2: a ResNet-18 stand-in
 GB = 1024**3
 FIT = "fit (all of the above inside)"  # the phase that spans a stage's whole training
@@ -48,7 +50,7 @@ def experiment_overrides(name: str, data: Path, weights: dict[str, Path], steps:
               f"val_every={steps}", f"ckpt_every={steps}", "datamodule.num_workers=1", "logger=csv",
               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
               f"paths.pretrained_dir={weights['vgg19'].parent}"]  # fmt: skip
-    if name in (*BASELINES, *HRDA_BASELINES, *ADVERSE_BASELINES):
+    if name in (*BASELINES, *HRDA_BASELINES, *ADVERSE_BASELINES, *FOLDER_BASELINES):
         common.append(f"steps.daformer={steps}")
     if "hrda" in name:  # the detail window shrinks with the images (on the 8-pixel grid)
         side = max(32, int(512 * scale) // 8 * 8)
@@ -68,8 +70,9 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
     from diga.data.datamodule import describe_streams, scaled_size
 
     out = []
+    one_stage = (*BASELINES, *HRDA_BASELINES, *ADVERSE_BASELINES, *FOLDER_BASELINES)
     own = {**dict.fromkeys(DG, ("warmup",)), "cs_semi": ("warmup", "selftrain"),  # no translator stage in these
-           **dict.fromkeys((*BASELINES, *HRDA_BASELINES, *ADVERSE_BASELINES), ("daformer",))}  # fmt: skip
+           **dict.fromkeys(one_stage, ("daformer",))}  # fmt: skip
     stages = own.get(name, ("translator", "warmup", "selftrain"))
     for stage in stages:
         GlobalHydra.instance().clear()

@@ -24,7 +24,8 @@ from PIL import Image
 from diga.data import labels as L
 
 FOLDERS = {"gta5": "GTA5", "cityscapes": "cityscapes", "synthia": "RAND_CITYSCAPES", "bdd100k": "bdd100k",
-           "mapillary": "mapillary", "acdc": "acdc", "dark_zurich": "dark_zurich"}  # fmt: skip
+           "mapillary": "mapillary", "acdc": "acdc", "dark_zurich": "dark_zurich",
+           "my_images": "my_images"}  # fmt: skip
 
 
 class Frame(NamedTuple):
@@ -186,10 +187,22 @@ def write_dark_zurich(root: Path, n: int, paint: Painter) -> None:
     )
 
 
+def write_image_folder(root: Path, n: int, paint: Painter) -> None:
+    """A user's own camera folder (`data=folder`): `n` unlabelled images in nested folders, JPEG and PNG alternating,
+    at the sizes the painter gives (mixed)."""
+    for i in range(n):
+        f = paint("my_images", "train", i)
+        folder = root / ("cam_a" if i % 2 == 0 else "cam_b/day")
+        if i % 2:
+            save_jpg(folder / f"{i:04d}.jpg", f.image, quality=90)
+        else:
+            save_png(folder / f"{i:04d}.png", f.image)
+
+
 def write_trees(root: Path, paint: Painter, counts: dict[str, int], naming: Naming = Naming()) -> dict[str, Path]:
-    """Every dataset under `root` (`counts`: gta5, cityscapes_train, cityscapes_val, synthia, bdd100k, mapillary, and
-    per condition or time of day and split acdc, dark_zurich — those two only when given); returns their roots by
-    FOLDERS key."""
+    """Every dataset under `root` (`counts`: gta5, cityscapes_train, cityscapes_val, synthia, bdd100k, mapillary; and
+    only when given: acdc and dark_zurich per condition or time of day and split, my_images, a folder of one's own
+    images); returns their roots by FOLDERS key."""
     paths = {key: root / folder for key, folder in FOLDERS.items()}
     write_gta5(paths["gta5"], counts["gta5"], paint)
     write_cityscapes(paths["cityscapes"], counts["cityscapes_train"], counts["cityscapes_val"], paint, naming)
@@ -200,6 +213,8 @@ def write_trees(root: Path, paint: Painter, counts: dict[str, int], naming: Nami
         write_acdc(paths["acdc"], counts["acdc"], paint)
     if counts.get("dark_zurich"):
         write_dark_zurich(paths["dark_zurich"], counts["dark_zurich"], paint)
+    if counts.get("my_images"):
+        write_image_folder(paths["my_images"], counts["my_images"], paint)
     return paths
 
 
@@ -212,12 +227,13 @@ SIZES = {  # (height, width) of the real files
     "mapillary": [(3024, 4032), (2448, 3264)],  # Vistas images come in many sizes; two common phone sizes
     "acdc": [(1080, 1920)],
     "dark_zurich": [(1080, 1920)],
+    "my_images": [(1080, 1920), (960, 1280)],  # a user's cameras: two sizes in one folder
 }
 GENERATOR_VERSION = 2  # bump when scene() changes: trees written by an older generator are rewritten
 STREET_COUNTS = {"gta5": 6, "cityscapes_train": 32, "cityscapes_val": 2, "synthia": 6, "bdd100k": 2, "mapillary": 2,
-                 "acdc": 2, "dark_zurich": 2}  # fmt: skip
+                 "acdc": 2, "dark_zurich": 2, "my_images": 4}  # fmt: skip
 _SEED_KEY = {"gta5": 1, "cityscapes": 2, "synthia": 3, "bdd100k": 4, "mapillary": 5, "acdc": 6,
-             "dark_zurich": 7}  # fmt: skip  # per dataset: own RNG streams
+             "dark_zurich": 7, "my_images": 8}  # fmt: skip  # per dataset: own RNG streams
 _ID = {name: i for i, name in enumerate(L.CITYSCAPES_19)}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK, BUS = (
     _ID[c] for c in ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
