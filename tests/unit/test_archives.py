@@ -51,6 +51,9 @@ def test_gta5_parts_are_merged_and_a_worker_reads_after_pickling(fake_root: Path
     ds = GTA5(tmp_path, label_set="cityscapes19")
     clone = pickle.loads(pickle.dumps(ds))  # a spawned DataLoader worker rebuilds the index from the archives
     assert torch.equal(clone[1]["image"], ds[1]["image"])
+    # forked workers each open their own handles (a shared file offset would mix members up)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    assert all(torch.equal(item["image"], ds[i]["image"]) for i, item in enumerate(loader))
 
 
 def test_the_unpacked_layout_wins_over_archives_beside_it(fake_root: Path) -> None:
