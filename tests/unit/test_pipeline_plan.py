@@ -101,3 +101,14 @@ def test_step_overrides_under_star_reach_every_step_before_its_own(tmp_path: Pat
     switched = plan(cfg, tmp_path / "b", [], per_step)
     assert [s.name for s in plain] == [s.name for s in switched]
     assert all(p.key != s.key for p, s in zip(plain, switched))
+
+
+def test_a_changed_dataset_default_changes_every_step_key(tmp_path: Path) -> None:
+    """The toy's default generator moved from v1 to v2 with the same command line: a step cached on v1 data must not
+    stand in for a v2 step."""
+    cfg = compose_cfg(["experiment=toy", "stage=pipeline", "stage.step_cache=cache", f"paths.output_dir={tmp_path}"])
+    v2 = [s.key for s in plan(cfg, tmp_path, [])]
+    for slot in (cfg.datamodule.source, cfg.datamodule.target, cfg.datamodule.val.toy_target):
+        slot.spec.version = 1
+    v1 = [s.key for s in plan(cfg, tmp_path, [])]
+    assert len(v1) == len(v2) and not set(v1) & set(v2)

@@ -73,5 +73,51 @@ def test_thing_colours_vary_per_instance_in_both_domains_unless_fixed() -> None:
     fixed_gap = np.abs(car_means(False, "source").mean(0) - car_means(False, "target").mean(0)).max()
     varied_gap = np.abs(car_means(True, "source").mean(0) - car_means(True, "target").mean(0)).max()
     assert varied_gap < fixed_gap
-    assert ToySpec(instance_colors="fixed").folder_name() == "80x160-c9cac40ce8"  # the first pair, unchanged
+    assert ToySpec(instance_colors="fixed", version=1).folder_name() == "80x160-c9cac40ce8"  # the first pair
     assert ToySpec().folder_name() != ToySpec(instance_colors="fixed").folder_name()
+
+
+def test_generator_1_keeps_its_folder_names_and_labels() -> None:
+    """`version=1` is the generator every earlier pair was rendered with: its folder names (digests written before the
+    field existed) and its label maps stay what they were, so rendered data and published numbers stay valid."""
+    import hashlib
+
+    from diga.data.toy.styles import STYLES
+
+    assert ToySpec(version=1).folder_name() == "80x160-a928b389e1"
+    assert ToySpec(version=1, instance_colors="fixed").folder_name() == "80x160-c9cac40ce8"
+    assert ToySpec(version=1, height=160, width=320).folder_name() == "160x320-fa6a33ff6a"
+    assert ToySpec().version == 2 and ToySpec().folder_name() not in ("80x160-a928b389e1", "80x160-c9cac40ce8")
+    labels = hashlib.sha1()
+    for domain in ("source", "target"):
+        for i in range(4):
+            rng = np.random.default_rng([0, domain == "target", 1, i])
+            labels.update(render_scene(STYLES[domain], 80, 160, rng, True, 1)[1].tobytes())
+    assert labels.hexdigest()[:16] == "9d3a7f14215e3a24"  # computed with the generator before version 2 existed
+    with pytest.raises(ValueError, match="version"):
+        ToySpec(version=3)
+
+
+def test_generator_2_draws_learnable_pedestrians() -> None:
+    """Version 2's persons: in every target scene, about 4.5 % of the pixels (version 1: about 0.65 %), each
+    pedestrian tall enough to span several cells of a stride-4 head yet thin, with a head, a torso and legs."""
+    from diga.data.toy.generator import PERSON, SIDEWALK
+    from diga.data.toy.pedestrians import HEAD, LEGS, TORSO, place_pedestrians
+
+    def share(version: int) -> np.ndarray:
+        return np.asarray([(render_scene(TARGET, 80, 160, np.random.default_rng([0, 1, 1, i]), True, version)[1]
+                            == PERSON).mean() for i in range(20)])  # fmt: skip
+
+    v2, v1 = share(2), share(1)
+    assert (v2 > 0).all() and 0.03 < v2.mean() < 0.06 and v1.mean() < 0.01
+    # on the bottom row (depth 1) of an 80×160 scene: 21–40 px tall, at most half as wide, head, torso and legs
+    for seed in range(8):
+        label = np.full((80, 160), 255, dtype=np.uint8)
+        label[-1, 60:100] = SIDEWALK
+        inst, parts = np.zeros((80, 160), dtype=np.int32), np.zeros((80, 160), dtype=np.uint8)
+        last = place_pedestrians(label, inst, parts, SIDEWALK, PERSON, (1, 1), 0, 1, np.random.default_rng(seed)) - 1
+        rows, cols = np.nonzero(inst == last)  # the nearest of a group: drawn last, never hidden
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert 21 <= height <= 40 and width <= height / 2, (seed, height, width)
+        assert set(np.unique(parts[inst == last])) == {HEAD, TORSO, LEGS}
+        assert (label == PERSON).sum() == (inst > 0).sum()

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -33,15 +34,26 @@ class Step:
     link: Path | None = None  # `<run dir>/<NN>_<name>` when the step lives in the step cache
 
 
-def step_key(stage: str, overrides: list[str], earlier: list[Step], oracle: bool) -> str:
-    """A content key: same key ⇔ same computation (same stage, same overrides, same upstream steps)."""
+def step_key(stage: str, overrides: list[str], earlier: list[Step], oracle: bool,
+             data: Mapping[str, Any] | None = None) -> str:  # fmt: skip
+    """A content key: same key ⇔ same computation (same stage, same overrides, same upstream steps, same data)."""
     normalized = []
     for o in overrides:
         for s in earlier:
             o = o.replace(str(s.out.root), f"@{s.key}")
         normalized.append(o)
-    blob = json.dumps({"stage": stage, "overrides": normalized, "oracle": oracle}, sort_keys=True)
+    content = {"stage": stage, "overrides": normalized, "oracle": oracle, **({"data": data} if data else {})}
+    blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def data_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What each dataset slot reads (class, root, generator spec, …; not its loader settings): a default that changes
+    between versions — the toy's generator — must not let a cached step of the old data stand in for the new."""
+    dm = to_plain(cfg.get("datamodule")) or {}
+    slots = {d: dm.get(d) for d in ("source", "target")} | {f"val.{k}": v for k, v in (dm.get("val") or {}).items()}
+    return {name: {k: v for k, v in slot.items() if k != "loader"} for name, slot in slots.items()
+            if isinstance(slot, Mapping)}  # fmt: skip
 
 
 ALL_STEPS = "*"  # a `stage.step_overrides` key whose overrides go to every step (before the step's own)
@@ -65,12 +77,13 @@ def plan(cfg: DictConfig, root: Path, base: list[str] | None = None,
     steps: list[Step] = []
     cache = Path(st["step_cache"]) if st.get("step_cache") else None
     shared = [o for o in (base or []) if not o.lstrip("+~").startswith(NOT_PART_OF_A_STEP)]
+    data = data_identity(cfg)
 
     def add(name: str, stage: str, overrides: list[str] | None = None, *, oracle: bool = False,
             row: str | None = None, adapted: bool = False) -> StageOutputs:  # fmt: skip
         overrides = list(overrides or [])
         extra = extra_overrides(per_step, name, stage)
-        key = step_key(stage, [*shared, *overrides, *extra], steps, oracle)
+        key = step_key(stage, [*shared, *overrides, *extra], steps, oracle, data)
         link = root / f"{len(steps):02d}_{name}"
         out = StageOutputs(cache / f"{name}-{key}" if cache else link)
         steps.append(Step(name, stage, out, overrides, oracle=oracle, row=row, adapted=adapted, key=key,

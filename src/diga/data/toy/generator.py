@@ -2,7 +2,8 @@
 
 Generation is deterministic in (spec, domain, split, index), vectorised with NumPy, and atomic: a
 dataset is rendered into a temporary sibling folder and renamed into place, so concurrent ranks or an
-interrupted run never see a half-written dataset.
+interrupted run never see a half-written dataset. `ToySpec.version` picks the generator: 2 (the default) draws
+learnable pedestrians (`diga.data.toy.pedestrians`), 1 the earlier pairs' persons, which no model learnt at 80×160.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import numpy as np
 from PIL import Image
 
 from diga.data.labels import IGNORE_INDEX, TOY_CLASSES
+from diga.data.toy import pedestrians
 from diga.data.toy.styles import STYLES, DomainStyle
 
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON = (
     TOY_CLASSES.index(c) for c in ("road", "sidewalk", "building", "vegetation", "sky", "car", "person")
 )
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the on-disk layout (part of every digest); the generator's version is ToySpec.version
+GENERATOR_VERSIONS = (1, 2)
+LATEST_GENERATOR = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ class ToySpec:
     # colour per class and domain (red cars in the source, blue in the target), which makes colour a shortcut that
     # cannot transfer (kept to reproduce the earlier results)
     instance_colors: str = "varied"
+    # generator: 2 — pedestrians with a head, torso and legs, about as tall as a car at the same depth is wide,
+    # several per scene and some in groups (learnable at 80×160); 1 — the earlier pairs' persons, ellipses about 3×10
+    # pixels that even target labels did not teach (kept to reproduce the earlier results, folder names unchanged)
+    version: int = LATEST_GENERATOR
 
     def counts(self) -> dict[tuple[str, str], int]:
         return {
@@ -58,19 +66,28 @@ class ToySpec:
     def __post_init__(self) -> None:
         if self.instance_colors not in ("varied", "fixed"):
             raise ValueError(f"toy instance_colors must be 'varied' or 'fixed', got {self.instance_colors!r}")
+        if self.version not in GENERATOR_VERSIONS:
+            raise ValueError(f"toy version must be one of {GENERATOR_VERSIONS}, got {self.version!r}")
 
     def digest(self) -> str:
         spec = asdict(self)
         if spec["instance_colors"] == "fixed":  # the first pair keeps its folder name (written before the field)
             del spec["instance_colors"]
+        if spec["version"] == 1:  # so do the pairs of generator 1 (written before the field)
+            del spec["version"]
         blob = json.dumps({"spec": spec, "v": FORMAT_VERSION}, sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
 
 
 def render_scene(
-    style: DomainStyle, height: int, width: int, rng: np.random.Generator, varied_things: bool = False
+    style: DomainStyle,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    varied_things: bool = False,
+    version: int = LATEST_GENERATOR,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One scene → (H×W×3 uint8 image, H×W uint8 label with 255 for unlabeled clutter)."""
+    """One scene → (H×W×3 uint8 image, H×W uint8 label with 255 for unlabeled clutter); `version`: ToySpec's."""
     h, w = height, width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     label = np.full((h, w), SKY, dtype=np.uint8)
@@ -127,7 +144,14 @@ def render_scene(
             next_inst += 1
 
     place(CAR, int(rng.integers(style.cars[0], style.cars[1] + 1)), ROAD, style.car_size, 0.55, False)
-    place(PERSON, int(rng.integers(style.persons[0], style.persons[1] + 1)), SIDEWALK, (0.02, 0.04), 2.6, True)
+    parts = None  # generator 2: which part of a pedestrian each pixel is (head, torso, legs), for its colours
+    if version == 1:
+        place(PERSON, int(rng.integers(style.persons[0], style.persons[1] + 1)), SIDEWALK, (0.02, 0.04), 2.6, True)
+    else:
+        parts = np.zeros((h, w), dtype=np.uint8)
+        next_inst = pedestrians.place_pedestrians(
+            label, inst, parts, SIDEWALK, PERSON, style.pedestrians, horizon, next_inst, rng
+        )
 
     # unlabeled clutter (poles, signs): ignore in the label, drawn in a neutral grey
     clutter = np.zeros((h, w), dtype=bool)
@@ -136,7 +160,7 @@ def render_scene(
         pw = rng.uniform(1.0, 2.5)
         clutter |= (np.abs(xx - cx) < pw) & (yy > horizon * rng.uniform(0.2, 0.8)) & (yy < horizon + rng.uniform(5, 20))
 
-    img = _paint(style, label, inst, xx, yy, rng, varied_things)
+    img = _paint(style, label, inst, xx, yy, rng, varied_things, parts)
     img[clutter] = rng.uniform(60, 200)
     label[clutter] = IGNORE_INDEX
     img = _global_photometric(style, img, yy, xx, h, w, rng)
@@ -144,8 +168,10 @@ def render_scene(
 
 
 def _paint(style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarray, yy: np.ndarray,
-           rng: np.random.Generator, varied_things: bool = False) -> np.ndarray:  # fmt: skip
-    """Per-class base colour (things: per instance, when varied) + per-instance jitter + per-class texture."""
+           rng: np.random.Generator, varied_things: bool = False,
+           parts: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Per-class base colour (things: per instance, when varied; pedestrians' heads and legs: `parts`) +
+    per-instance jitter + per-class texture."""
     colors = np.asarray(style.colors, dtype=np.float32)
     img = colors[np.minimum(label, len(colors) - 1)].copy()
     n_inst = int(inst.max()) + 1
@@ -154,6 +180,8 @@ def _paint(style: DomainStyle, label: np.ndarray, inst: np.ndarray, xx: np.ndarr
         thing = (label == CAR) | (label == PERSON)
         own = instance_colors(n_inst, rng)
         img[thing] = own[inst[thing]]
+    if parts is not None:
+        pedestrians.dress(img, parts, inst, rng)
     img += jitter[inst]
     amp = np.asarray(style.texture, dtype=np.float32)[np.minimum(label, 6)]
     scale = np.asarray(style.texture_scale, dtype=np.float32)[np.minimum(label, 6)]
@@ -224,7 +252,9 @@ def ensure_toy_dataset(root: str | Path, spec: ToySpec | None = None) -> Path:
             seed_base = [spec.seed, 0 if domain == "source" else 1, 0 if split == "train" else 1]
             for i in range(n):
                 rng = np.random.default_rng([*seed_base, i])
-                img, lbl = render_scene(style, spec.height, spec.width, rng, spec.instance_colors == "varied")
+                img, lbl = render_scene(
+                    style, spec.height, spec.width, rng, spec.instance_colors == "varied", spec.version
+                )
                 Image.fromarray(img).save(img_dir / f"{i:05d}.png")
                 Image.fromarray(lbl).save(lbl_dir / f"{i:05d}.png")
         (tmp / "meta.json").write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=1))

@@ -21,7 +21,7 @@ class DomainStyle:
     texture_scale: tuple[float, ...]  # per-class texture period in pixels
     horizon: tuple[float, float]  # horizon row as fraction of height (uniform range)
     cars: tuple[int, int]  # number of cars (inclusive range)
-    persons: tuple[int, int]
+    persons: tuple[int, int]  # generator version 1
     car_size: tuple[float, float]  # car width as a fraction of image width
     clutter: tuple[int, int]  # unlabeled (ignore) objects
     # global photometric transform applied after rendering
@@ -32,6 +32,7 @@ class DomainStyle:
     blur_sigma: float = 0.0
     noise_std: float = 0.0
     vignette: float = 0.0
+    pedestrians: tuple[int, int] = (0, 0)  # generator version 2: pedestrians (groups add one or two companions each)
     extra: dict = field(default_factory=dict)
 
 
@@ -54,6 +55,7 @@ SOURCE = DomainStyle(
     persons=(0, 3),
     car_size=(0.10, 0.22),
     clutter=(0, 2),
+    pedestrians=(2, 6),
 )
 
 TARGET = DomainStyle(
@@ -82,6 +84,7 @@ TARGET = DomainStyle(
     blur_sigma=0.8,
     noise_std=7.0,
     vignette=0.35,
+    pedestrians=(3, 7),
 )
 
 STYLES = {"source": SOURCE, "target": TARGET}
