@@ -31,6 +31,7 @@ from diga.data.labels import (
     get_label_set,
 )
 from diga.evaluation.inference import InferenceConfig, check_image_size, predict_logits
+from diga.evaluation.visualize import overlay
 from diga.models.loading import load_segmentor, resolve_device
 from diga.utils.io import atomic_write_bytes
 
@@ -50,11 +51,6 @@ def cityscapes_label_ids(label_set: LabelSet) -> np.ndarray | None:
     lut[: len(ids)] = ids
     assert len(ids) == label_set.num_classes and label_set.classes[0] == CITYSCAPES_19[0]
     return lut
-
-
-def overlay(image: np.ndarray, label: np.ndarray, label_set: LabelSet, alpha: float) -> np.ndarray:
-    color = label_set.colorize(label).astype(np.float32)
-    return (alpha * color + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
 
 
 class PredictionFailures(RuntimeError):

@@ -15,6 +15,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from diga.data.labels import LabelSet
+from diga.evaluation.visualize import overlay
 from diga.utils.io import atomic_write_bytes
 
 PREVIEW_DIR = "previews"
@@ -27,11 +29,12 @@ def spaced_indices(n: int, k: int) -> list[int]:
     return [round(i * (n - 1) / max(k - 1, 1)) for i in range(k)]
 
 
-def preview_panel(image: np.ndarray, colours: np.ndarray, max_width: int = 640, alpha: float = 0.5) -> np.ndarray:
-    """image | prediction colours | blend, each part at most `max_width` wide (H×3W×3 uint8)."""
+def preview_panel(image: np.ndarray, pred: np.ndarray, labels: LabelSet, max_width: int = 640,
+                  alpha: float = 0.5) -> np.ndarray:  # fmt: skip
+    """image | prediction colours | overlay, each part at most `max_width` wide (H×3W×3 uint8)."""
     import cv2
 
-    blend = (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+    colours, blend = labels.colorize(pred), overlay(image, pred, labels, alpha)
     h, w = image.shape[:2]
     if w > max_width:
         size = (max_width, max(1, round(h * max_width / w)))
@@ -76,9 +79,9 @@ class TargetPreviews(pl.Callback):
                 x = pl_module.prep(image)
                 logits = predict_logits(pl_module.model, x, pl_module.inference, pl_module.model.num_classes,
                                         out_size=x.shape[-2:])  # fmt: skip
-                colours = pl_module.labels.colorize(logits.argmax(1)[0].cpu().numpy())
+                pred = logits.argmax(1)[0].cpu().numpy()
                 rgb = item["image"].permute(1, 2, 0).numpy()
-                rows.append((item["name"], preview_panel(rgb, colours, self.max_width)))
+                rows.append((item["name"], preview_panel(rgb, pred, pl_module.labels, self.max_width)))
         finally:
             pl_module.train(was_training)
         return rows

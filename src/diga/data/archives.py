@@ -212,10 +212,9 @@ def dataset_root(cls: Any, root: str | Path, split: str, with_labels: bool) -> P
     miss."""
     folder = Path(root)
     layout = getattr(cls, "layout", None)
-    if layout is None or all(p.exists() for p in layout(folder, split, with_labels)):
+    needed = layout(folder, split, with_labels) if layout is not None else []
+    if all(p.exists() for p in needed) or not zip_files(folder):
         return folder
-    if not zip_files(folder):
-        return folder
-    tops = {p.relative_to(folder).parts[0] for p in layout(folder, split, with_labels) if p != folder}
+    tops = {p.relative_to(folder).parts[0] for p in needed if p != folder}
     tree = archive_root(folder, getattr(cls, "archive_members", ()), tops)
     return tree if tree is not None else folder

@@ -24,6 +24,12 @@ def to_uint8_hwc(img: torch.Tensor) -> np.ndarray:
     return (img.clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
 
 
+def overlay(image: np.ndarray, label: np.ndarray, label_set: LabelSet, alpha: float) -> np.ndarray:
+    """H×W×3 uint8 image blended with the label set's colours of an H×W label map (`alpha`: the colours' weight)."""
+    color = label_set.colorize(label).astype(np.float32)
+    return (alpha * color + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
+
+
 def panel(image: torch.Tensor, label: torch.Tensor | None, pred: torch.Tensor, labels: LabelSet) -> np.ndarray:
     parts = [to_uint8_hwc(image)]
     if label is not None:
