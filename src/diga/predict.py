@@ -11,7 +11,6 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,10 +18,9 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from diga.config import register_resolvers
-from diga.data.io import DatasetError, read_rgb, save_label_png
+from diga.data.io import DatasetError, read_rgb, save_label_png, save_png
 from diga.data.labels import (
     CITYSCAPES_19,
     CITYSCAPES_LABELID_OF_TRAINID_19,
@@ -33,7 +31,6 @@ from diga.data.labels import (
 from diga.evaluation.inference import InferenceConfig, check_image_size, predict_logits
 from diga.evaluation.visualize import overlay
 from diga.models.loading import load_segmentor, resolve_device
-from diga.utils.io import atomic_write_bytes
 
 register_resolvers()
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -115,9 +112,7 @@ def predict_folder(ckpt: str | Path, input_path: str | Path, output_dir: str | P
         save_label_png(f"{stem}_trainIds.png", pred, label_set.palette_bytes())
         if lut is not None:
             save_label_png(f"{stem}_labelIds.png", lut[pred])
-        buf = io.BytesIO()
-        Image.fromarray(overlay(image, pred, label_set, alpha)).save(buf, format="PNG")
-        atomic_write_bytes(f"{stem}_color.png", buf.getvalue())
+        save_png(f"{stem}_color.png", overlay(image, pred, label_set, alpha))
         written.append(Path(f"{stem}_trainIds.png"))
     if failed:
         raise PredictionFailures(f"{len(failed)} of {len(files)} images were not predicted ({len(written)} written to "

@@ -52,6 +52,21 @@ def test_generation_is_atomic_and_reused(tmp_path: Path) -> None:
         ensure_toy_dataset(root, ToySpec(height=16, width=32, source_train=3))
 
 
+def test_scenes_from_another_generator_revision_are_rendered_again(tmp_path: Path) -> None:
+    """Same spec, same folder name, but scenes the current code does not draw (an edited generator): rendered anew."""
+    import numpy as np
+    from PIL import Image
+
+    spec = ToySpec(height=16, width=32, source_train=2, source_val=1, target_train=2, target_val=1)
+    root = ensure_toy_dataset(tmp_path / "toy", spec)
+    first = root / "target" / "train" / "images" / "00000.png"
+    expected = np.asarray(Image.open(first)).copy()
+    Image.fromarray(255 - expected).save(first)  # what an earlier revision of the generator might have drawn
+    ensure_toy_dataset(root, spec)
+    assert np.array_equal(np.asarray(Image.open(first)), expected)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the stale copy is gone
+
+
 def test_thing_colours_vary_per_instance_in_both_domains_unless_fixed() -> None:
     """The default pair draws every car/person colour from one shared distribution (no colour shortcut); the first
     pair (`instance_colors="fixed"`) keeps one colour per class and domain and its original folder name."""

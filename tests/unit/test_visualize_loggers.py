@@ -137,3 +137,38 @@ def test_tensorboard_logger_config_writes_into_the_run_folder(tmp_path: Path) ->
     assert list(cfg.logger) == ["csv", "tensorboard"]
     logger = instantiate(cfg.logger.tensorboard)
     assert isinstance(logger, TensorBoardLogger) and Path(logger.log_dir) == tmp_path / "run" / "tensorboard"
+
+
+def test_a_resumed_tensorboard_run_purges_the_steps_it_logs_again(tmp_path: Path) -> None:
+    """After a resume from step 3, the new event file starts with a purge marker at step 3 (TensorBoard then hides
+    the interrupted run's events from step 3 on), and the earlier file keeps steps 0-4."""
+    from tensorboardX.proto import event_pb2
+
+    from diga.loggers import ResumableTensorBoardLogger
+
+    def logger(suffix: str) -> ResumableTensorBoardLogger:  # event files are named by the second they start in
+        return ResumableTensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="",
+                                          default_hp_metric=False, filename_suffix=suffix)  # fmt: skip
+
+    first = logger(".first")
+    for step in range(5):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.finalize("success")
+    resumed = logger(".resumed")
+    resumed.resume_from_step(3)
+    resumed.log_metrics({"loss": 3.5}, step=3)
+    resumed.finalize("success")
+    with pytest.raises(RuntimeError, match="before the first event"):
+        resumed.resume_from_step(4)
+
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents*"))) == 2
+    raw, starts = next((tmp_path / "tensorboard").glob("*.resumed")).read_bytes(), []
+    pos = 0
+    while pos < len(raw):
+        (n,) = struct.unpack("<Q", raw[pos : pos + 8])
+        event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + n])
+        pos += 12 + n + 4
+        if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+            starts.append(event.step)
+    assert starts == [3]
+    assert [s for s, _ in read_events(tmp_path / "tensorboard")["loss"]] == [0, 1, 2, 3, 4, 3]

@@ -15,9 +15,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from diga.data.io import save_png
 from diga.data.labels import LabelSet
 from diga.evaluation.visualize import overlay
-from diga.utils.io import atomic_write_bytes
 
 PREVIEW_DIR = "previews"
 
@@ -58,7 +58,7 @@ class TargetPreviews(pl.Callback):
         rows = self.predict(pl_module, datamodule, target)
         folder = Path(trainer.default_root_dir) / PREVIEW_DIR
         for name, panel in rows:
-            atomic_write_bytes(folder / f"{name}.png", _png(panel))
+            save_png(folder / f"{name}.png", panel)
         from diga.evaluation.visualize import log_image_rows
 
         log_image_rows(trainer.loggers, "target/previews", [[p] for _, p in rows],
@@ -85,13 +85,3 @@ class TargetPreviews(pl.Callback):
         finally:
             pl_module.train(was_training)
         return rows
-
-
-def _png(panel: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(panel).save(buf, format="PNG")
-    return buf.getvalue()

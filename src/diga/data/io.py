@@ -121,13 +121,29 @@ def check_ids(label: np.ndarray, num_classes: int, path: str | Path) -> np.ndarr
     return label
 
 
-def save_label_png(path: str | Path, label: np.ndarray, palette: list[int] | None = None) -> None:
-    """Atomically write an 8-bit label PNG (palettised when a palette is given)."""
+def png_bytes(array: np.ndarray, palette: list[int] | None = None) -> bytes:
+    """A PNG of an H×W×3 uint8 picture or an H×W label/confidence map (8-bit for uint8, 16-bit for uint16;
+    palettised when a palette is given)."""
     import io as _io
 
-    img = Image.fromarray(label.astype(np.uint8), mode="P" if palette else "L")
+    if array.dtype not in (np.uint8, np.uint16) or (array.ndim == 3 and array.dtype != np.uint8):
+        raise TypeError(f"a PNG holds uint8 pictures or uint8/uint16 maps, got {array.dtype} of shape {array.shape}")
+    img = Image.fromarray(np.ascontiguousarray(array))  # mode RGB, L or I;16 from the shape and dtype
     if palette:
+        if img.mode != "L":
+            raise TypeError(f"only a uint8 label map takes a palette, got {array.dtype} of shape {array.shape}")
+        img = Image.frombytes("P", img.size, img.tobytes())  # the same indices, shown in the palette's colours
         img.putpalette(palette)
     buf = _io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
+    """Atomically write `png_bytes(array, palette)`: a reader never sees half a picture."""
+    atomic_write_bytes(path, png_bytes(array, palette))
+
+
+def save_label_png(path: str | Path, label: np.ndarray, palette: list[int] | None = None) -> None:
+    """Atomically write an 8-bit label PNG (palettised when a palette is given)."""
+    save_png(path, label.astype(np.uint8), palette)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from diga.data.io import png_bytes
 from diga.data.labels import CITYSCAPES_LABELID_OF_TRAINID_19
 from diga.utils.io import atomic_write_bytes
 
@@ -61,15 +61,6 @@ def format_for(dataset_target: str) -> SubmissionFormat:
         raise ValueError(f"{dataset_target}: no evaluation server format for this dataset; diga.submit writes "
                          f"{', '.join(FORMATS)} (data=acdc, data=dark_zurich, data=cityscapes)")  # fmt: skip
     return FORMATS[name]
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """A grey-level PNG: 8-bit for uint8 arrays, 16-bit for uint16."""
-    if array.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"a label or confidence PNG is uint8 or uint16, got {array.dtype}")
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")  # mode L or I;16 from the dtype
-    return buf.getvalue()
 
 
 def encode_labels(train_ids: np.ndarray, encoding: str) -> np.ndarray:

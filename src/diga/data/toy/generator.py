@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from diga.data.toy.styles import STYLES, DomainStyle
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON = (
     TOY_CLASSES.index(c) for c in ("road", "sidewalk", "building", "vegetation", "sky", "car", "person")
 )
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # the on-disk layout (part of every digest); the generator's version is ToySpec.version
 GENERATOR_VERSIONS = (1, 2)
 LATEST_GENERATOR = 2
@@ -226,6 +228,39 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return sum(k[i] * tmp[i : i + img.shape[0]] for i in range(len(k)))
 
 
+def render_sample(spec: ToySpec, domain: str, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `index` of a split: its RGB image and train-id label, a function of (spec, domain, split, index) only."""
+    rng = np.random.default_rng([spec.seed, 0 if domain == "source" else 1, 0 if split == "train" else 1, index])
+    return render_scene(STYLES[domain], spec.height, spec.width, rng, spec.instance_colors == "varied", spec.version)
+
+
+def _rendered_by_this_generator(root: Path, spec: ToySpec) -> bool:
+    """Whether the first sample of every split on disk is what this code draws. The folder name covers the spec, not
+    the generator's code: a generator edited without a new `version` would otherwise go on serving the old scenes."""
+    try:
+        for (domain, split), n in spec.counts().items():
+            if n == 0:
+                continue
+            img, lbl = render_sample(spec, domain, split, 0)
+            folder = root / domain / split
+            if not (np.array_equal(np.asarray(Image.open(folder / "images" / "00000.png")), img)
+                    and np.array_equal(np.asarray(Image.open(folder / "labels" / "00000.png")), lbl)):  # fmt: skip
+                return False
+    except FileNotFoundError:  # set aside by another process meanwhile, or damaged: render it again
+        return False
+    return True
+
+
+def _set_aside(root: Path) -> None:
+    """Remove a stale dataset without a window in which `root` holds half of it (another process may read it)."""
+    stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
+    try:
+        os.rename(root, stale)
+    except FileNotFoundError:  # another process set it aside first
+        return
+    shutil.rmtree(stale, ignore_errors=True)
+
+
 def ensure_toy_dataset(root: str | Path, spec: ToySpec | None = None) -> Path:
     """Render the toy benchmark under `root` unless an identical one is already there; returns `root`."""
     spec = spec or ToySpec()
@@ -234,7 +269,12 @@ def ensure_toy_dataset(root: str | Path, spec: ToySpec | None = None) -> Path:
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("digest") == spec.digest():
-            return root
+            if _rendered_by_this_generator(root, spec):
+                return root
+            log.warning("%s: rendered by another revision of the toy generator (its first scenes differ from what "
+                        "this code draws); rendering it again", root)  # fmt: skip
+            _set_aside(root)
+            return ensure_toy_dataset(root, spec)
         raise FileExistsError(
             f"{root}: holds a toy dataset generated with different settings ({meta.get('spec')}); "
             f"delete it or point data root elsewhere to generate {asdict(spec)}"
@@ -245,16 +285,11 @@ def ensure_toy_dataset(root: str | Path, spec: ToySpec | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         for (domain, split), n in spec.counts().items():
-            style = STYLES[domain]
             img_dir, lbl_dir = tmp / domain / split / "images", tmp / domain / split / "labels"
             img_dir.mkdir(parents=True)
             lbl_dir.mkdir(parents=True)
-            seed_base = [spec.seed, 0 if domain == "source" else 1, 0 if split == "train" else 1]
             for i in range(n):
-                rng = np.random.default_rng([*seed_base, i])
-                img, lbl = render_scene(
-                    style, spec.height, spec.width, rng, spec.instance_colors == "varied", spec.version
-                )
+                img, lbl = render_sample(spec, domain, split, i)
                 Image.fromarray(img).save(img_dir / f"{i:05d}.png")
                 Image.fromarray(lbl).save(lbl_dir / f"{i:05d}.png")
         (tmp / "meta.json").write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=1))
