@@ -46,8 +46,13 @@ def test_layer_decay_splits_the_vit_into_decaying_groups(tmp_path: Path, toy_roo
 
 
 def test_hrnet_ocr_aux_logits_enter_the_losses(tmp_path: Path, toy_root: Path) -> None:
-    base = [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=2), "model=hrnet48_ocr", "stage=warmup",
-            "stage.module.translator.kind=none"]  # fmt: skip
+    base = [
+        *tiny_toy_overrides(tmp_path, toy_root.parent, steps=2),
+        "model=hrnet48_ocr",
+        "stage=warmup",
+        "model.backbone.name=hrnet_w18_small",
+        "stage.module.translator.kind=none",
+    ]  # W48's code, smaller
     run_task(compose_cfg(base))
     a = json.loads((tmp_path / "run" / "results.json").read_text())["toy_target"]["mIoU"]
     cfg = compose_cfg([*base, "stage.module.aux_weight=0.0", f"paths.output_dir={tmp_path}/no_aux"])
