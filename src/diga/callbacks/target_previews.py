@@ -17,7 +17,7 @@ import torch
 
 from diga.data.io import save_png
 from diga.data.labels import LabelSet
-from diga.evaluation.visualize import overlay
+from diga.evaluation.visualize import blend
 
 PREVIEW_DIR = "previews"
 
@@ -34,13 +34,14 @@ def preview_panel(image: np.ndarray, pred: np.ndarray, labels: LabelSet, max_wid
     """image | prediction colours | overlay, each part at most `max_width` wide (H×3W×3 uint8)."""
     import cv2
 
-    colours, blend = labels.colorize(pred), overlay(image, pred, labels, alpha)
+    colours = labels.colorize(pred)
+    mixed = blend(image, colours, alpha)
     h, w = image.shape[:2]
     if w > max_width:
         size = (max_width, max(1, round(h * max_width / w)))
-        image, blend = (cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in (image, blend))
+        image, mixed = (cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in (image, mixed))
         colours = cv2.resize(colours, size, interpolation=cv2.INTER_NEAREST)
-    return np.concatenate([image, colours, blend], axis=1)
+    return np.concatenate([image, colours, mixed], axis=1)
 
 
 class TargetPreviews(pl.Callback):

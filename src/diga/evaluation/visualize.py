@@ -26,8 +26,12 @@ def to_uint8_hwc(img: torch.Tensor) -> np.ndarray:
 
 def overlay(image: np.ndarray, label: np.ndarray, label_set: LabelSet, alpha: float) -> np.ndarray:
     """H×W×3 uint8 image blended with the label set's colours of an H×W label map (`alpha`: the colours' weight)."""
-    color = label_set.colorize(label).astype(np.float32)
-    return (alpha * color + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
+    return blend(image, label_set.colorize(label), alpha)
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """`alpha`·colours + (1 − `alpha`)·image, both H×W×3 uint8 (for callers that already hold the colours)."""
+    return (alpha * colours.astype(np.float32) + (1 - alpha) * image.astype(np.float32)).astype(np.uint8)
 
 
 def panel(image: torch.Tensor, label: torch.Tensor | None, pred: torch.Tensor, labels: LabelSet) -> np.ndarray:

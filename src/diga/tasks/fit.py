@@ -21,7 +21,7 @@ from diga.callbacks.preemption import CheckpointOnSigterm, StageInterrupted
 from diga.callbacks.timing import PhaseTimer
 from diga.data.labels import get_label_set
 from diga.evaluation.metrics import format_table, with_set_means
-from diga.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
+from diga.loggers import resume_loggers
 from diga.modules.contract import check_stage_class
 from diga.tasks.memory_fit import with_overrides
 from diga.tasks.results import write_results
@@ -244,9 +244,7 @@ def run_fit(cfg: DictConfig) -> dict[str, Any]:
             datamodule = instantiate(with_overrides(cfg, options).datamodule, _recursive_=False)
     trainer.callbacks.append(PhaseTimer(times))
     if resume is not None:
-        for logger in trainer.loggers:
-            if isinstance(logger, (ResumableCSVLogger, ResumableTensorBoardLogger)):
-                logger.resume_from_step(resume.global_step)
+        resume_loggers(trainer.loggers, resume.global_step)
     with times.phase("fit (all of the above inside)"):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None,

@@ -251,6 +251,9 @@ def _rendered_by_this_generator(root: Path, spec: ToySpec) -> bool:
     return True
 
 
+_CHECKED: set[tuple[Path, ToySpec]] = set()  # folders this process found rendered by this generator
+
+
 def _set_aside(root: Path) -> None:
     """Remove a stale dataset without a window in which `root` holds half of it (another process may read it)."""
     stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
@@ -269,7 +272,8 @@ def ensure_toy_dataset(root: str | Path, spec: ToySpec | None = None) -> Path:
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("digest") == spec.digest():
-            if _rendered_by_this_generator(root, spec):
+            if (root.resolve(), spec) in _CHECKED or _rendered_by_this_generator(root, spec):
+                _CHECKED.add((root.resolve(), spec))  # every stage of a pipeline opens it again: check once
                 return root
             log.warning("%s: rendered by another revision of the toy generator (its first scenes differ from what "
                         "this code draws); rendering it again", root)  # fmt: skip
