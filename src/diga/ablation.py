@@ -11,6 +11,12 @@ precision uses the toy's diagnosis labels, never a training input).
 Seeds run at different times (one sweep per seed, another day, another cluster) are several sweep directories:
 their jobs are pooled (rows in the order they first appear) and the table goes to `--out` (default: the first).
 A row with the same seed in two jobs is an error that names both, so no result is silently replaced.
+
+`--keep DIR` copies what the table reads of every finished job (its config, per-stage results, per-class IoU, the
+self-training steps' CSV logs, env.json) into DIR as a sweep directory of its own, a few kB per job instead of the
+checkpoints: DIR can be committed, and a sweep that takes several days pools it with the next day's jobs
+(`python -m diga.ablation logs/…/multirun/<run_id> --keep DIR` adds the new ones and writes the table of all into
+DIR).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import csv as csvlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +72,48 @@ def collect(sweeps: list[Path], val_set: str | None = None) -> dict[str, dict[st
             if stats := pseudo_label_stats(job, stage_row):
                 entry["pseudo_labels"][seed] = stats
     return rows
+
+
+RECORD = (".hydra/config.yaml", ".hydra/overrides.yaml", "pipeline_results.json", "pipeline_per_class.json",
+          "env.json")  # what a kept job holds, beside its self-training steps' CSV logs
+
+
+def _identity(job: Path) -> tuple[str, str, int]:
+    """(experiment, row, seed): what makes two jobs the same measurement."""
+    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+    row = cfg.get("ablation_row")
+    return str(cfg.get("experiment_name", "")), (str(row.name) if row is not None else ""), int(cfg.seed)
+
+
+def keep(sweeps: list[Path], dest: Path) -> list[Path]:
+    """Copy the record of every finished job of `sweeps` into `dest/<n>/` (n after dest's own jobs). A job dest
+    already holds (same row and seed, same results) is not copied again; the same row and seed with other results
+    is an error that names both. Returns the new job folders."""
+    dest.mkdir(parents=True, exist_ok=True)
+    held = {_identity(j): j for j in job_dirs([dest]) if (j / "pipeline_results.json").is_file()}
+    number = max((int(j.name) for j in job_dirs([dest])), default=-1) + 1
+    added = []
+    for job in job_dirs(sweeps):
+        results = job / "pipeline_results.json"
+        if not results.is_file() or job.resolve().parent == dest.resolve():
+            continue
+        if (twin := held.get(_identity(job))) is not None:
+            if (twin / "pipeline_results.json").read_text() != results.read_text():
+                raise SystemExit(f"{job} and {twin}: the same ablation row and seed with different results")
+            continue
+        target, staging = dest / str(number), dest / f".{number}.partial"  # a half copy is not a job the table reads
+        shutil.rmtree(staging, ignore_errors=True)
+        logs = [p.relative_to(job) for pattern in PSEUDO_LABEL_STEPS.values()
+                for p in sorted(job.glob(f"{pattern}/csv/metrics.csv"))]  # fmt: skip
+        for rel in (*map(Path, RECORD), *logs):
+            if (job / rel).is_file():
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(job / rel, staging / rel)
+        staging.rename(target)
+        held[_identity(job)] = target
+        added.append(target)
+        number += 1
+    return added
 
 
 LABELLED = "labelled (all pixels)"  # the column of the fraction of all target pixels that carry a selected label
@@ -210,8 +259,16 @@ def main() -> None:
                         help="multirun directories (logs/train/<experiment>/multirun/<run_id>), pooled")  # fmt: skip
     parser.add_argument("--set", dest="val_set", default=None, help="validation set (default: the first)")
     parser.add_argument("--out", type=Path, default=None, help="where the table goes (default: the first sweep)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy every finished job's record (no checkpoints) into this sweep directory, to commit "
+                             "it and pool it with later jobs")  # fmt: skip
     args = parser.parse_args()
-    write(args.sweeps, args.val_set, args.out)
+    if args.keep is None:
+        write(args.sweeps, args.val_set, args.out)
+        return
+    added = keep(args.sweeps, args.keep)
+    print(f"kept {len(added)} new finished job(s) in {args.keep}")
+    write(args.keep, args.val_set, args.out or args.keep)  # the kept folder now holds every finished job
 
 
 if __name__ == "__main__":

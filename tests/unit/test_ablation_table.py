@@ -89,3 +89,27 @@ def test_plot_labels_sit_right_of_the_error_bars(tmp_path: Path, monkeypatch: py
     plot(rows, tmp_path / "ablation.png", "t")
     assert [s for _, s in placed] == ["12.0", "20.0"]
     assert placed[0][0] > 12.0 + 2.0 and placed[1][0] > 20.0
+
+
+def test_kept_records_pool_with_later_jobs_without_copying_a_job_twice(tmp_path: Path) -> None:
+    """--keep: the few kB the table reads, per finished job, in a folder that is itself a sweep."""
+    from diga.ablation import keep
+
+    day1, day2, kept = tmp_path / "day1", tmp_path / "day2", tmp_path / "kept"
+    first = _job(day1, 0, "a", 0, 10.0, 50.0)
+    (first / "07_selftrain" / "csv").mkdir(parents=True)
+    (first / "07_selftrain" / "csv" / "metrics.csv").write_text("step,train/pl_kept\n9,0.5\n")
+    (first / "07_selftrain" / "last.ckpt").write_bytes(b"weights")  # not part of the record
+    _job(day1, 1, "a", 1, 14.0, 60.0)
+    (day1 / "2" / ".hydra").mkdir(parents=True)  # unfinished: no results yet
+    (day1 / "2" / ".hydra" / "config.yaml").write_text("seed: 2\n")
+    assert [p.name for p in keep([day1], kept)] == ["0", "1"]
+    assert (kept / "0" / "07_selftrain" / "csv" / "metrics.csv").is_file()
+    assert not (kept / "0" / "07_selftrain" / "last.ckpt").exists()
+    assert keep([day1], kept) == []  # the same jobs again: nothing new
+    _job(day2, 0, "a", 2, 12.0, 40.0)
+    assert [p.name for p in keep([kept, day2], kept)] == ["2"]  # numbered after the kept ones
+    assert write(kept)["a: warm-up"]["seeds"] == {0: 10.0, 1: 14.0, 2: 12.0}
+    _job(tmp_path / "rerun", 0, "a", 1, 15.0, 60.0)  # seed 1 measured again, another result
+    with pytest.raises(SystemExit, match="same ablation row and seed with different results"):
+        keep([tmp_path / "rerun"], kept)
