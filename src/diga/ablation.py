@@ -74,8 +74,13 @@ def collect(sweeps: list[Path], val_set: str | None = None) -> dict[str, dict[st
     return rows
 
 
-RECORD = (".hydra/config.yaml", ".hydra/overrides.yaml", "pipeline_results.json", "pipeline_per_class.json",
-          "env.json")  # what a kept job holds, beside its self-training steps' CSV logs
+RECORD = (
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    "pipeline_results.json",
+    "pipeline_per_class.json",
+    "env.json",
+)  # what a kept job holds, beside its self-training steps' CSV logs
 
 
 def _identity(job: Path) -> tuple[str, str, int]:
