@@ -39,3 +39,15 @@ def test_reduced_toy_pipeline_reproduces_the_committed_table(tmp_path: Path) -> 
     got, env = reproduce.run_reduced(tmp_path)
     ok, report = reproduce.check(_table(), got, env["kernel_signature"])
     assert ok, report
+
+
+def test_a_second_measured_machine_compares_exactly_against_its_own_table() -> None:
+    expected = _table()
+    for signature, own in expected.get("also_exact_on", {}).items():
+        got = {"miou": own["miou"], "per_class": own["per_class"]}
+        ok, report = reproduce.check(expected, got, signature)
+        assert ok and "exact comparison" in report
+        moved = copy.deepcopy(got)
+        stage = next(iter(moved["miou"]))
+        moved["miou"][stage]["toy_target"] += 0.01  # within the tolerance, but not exact: refused on that machine
+        assert not reproduce.check(expected, moved, signature)[0]
