@@ -95,8 +95,9 @@ def keep(sweeps: list[Path], dest: Path) -> list[Path]:
     already holds (same row and seed, same results) is not copied again; the same row and seed with other results
     is an error that names both. Returns the new job folders."""
     dest.mkdir(parents=True, exist_ok=True)
-    held = {_identity(j): j for j in job_dirs([dest]) if (j / "pipeline_results.json").is_file()}
-    number = max((int(j.name) for j in job_dirs([dest])), default=-1) + 1
+    own = job_dirs([dest])
+    held = {_identity(j): j for j in own if (j / "pipeline_results.json").is_file()}
+    number = max((int(j.name) for j in own), default=-1) + 1
     added = []
     for job in job_dirs(sweeps):
         results = job / "pipeline_results.json"
