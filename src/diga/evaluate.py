@@ -38,6 +38,7 @@ def evaluate(
 ) -> dict[str, float]:
     metric = SegMetric(get_label_set(label_set)).to(device)
     model.to(device).eval()
+    inference = inference.for_device(device)
     for batch in progress(loader, len(loader), "evaluating"):  # seconds per image on a CPU: show how far it is
         x = batch["image"].to(device).float().div_(255)
         y = batch["label"].to(device)  # uint8: SegMetric widens it

@@ -93,6 +93,7 @@ def predict_folder(ckpt: str | Path, input_path: str | Path, output_dir: str | P
     label_set = get_label_set(label_set_name)
     dev = resolve_device(device)
     model.to(dev).eval()
+    inference = inference.for_device(dev)
     files, input_dir = input_images(input_path)
     if not files:
         raise DatasetError(f"{input_path}: no .png/.jpg images found")

@@ -47,6 +47,7 @@ def write_submission(ckpt: str | Path, data_cfg: dict, fmt: SubmissionFormat, ou
         raise ValueError(f"{ckpt}: a {label_set} model; the {fmt.name} server scores Cityscapes' 19 classes")
     dev = resolve_device(device)
     model.to(dev).eval()
+    inference = inference.for_device(dev)
     written: list[str] = []
     for i in progress(range(len(dataset)), len(dataset), "predicting the test split"):
         item = dataset[i]

@@ -102,6 +102,34 @@ def test_batched_windows_that_run_out_of_memory_are_predicted_one_at_a_time(monk
     assert sum("one window at a time" in r.message for r in caplog.records) == 1
 
 
+def test_batched_windows_run_only_on_a_gpu_outside_the_memory_checked_training() -> None:
+    """On the CPU a batch that does not fit is a kill, not an exception: evaluate, predict, submit, pseudo-labels and
+    the pipeline's pictures take one window at a time there (the same logits); a GPU keeps the batch."""
+    batched = InferenceConfig(mode="slide", crop_size=(8, 8), stride=(4, 4), batched=True)
+    assert batched.for_device("cpu") == InferenceConfig(mode="slide", crop_size=(8, 8), stride=(4, 4))
+    assert batched.for_device(torch.device("cuda", 0)) is batched
+    assert InferenceConfig().for_device("cpu") == InferenceConfig()
+
+
+def test_pipeline_pictures_predict_one_image_and_one_window_at_a_time(monkeypatch) -> None:
+    """Four 1920×1080 images with HRDA's batched windows took more than 20 GB: the pictures must not batch either."""
+    import diga.evaluation.report as report
+
+    seen: list[tuple[int, bool]] = []
+
+    def spy(model: nn.Module, x: torch.Tensor, cfg: InferenceConfig, num_classes: int, out_size=None) -> torch.Tensor:
+        seen.append((x.shape[0], cfg.batched))
+        return predict_logits(model, x, cfg, num_classes, out_size)
+
+    monkeypatch.setattr(report, "predict_logits", spy)
+    m, x = PixelModel(), torch.rand(3, 3, 16, 20)
+    m.num_classes = 3
+    cfg = InferenceConfig(mode="slide", crop_size=(8, 8), stride=(4, 4), batched=True)
+    preds = report.predict_each({"a": m}, x, cfg, torch.device("cpu"))
+    assert seen == [(1, False)] * 3
+    torch.testing.assert_close(preds["a"], m(x).logits.argmax(1))
+
+
 def test_out_size_and_flip() -> None:
     m, x = PixelModel(), torch.rand(1, 3, 16, 20)
     out = predict_logits(m, x, InferenceConfig(flip=True, fusion="mean"), 3, out_size=(32, 40))

@@ -45,6 +45,15 @@ class InferenceConfig:
 
         return replace(self, crop_size=divided(self.crop_size), stride=divided(self.stride))
 
+    def for_device(self, device: torch.device | str) -> InferenceConfig:
+        """This inference as it runs outside a memory-checked training step on `device`: batched windows only on a
+        GPU. On the CPU a batch that does not fit kills the process (no `OutOfMemoryError` for `slide_logits` to
+        fall back on), and batching buys little there: an HRDA 2048×1024 image took 142 s batched and 149 s one
+        window at a time, for 6.6 GB against 2.6 GB (`benchmarks/inference_memory.py`). The same logits either way."""
+        if not self.batched or torch.device(device).type == "cuda":
+            return self
+        return replace(self, batched=False)
+
     def divides(self, factor: int) -> bool:
         """Whether `shrunk(factor)` slides the same windows: every window and stride side divisible by `factor`
         (whole-image inference always does)."""

@@ -72,12 +72,14 @@ def plot_per_class(per_class: Mapping[str, Mapping[str, Mapping[str, float]]], c
 def predict_each(models: Mapping[str, Segmentor], images: torch.Tensor, inference: InferenceConfig,
                  device: torch.device) -> dict[str, torch.Tensor]:  # fmt: skip
     """Class maps of `images` from every model, each moved to `device` for its turn only (one model in device
-    memory at a time), returned on the CPU."""
+    memory at a time), returned on the CPU. One image at a time, so that memory does not grow with the images
+    shown (HRDA's batched windows on four 1920×1080 images took more than 20 GB of a CPU's memory)."""
     preds = {}
-    x = images.to(device)
+    inference = inference.for_device(device)
     for name, model in models.items():
         model.to(device).eval()
-        preds[name] = predict_logits(model, x, inference, model.num_classes).argmax(1).cpu()
+        preds[name] = torch.cat([predict_logits(model, x[None].to(device), inference, model.num_classes).argmax(1).cpu()
+                                 for x in images])  # fmt: skip
         model.to("cpu")
     return preds
 

@@ -86,7 +86,7 @@ def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
              fabric.global_rank, fabric.world_size)  # fmt: skip
     loader = DataLoader(Subset(dataset, todo), batch_size=int(st.get("batch_size", 1)),
                         num_workers=int(cfg.datamodule.num_workers), collate_fn=collate)  # fmt: skip
-    inf = inference_config(cfg)
+    inf = inference_config(cfg).for_device(fabric.device)
     threshold = st.get("confidence_threshold")
     if threshold == "classwise":
         threshold = class_thresholds(fabric, cfg, model, dataset, mine, inf, out_dir)
