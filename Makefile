@@ -11,6 +11,13 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 PYTEST_ARGS ?=
+# pytest-xdist workers (0: one process). One pytest process keeps a second core mostly idle (imports, subprocesses,
+# Lightning's per-step Python), so two workers nearly halve the default suite on 2 cores; each takes half of the
+# suite's two threads (tests/conftest.py). `worksteal`: a worker that runs out of tests takes half of the other's
+# queue. The slow suite hands out one test at a time, longest first (`slow(seconds=…)`).
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist worksteal
+XDIST_SLOW := -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 DEMO_STAGE ?= pipeline
 
 .PHONY: help install install-floating lock test test-slow test-all test-gpu gpu-smoke test-reference lint format demo train bench rehearsal reproduce docs ablation clean clean-logs
@@ -39,14 +46,14 @@ lock: ## re-resolve requirements/lock-*.txt with uv (LOCK_CONSTRAINTS=<pip freez
 	    -c requirements/torch-$$arch.txt -c $$cons --no-annotate --custom-compile-command "make lock" \
 	    -o requirements/lock-$$arch.txt -q || exit 1; rm -f $$cons; echo "wrote requirements/lock-$$arch.txt"; done
 
-test: ## default test suite: everything but the slow and GPU tests (a few minutes on 2 cores)
-	$(PYTHON) -m pytest -q -m "not slow and not gpu and not reference" --durations=15 $(PYTEST_ARGS)
+test: ## default test suite: everything but the slow and GPU tests (about 8 minutes on 2 cores)
+	$(PYTHON) -m pytest -q $(XDIST) -m "not slow and not gpu and not reference" --durations=15 $(PYTEST_ARGS)
 
 test-slow: ## the slow tests: whole pipelines, DDP, the reduced-size rehearsal of every experiment, sweeps
-	$(PYTHON) -m pytest -q -m "slow and not gpu" --durations=40 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q $(XDIST_SLOW) -m "slow and not gpu" --durations=40 $(PYTEST_ARGS)
 
 test-all: ## both (what CI runs)
-	$(PYTHON) -m pytest -q -m "not gpu and not reference" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q $(XDIST_SLOW) -m "not gpu and not reference" $(PYTEST_ARGS)
 
 test-gpu: ## GPU tests (on a machine with CUDA)
 	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)

@@ -102,10 +102,12 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
 
 
 def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], steps: int, scale: float,
-                 isolate: bool = True, resume: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The experiment's pipeline in a subprocess; returns its profile and results."""
+                 isolate: bool = True, resume: bool = False,
+                 extra: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The experiment's pipeline in a subprocess (`extra`: more overrides); returns its profile and results."""
     run_id = f"rehearsal-{name}-s{scale}"
-    overrides = [*experiment_overrides(name, data, weights, steps, scale), "stage=pipeline", f"run_id={run_id}",
+    overrides = [*experiment_overrides(name, data, weights, steps, scale), *(extra or []), "stage=pipeline",
+                 f"run_id={run_id}",
                  f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}",
                  # the translator at the authors' batch needs ~36 GB without it (benchmarks/memory_options.py)
                  "++stage.step_overrides={translator:['stage.module.grad_checkpointing=true']}"]  # fmt: skip

@@ -16,7 +16,21 @@ from hydra.core.global_hydra import GlobalHydra
 
 from tests import fakes
 
-torch.set_num_threads(2)
+# pytest-xdist runs the suite in several workers, each with its share of the two threads the suite was written for
+# (the processes that tests start keep the machine's own count; a test that compares such a process's results bit
+# for bit with its own gives it this count: `OMP_NUM_THREADS=str(torch.get_num_threads())`)
+torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first (`slow(seconds=…)`, their time alone on 2 cores), so that parallel workers do not
+    finish with one of them running alone; the rest keep their order."""
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return mark.kwargs.get("seconds", 0) if mark else 0
+
+    items.sort(key=lambda item: -seconds(item))
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import tiny_pipeline_overrides, tiny_toy_overrides
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 def test_ablation_sweep_and_table(tmp_path: Path, toy_root: Path) -> None:
     from diga.ablation import write
 

@@ -18,7 +18,7 @@ def _vit(tmp_path: Path, toy_root: Path, steps: int = 2) -> list[str]:
     return [*tiny_toy_overrides(tmp_path, toy_root.parent, steps=steps), "model=dinov2_vit_s"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_dinov2_runs_the_whole_toy_pipeline_and_exports(tmp_path: Path, toy_root: Path) -> None:
     from diga.export import export_onnx
 

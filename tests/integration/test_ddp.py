@@ -201,7 +201,7 @@ CPU_DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # glo
 
 
 @pytest.mark.ddp
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 @pytest.mark.parametrize("model", ["segformer_b0", "dinov2_vit_s"])
 def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path, model: str) -> None:
     """`trainer=ddp` on 2 processes × batch 2 trains the model that 1 process × batch 4 trains (MiT and ViT).
@@ -243,7 +243,7 @@ def test_ddp_training_equals_single_process(tmp_path: Path, toy_root: Path, mode
 
 
 @pytest.mark.ddp
-@pytest.mark.slow
+@pytest.mark.slow(seconds=80)
 def test_whole_pipeline_under_cli_ddp(tmp_path: Path, toy_root: Path) -> None:
     """`python -m diga.train stage=pipeline trainer=ddp` on 2 CPU processes: every stage runs on both ranks."""
     import json

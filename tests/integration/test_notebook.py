@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "demo.ipynb"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_demo_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGA_NOTEBOOK_TINY", "1")
     monkeypatch.setenv("DIGA_NOTEBOOK_DIR", str(tmp_path))

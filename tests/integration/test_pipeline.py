@@ -11,7 +11,7 @@ from diga.tasks import run_task
 from tests.helpers import TINY_PSEUDO_LABELS, compose_cfg, tiny_pipeline_overrides, tiny_toy_overrides
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_toy_pipeline_end_to_end_and_skips_done_stages(tmp_path: Path, toy_root: Path, capsys, caplog) -> None:
     base = [*tiny_toy_overrides(tmp_path, toy_root.parent), *tiny_pipeline_overrides(), "+datamodule.target.limit=4"]
     metrics = run_task(compose_cfg(base))

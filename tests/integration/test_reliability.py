@@ -102,6 +102,7 @@ def _with(trainer, callback):
 KILLER = """
 import os, signal, sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a shell (a pytest-xdist worker ignores it)
 import pytorch_lightning as pl
 import diga.tasks.fit as fit
 from diga.tasks import run_task
@@ -138,7 +139,8 @@ def test_kill_or_ctrl_c_mid_epoch_then_resume_matches_uninterrupted(stage: str, 
 
     killed = [*base, f"paths.output_dir={tmp_path / 'killed'}"]
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", KILLER, "5", str(int(signum)), *killed], cwd=repo,
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # compared bit for bit with this process
+    proc = subprocess.run([sys.executable, "-c", KILLER, "5", str(int(signum)), *killed], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     # really stopped mid-run (an epoch holds 4 batches here); Lightning ends a Ctrl-C with status 1
     assert proc.returncode == (-9 if signum == signal.SIGKILL else 1), proc.stderr[-2000:]
