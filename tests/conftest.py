@@ -16,9 +16,12 @@ from hydra.core.global_hydra import GlobalHydra
 
 from tests import fakes
 
-# pytest-xdist runs the suite in several workers, each with its share of the two threads the suite was written for
-# (the processes that tests start keep the machine's own count; a test that compares such a process's results bit
-# for bit with its own gives it this count: `OMP_NUM_THREADS=str(torch.get_num_threads())`)
+# pytest-xdist runs the suite in several workers, each with its share of the two threads the suite was written for.
+# The processes that tests start keep the machine's own count (a test that compares such a process's results bit for
+# bit with its own gives it this count: `OMP_NUM_THREADS=str(torch.get_num_threads())`), and their idle OpenMP
+# threads sleep (spinning against the other worker's processes kept a 5-minute test running past 19 minutes)
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # not a kernel variable: the same kernels run
 torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
