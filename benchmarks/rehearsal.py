@@ -107,8 +107,7 @@ def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], st
     """The experiment's pipeline in a subprocess (`extra`: more overrides); returns its profile and results."""
     run_id = f"rehearsal-{name}-s{scale}"
     overrides = [*experiment_overrides(name, data, weights, steps, scale), *(extra or []), "stage=pipeline",
-                 f"run_id={run_id}",
-                 f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}",
+                 f"run_id={run_id}", f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}",
                  # the translator at the authors' batch needs ~36 GB without it (benchmarks/memory_options.py)
                  "++stage.step_overrides={translator:['stage.module.grad_checkpointing=true']}"]  # fmt: skip
     run = work / "logs" / "train" / name / "pipeline" / run_id

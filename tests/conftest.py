@@ -20,9 +20,10 @@ from tests import fakes
 # The processes that tests start keep the machine's own count (a test that compares such a process's results bit for
 # bit with its own gives it this count: `OMP_NUM_THREADS=str(torch.get_num_threads())`), and their idle OpenMP
 # threads sleep (spinning against the other worker's processes kept a 5-minute test running past 19 minutes)
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKERS > 1:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # not a kernel variable: the same kernels run
-torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(max(1, 2 // XDIST_WORKERS))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -35,8 +35,7 @@ def test_comparison_is_exact_on_the_same_kernels_and_tolerant_elsewhere() -> Non
 
 
 @pytest.mark.slow(seconds=300)
-def test_reduced_toy_pipeline_reproduces_the_committed_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the machine's own thread count, as `make reproduce` has it
+def test_reduced_toy_pipeline_reproduces_the_committed_table(tmp_path: Path) -> None:
     got, env = reproduce.run_reduced(tmp_path)
     ok, report = reproduce.check(_table(), got, env["kernel_signature"])
     assert ok, report
