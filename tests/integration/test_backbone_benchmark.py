@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow(seconds=170)
+@pytest.mark.slow(seconds=60)
 def test_one_warmup_and_one_selftraining_row_are_measured(tmp_path: Path) -> None:
     from benchmarks.backbones import fake_pseudo_labels, rows_to_run, run_row, stage_overrides, table
     from benchmarks.fake_weights import write_weights

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from diga.data.datasets.base import SegmentationDataset
 from diga.data.samplers import ShardSampler, StepSampler
 from diga.data.transforms import ClassContentRetry, eval_transform, seed_transform, train_transform, worker_init_fn
+from diga.data.workers import worker_context
 
 DOMAINS = ("source", "target")
 
@@ -254,6 +255,7 @@ class DomainAdaptationDataModule(pl.LightningDataModule):
             pin_memory=self.pins_memory(),
             persistent_workers=self.persistent_workers and workers > 0,
             worker_init_fn=worker_init_fn if workers > 0 else None,
+            multiprocessing_context=worker_context(workers),
             collate_fn=collate,
         )
 
