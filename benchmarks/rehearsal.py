@@ -102,9 +102,12 @@ def loader_throughput(name: str, data: Path, weights: dict[str, Path], scale: fl
 
 
 def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], steps: int, scale: float,
-                 isolate: bool = True, resume: bool = False,
-                 extra: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """The experiment's pipeline in a subprocess (`extra`: more overrides); returns its profile and results."""
+                 isolate: bool = True, resume: bool = False, extra: list[str] | None = None,
+                 in_this_process: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The experiment's pipeline in a subprocess (`extra`: more overrides); returns its profile and results.
+
+    `in_this_process`: composed and run here instead (`diga.tasks.run_task`, what the CLI calls), which saves the
+    new process's imports; the reduced-size test runs eight experiments this way."""
     run_id = f"rehearsal-{name}-s{scale}"
     overrides = [*experiment_overrides(name, data, weights, steps, scale), *(extra or []), "stage=pipeline",
                  f"run_id={run_id}", f"paths.root_dir={work}", f"stage.isolate_steps={str(isolate).lower()}",
@@ -114,11 +117,12 @@ def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], st
     if not resume:
         shutil.rmtree(run, ignore_errors=True)  # a fresh run: every step runs (and is timed)
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "diga.train", *overrides], capture_output=True, text=True)
+    # Hydra's entry point names the run folder; composed here, it is given (the same folder)
+    returncode, output = _run_here([*overrides, f"paths.output_dir={run}"]) if in_this_process else _run_cli(overrides)
     wall = time.perf_counter() - t
-    result: dict[str, Any] = {"experiment": name, "wall_s": wall, "returncode": proc.returncode, "run_dir": str(run)}
-    if proc.returncode != 0:
-        result["error"] = (proc.stdout + proc.stderr)[-6000:]
+    result: dict[str, Any] = {"experiment": name, "wall_s": wall, "returncode": returncode, "run_dir": str(run)}
+    if returncode != 0:
+        result["error"] = output[-6000:]
         return result
     profile = json.loads((run / "pipeline_profile.json").read_text())
     for step, rec in profile.items():
@@ -130,6 +134,28 @@ def run_pipeline(name: str, work: Path, data: Path, weights: dict[str, Path], st
     result["steps"] = profile
     result["pipeline_results"] = json.loads((run / "pipeline_results.json").read_text())
     return result
+
+
+def _run_cli(overrides: list[str]) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-m", "diga.train", *overrides], capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _run_here(overrides: list[str]) -> tuple[int, str]:
+    import traceback
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from diga.config import compose_config
+    from diga.tasks import run_task
+
+    try:
+        run_task(compose_config(overrides))
+    except Exception:
+        return 1, traceback.format_exc()
+    finally:
+        GlobalHydra.instance().clear()
+    return 0, ""
 
 
 def report(res: dict[str, Any]) -> str:

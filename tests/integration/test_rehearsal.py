@@ -49,7 +49,7 @@ def rehearsal_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 def test_real_experiment_pipeline_runs_at_reduced_size(experiment: str, rehearsal_inputs) -> None:
     work, data, weights = rehearsal_inputs
     res = run_pipeline(experiment, work, data, weights, steps=1, scale=0.125, isolate=False,
-                       extra=WITHOUT_REPEATS.get(experiment))  # fmt: skip
+                       extra=WITHOUT_REPEATS.get(experiment), in_this_process=True)  # fmt: skip
     assert res["returncode"] == 0, res.get("error")
     assert list(res["steps"]) == STEPS[experiment]
     results = {name: r for step in res["steps"].values() for name, r in step["results"].items()}
