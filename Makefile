@@ -46,7 +46,7 @@ lock: ## re-resolve requirements/lock-*.txt with uv (LOCK_CONSTRAINTS=<pip freez
 	    -c requirements/torch-$$arch.txt -c $$cons --no-annotate --custom-compile-command "make lock" \
 	    -o requirements/lock-$$arch.txt -q || exit 1; rm -f $$cons; echo "wrote requirements/lock-$$arch.txt"; done
 
-test: ## default test suite: everything but the slow and GPU tests (about 8 minutes on 2 cores)
+test: ## default test suite: everything but the slow and GPU tests (4 to 9 minutes on 2 cores, by CPU)
 	$(PYTHON) -m pytest -q $(XDIST) -m "not slow and not gpu and not reference" --durations=15 $(PYTEST_ARGS)
 
 test-slow: ## the slow tests: whole pipelines, DDP, the reduced-size rehearsal of every experiment, sweeps
