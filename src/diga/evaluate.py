@@ -17,9 +17,8 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from diga.config import register_resolvers
-from diga.data.datamodule import DomainAdaptationDataModule, collate
+from diga.data.datamodule import DomainAdaptationDataModule, inference_loader
 from diga.data.labels import get_label_set
-from diga.data.workers import worker_context
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.evaluation.metrics import SegMetric, format_table
 from diga.models.loading import load_segmentor, resolve_device
@@ -61,13 +60,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     data_cfg = to_plain(cfg.data)
     overrides = {"limit": cfg.limit} if cfg.limit else {}
     dataset = DomainAdaptationDataModule.build_eval_dataset(data_cfg, split_key=cfg.split, **overrides)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=collate,
-        multiprocessing_context=worker_context(cfg.num_workers),
-    )
+    loader = inference_loader(dataset, int(cfg.batch_size), int(cfg.num_workers))
     device = resolve_device(cfg.device)
     inf = InferenceConfig.from_config(cfg.inference)
     summary = evaluate(model, loader, cfg.label_set, inf, device)

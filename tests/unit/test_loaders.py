@@ -71,7 +71,7 @@ def test_loader_workers_fork_even_in_a_spawned_process() -> None:
     assert worker_context(0) is None and dm._loader([0], 1, False, False, workers=0).multiprocessing_context is None
     if sys.platform.startswith("linux"):
         assert loader.multiprocessing_context.get_start_method() == "fork"
-    # every loader diga builds passes the context (evaluation, pseudo-labels and centroids build their own)
+    # every DataLoader diga builds passes the context (the training loaders and `inference_loader`)
     src = Path(__file__).parents[2] / "src" / "diga"
     for f in src.rglob("*.py"):
         for call in f.read_text().split("DataLoader(")[1:]:

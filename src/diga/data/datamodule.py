@@ -416,3 +416,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[k] = vals
     return out
+
+
+def inference_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    """The loader of the offline passes (evaluation, pseudo-labels, centroids): in order, `collate`d, its workers
+    started as the training loaders' are (`worker_context`)."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
+                      multiprocessing_context=worker_context(num_workers))  # fmt: skip

@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 from lightning_fabric import Fabric
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from diga.centroids import CentroidAccumulator, class_mean_vectors, reference_running_mean, save_centroids
-from diga.data.datamodule import collate
-from diga.data.workers import worker_context
+from diga.data.datamodule import inference_loader
 from diga.models.loading import load_segmentor
 from diga.offline.launch import launch, shard, target_train_dataset
 from diga.utils.artifacts import CENTROIDS
@@ -47,9 +46,7 @@ def _accumulate_and_save(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
     model.to(fabric.device).eval()
     dataset = target_train_dataset(cfg)
     mine = shard(list(range(len(dataset))), fabric)
-    loader = DataLoader(Subset(dataset, mine), batch_size=int(st.get("batch_size", 1)),
-                        num_workers=int(cfg.datamodule.num_workers), collate_fn=collate,
-                        multiprocessing_context=worker_context(int(cfg.datamodule.num_workers)))  # fmt: skip
+    loader = inference_loader(Subset(dataset, mine), int(st.get("batch_size", 1)), int(cfg.datamodule.num_workers))
     min_pixels = int(st.get("min_pixels", 5))
     reference = st.get("averaging", "exact") == "reference"
     acc = CentroidAccumulator(model.num_classes, model.feat_dim, min_pixels)

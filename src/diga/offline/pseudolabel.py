@@ -18,12 +18,11 @@ import torch
 import torch.nn.functional as F
 from lightning_fabric import Fabric
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
-from diga.data.datamodule import collate
+from diga.data.datamodule import inference_loader
 from diga.data.io import save_label_png
 from diga.data.labels import get_label_set
-from diga.data.workers import worker_context
 from diga.evaluation.inference import InferenceConfig, predict_logits
 from diga.models.loading import load_segmentor
 from diga.offline.launch import launch, shard, target_train_dataset
@@ -56,9 +55,8 @@ def class_thresholds(fabric: Fabric, cfg: DictConfig, model: torch.nn.Module, da
     if saved.is_file():
         return torch.tensor(json.loads(saved.read_text())["thresholds"], device=fabric.device)
     hist = torch.zeros(model.num_classes, bins, dtype=torch.float64, device=fabric.device)
-    loader = DataLoader(Subset(dataset, mine), batch_size=int(cfg.stage.get("batch_size", 1)),
-                        num_workers=int(cfg.datamodule.num_workers), collate_fn=collate,
-                        multiprocessing_context=worker_context(int(cfg.datamodule.num_workers)))  # fmt: skip
+    loader = inference_loader(Subset(dataset, mine), int(cfg.stage.get("batch_size", 1)),
+                              int(cfg.datamodule.num_workers))  # fmt: skip
     with torch.no_grad():
         for batch in progress(loader, len(loader), "class-wise thresholds", fabric.global_rank == 0):
             conf, label = F.softmax(predict_logits(model, batch["image"].to(fabric.device).float().div_(255), inf,
@@ -86,9 +84,7 @@ def _predict_and_write(fabric: Fabric, cfg: DictConfig) -> dict[str, float]:
     todo = [i for i in mine if not (out_dir / f"{dataset.samples[i].name}.png").exists()]
     log.info("pseudo-labels: %d of %d images to predict into %s (rank %d of %d)", len(todo), len(dataset), out_dir,
              fabric.global_rank, fabric.world_size)  # fmt: skip
-    loader = DataLoader(Subset(dataset, todo), batch_size=int(st.get("batch_size", 1)),
-                        num_workers=int(cfg.datamodule.num_workers), collate_fn=collate,
-                        multiprocessing_context=worker_context(int(cfg.datamodule.num_workers)))  # fmt: skip
+    loader = inference_loader(Subset(dataset, todo), int(st.get("batch_size", 1)), int(cfg.datamodule.num_workers))
     inf = inference_config(cfg).for_device(fabric.device)
     threshold = st.get("confidence_threshold")
     if threshold == "classwise":
