@@ -97,7 +97,8 @@ HRDA_TOY = [
 @pytest.mark.parametrize("masked", [False, True], ids=["hrda", "mic_hrda"])
 def test_hrda_and_mic_hrda_train_on_the_multi_resolution_model(masked: bool, tmp_path: Path) -> None:
     """DAFormer's (and MIC's) self-training on HRDA: the context, a detail window, the scale attention and their
-    fused loss train together; validation slides windows in one batch, each window HRDA's multi-resolution forward."""
+    fused loss train together; validation slides windows (one at a time on the CPU), each window HRDA's multi-resolution
+    forward."""
     cfg = compose_cfg([*tiny_toy_overrides(tmp_path, tmp_path / "data", steps=2), "stage=daformer", *HRDA_TOY,
                        *([MIC] if masked else []), "trainer.log_every_n_steps=1"])  # fmt: skip
     metrics = run_task(cfg)

@@ -185,19 +185,15 @@ class SegmentationModule(pl.LightningModule):
     grad_forwards_per_image = 1  # student forwards with gradients per source image and step
 
     def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
-        """Overrides that lower this stage's memory, tried in this order when its estimate does not fit
+        """Overrides that lower this stage's memory, tried in this order when its estimate does not fit on the CPU
         (`diga.tasks.memory_fit`): activation checkpointing (same maths), then it with 2, 3, … micro-batches that
-        divide every domain's batch. With batched sliding-window validation: first one window at a time (the same
-        logits), then each training option with batched windows, then with one window at a time."""
+        divide every domain's batch. (Batched sliding-window validation is not among them: a CPU run validates one
+        window at a time from the start, `diga.tasks.fit.cpu_validation_option`.)"""
         ckpt = () if dict(self.hparams.model).get("grad_checkpointing") else ("model.grad_checkpointing=true",)
         batch = math.gcd(source_images, target_images or source_images)
         current = int(self.hparams.micro_batches)
         parts = [n for n in range(current + 1, batch + 1) if batch % n == 0]
-        training = [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
-        one_window = self.validation_fallback
-        if not one_window:
-            return training
-        return [one_window, *training, *((*one_window, *o) for o in training)]
+        return [*([ckpt] if ckpt else []), *((*ckpt, f"stage.module.micro_batches={n}") for n in parts)]
 
     @property
     def validation_fallback(self) -> tuple[str, ...]:

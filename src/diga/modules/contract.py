@@ -56,7 +56,7 @@ class TrainingStage(Protocol):
         ...
 
     def memory_fallbacks(self, source_images: int, target_images: int) -> list[tuple[str, ...]]:
-        """Override lists that lower the memory, in the order to try them (same maths first)."""
+        """Override lists that lower the training step's memory, in the order to try them (same maths first)."""
         ...
 
     # stages that validate (`validates`) also say what validation needs, beside the weights they hold
