@@ -307,3 +307,56 @@ def test_a_stage_rebuilt_with_a_memory_option_starts_from_the_same_weights(tmp_p
     assert rebuilt is not first and rebuilt.hparams.model["grad_checkpointing"]
     before, after = first.state_dict(), rebuilt.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("hrda", [False, True], ids=["one_resolution", "hrda"])
+def test_the_teacher_peak_from_a_half_size_probe_matches_the_full_crop(hrda: bool) -> None:
+    """The teacher's no-gradient forward of two 256×256 crops (HRDA: all 9 detail windows of each in one batch),
+    estimated from one image at 128×128 with a detail window as much smaller, against the measurement: within 20 %."""
+    from types import SimpleNamespace
+
+    from diga.models import build_segmentor
+    from diga.modules.base import SegmentationModule
+
+    torch.manual_seed(0)
+    options = {"hrda": {"hr_crop_size": [128, 128], "attention": {"embed_dim": 16}}} if hrda else {}
+    model = build_segmentor({"name": "mit_b0"}, {"name": "daformer", "embed_dim": 32}, num_classes=4, **options)
+    estimate = SegmentationModule.teacher_peak_bytes(SimpleNamespace(model=model), (256, 256), 2)  # type: ignore
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        measured = peak_live_bytes(lambda: model.eval()(x))
+    assert estimate == pytest.approx(measured, rel=0.2)
+
+
+@pytest.mark.parametrize("stage", ["warmup", "selftrain", "daformer"])
+def test_the_teachers_peak_adds_to_the_student_graphs_alive_beside_it(
+    stage: str, tmp_path: Path, toy_root: Path, selftrain_inputs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DiGA's warm-up and self-training run the teacher after the student's forward on both views (the authors'
+    order): its peak comes on top of those graphs. DAFormer's pseudo-label forward follows the source backward, so a
+    step holds the larger of the two — unless the losses are back-propagated together."""
+    from diga.modules.base import SegmentationModule
+    from diga.tasks.fit import build_module
+    from tests.helpers import compose_cfg, tiny_toy_overrides, training_stage_overrides
+
+    cfg = compose_cfg([*tiny_toy_overrides(tmp_path, toy_root.parent), *training_stage_overrides(stage,
+                       selftrain_inputs)])  # fmt: skip
+    module = build_module(cfg)
+    gib = 1024**3
+    monkeypatch.setattr(SegmentationModule, "teacher_peak_bytes", lambda self, crop, images, p=None: images * gib)
+
+    def activations(teacher: bool) -> int:
+        with monkeypatch.context() as m:
+            if not teacher:
+                m.setattr(type(module), "teacher_images", lambda self, s, t: 0)
+            return module.estimate_memory((64, 64), 2, 2).activations
+
+    student, acts = activations(False), activations(True)
+    if stage == "daformer":  # the 2 target crops: after the source backward, else beside the source pass's graph
+        assert acts == max(student, 2 * gib)
+        module.hparams.sequential_backward = False
+        student = activations(False)
+        assert module.grad_forwards_per_image == 3  # source, class-mix, MIC
+        assert activations(True) == pytest.approx(student / 3 + 2 * gib, abs=2)
+    else:  # cat(x, x̃) of 2 source images, beside both views' graphs (all of the warm-up's, 2 of 3 in self-training)
+        assert acts == pytest.approx(student * 2 / module.grad_forwards_per_image + 4 * gib, abs=2)

@@ -37,6 +37,7 @@ from diga.utils.memory import (
     MemoryEstimate,
     autocast_context,
     peak_live_bytes,
+    probe_size,
     scaled_activation_bytes,
     tensor_bytes,
     without_side_effects,
@@ -222,11 +223,39 @@ class SegmentationModule(pl.LightningModule):
 
     def estimate_memory(self, crop: tuple[int, int], source_images: int, target_images: int,
                         precision: str | None = None) -> MemoryEstimate:  # fmt: skip
-        """Weights, gradients, optimiser state and the activations one training step keeps (see diga.utils.memory)."""
-        images = self.grad_forwards_per_image * source_images / int(self.hparams.micro_batches)
+        """Weights, gradients, optimiser state and the activations one training step keeps (see diga.utils.memory),
+        or the peak of the step's largest teacher forward when that is larger (`teacher_images`)."""
+        parts = int(self.hparams.micro_batches)
+        images = self.grad_forwards_per_image * source_images / parts
         acts = scaled_activation_bytes(self.model, crop, max(1, round(images)), precision,
                                        forward=lambda x: self.training_logits(x, crop))  # fmt: skip
+        teacher = self.teacher_images(source_images, target_images) / parts
+        if teacher:  # the teacher's transient peak beside the student graphs alive at that moment
+            alive = acts * self.student_forwards_before_teacher / self.grad_forwards_per_image
+            acts = max(acts, int(alive) + self.teacher_peak_bytes(crop, max(1, round(teacher)), precision))
         return MemoryEstimate(self.weight_bytes(), acts)
+
+    def teacher_images(self, source_images: int, target_images: int) -> int:
+        """Images in the step's largest teacher forward (no gradients; 0: the stage has no teacher). With HRDA its
+        peak is large: every detail window of every crop in one batch."""
+        return 0
+
+    # of the `grad_forwards_per_image` student forwards, those whose graphs are alive when the teacher runs
+    student_forwards_before_teacher = 0
+
+    def teacher_peak_bytes(self, crop: tuple[int, int], images: int, precision: str | None = None) -> int:
+        """The activation peak of one no-gradient forward of `images` crops by the teacher (the student's network),
+        measured on one image at half the crop — a multi-resolution model's detail window halved with it, so that the
+        windows are as many — and scaled by the pixels and the images."""
+        h, w = probe_size(crop)
+        factor = 2 if (2 * h, 2 * w) == tuple(crop) else 1
+        h, w = (h, w) if factor == 2 else tuple(crop)
+        x = torch.rand(1, 3, h, w)
+        with without_side_effects(self.model), self.model.scaled_for_probe(factor), autocast_context(precision):
+            self.model.eval()
+            with torch.no_grad():
+                peak = peak_live_bytes(lambda: self.model(x))
+        return int(peak * factor * factor * images)
 
     def estimate_inference_memory(self, image: Sequence[int], images: int, precision: str | None = None) -> int:
         """Bytes one validation batch of `images` images of `image` (H, W) needs beside the weights: the peak of the

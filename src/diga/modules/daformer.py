@@ -59,6 +59,14 @@ class DAFormerModule(SourceOnlyModule):
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.teacher, *super().frozen_modules()]
 
+    def teacher_images(self, source_images: int, target_images: int) -> int:
+        return target_images  # the pseudo-label forward of the target crops
+
+    @property
+    def student_forwards_before_teacher(self) -> int:  # type: ignore[override]
+        """The source pass's graph: freed by its backward pass with `sequential_backward`, else still alive."""
+        return 0 if self.hparams.sequential_backward else 1
+
     def step_generator(self) -> torch.Generator:
         """The mask RNG, reseeded from (mask_seed, step, rank) at every call (diga.utils.rng)."""
         self._generator = step_generator(self.device, int(self.hparams.mask_seed), int(self.global_step),

@@ -75,6 +75,9 @@ class SelfTrainModule(WarmupModule):
 
     grad_forwards_per_image = 3  # cat(x_s, x̃_s), then the class-mixed target image
 
+    def teacher_images(self, source_images: int, target_images: int) -> int:
+        return max(2 * source_images, target_images)  # cat(x_s, x̃_s), then the target crops, each after cat(x_s, x̃_s)
+
     @torch.no_grad()
     def update_centroids(
         self, feats: list[torch.Tensor], labels: list[torch.Tensor], preds: list[torch.Tensor]

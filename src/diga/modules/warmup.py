@@ -49,6 +49,12 @@ class WarmupModule(SourceOnlyModule):
         self._generator_step = -1
 
     grad_forwards_per_image = 2  # cat(x, x̃)
+    # the authors' order: the student's forward, then the teacher's (a train-mode teacher draws its dropout after the
+    # student's, so the order is part of the results)
+    student_forwards_before_teacher = 2
+
+    def teacher_images(self, source_images: int, target_images: int) -> int:
+        return 2 * source_images  # cat(x, x̃)
 
     @classmethod
     def declared_inputs(cls, stage: Mapping[str, Any]) -> list[StageInput]:
