@@ -126,10 +126,16 @@ def test_diga_runs_on_the_multi_resolution_model(tmp_path: Path) -> None:
     assert final["model_cfg"]["hrda"] is not None
 
 
-def test_the_memory_estimate_of_hrda_keeps_the_detail_windows_share(tmp_path: Path) -> None:
+def test_the_memory_estimate_of_hrda_keeps_the_detail_windows_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pre-flight probe runs at half the crop: HRDA's detail window must shrink with it, or the estimate would
-    count a full-size window on a half-size probe (2.5× too much at the authors' sizes)."""
+    count a full-size window on a half-size probe (2.5× too much at the authors' sizes). The student's graphs only:
+    the teacher's forward is tested in tests/unit/test_memory.py."""
+    from diga.modules.daformer import DAFormerModule
     from diga.tasks.fit import build_module
+
+    monkeypatch.setattr(DAFormerModule, "teacher_images", lambda self, source, target: 0)
 
     base = [*tiny_toy_overrides(tmp_path, tmp_path / "data"), "stage=daformer", *HRDA_TOY,
             "stage.module.feature_distance.weight=0", "stage.module.sequential_backward=false"]  # fmt: skip
